@@ -1,0 +1,33 @@
+"""mmreg: a plugin-based experiment registry for multimodal (image + text) deep learning."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from .hookspecs import hookimpl
+
+try:
+    __version__ = version("mmreg")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import mmreg` (and `mmreg --help`) never imports torch.
+    if name in ("run", "resolve"):
+        from . import api
+
+        return getattr(api, name)
+    if name in ("load_experiment", "Experiment"):
+        from . import config
+
+        return getattr(config, name)
+    if name in ("load_plugins", "PluginHost"):
+        from . import plugins
+
+        return getattr(plugins, name)
+    raise AttributeError(f"module 'mmreg' has no attribute '{name}'")
+
+
+__all__ = ["Experiment", "PluginHost", "__version__", "hookimpl", "load_experiment", "load_plugins", "resolve", "run"]

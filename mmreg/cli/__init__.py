@@ -1,0 +1,76 @@
+"""The mmreg command-line interface: parses, calls the Python API, prints with rich."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import MmregError
+from . import listing, run
+from .state import state
+
+app = typer.Typer(
+    name="mmreg",
+    help="Compose multimodal (image + text) experiments from plugins, train and compare them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("run")(run.run_command)
+app.command("list")(listing.list_command)
+app.command("show")(listing.show_command)
+app.add_typer(listing.plugins_app, name="plugins")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmreg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error (or MMREG_DEBUG=1).")] = False,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", "-p", help="Load a plugin module (name or .py path); repeatable. Also MMREG_PLUGINS."),
+    ] = None,
+) -> None:
+    state.debug = state.debug or debug
+    state.extra_plugins = list(plugin or [])
+
+
+def main() -> None:
+    """Run the CLI; bad input ends as one line on stderr and exit code 2."""
+    state.debug = "--debug" in sys.argv[1:] or os.environ.get("MMREG_DEBUG", "") not in ("", "0")
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: typer/click already say what is wrong
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except MmregError as exc:
+        if state.debug:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if state.debug:
+            traceback.print_exc()
+        typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

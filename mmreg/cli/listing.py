@@ -1,0 +1,97 @@
+"""`mmreg list`, `mmreg show` and `mmreg plugins list`: what is installed and what it takes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from .state import state
+
+plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    return {"name": entry.name, "plugin": entry.plugin, "help": entry.help, "params": entry.describe_params()}
+
+
+def list_command(
+    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft or datasets.", show_default=False)] = None,
+    pattern: Annotated[str, typer.Argument(help="fnmatch filter on names, e.g. 'cross*'.")] = "*",
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List registered components with their plugin and parameters."""
+    from ..registry import KINDS, find_kind
+
+    kinds = [find_kind(kind)] if kind else list(KINDS)
+    host = state.host()
+    data = {k.key: [_entry_dict(e) for e in host.registry(k).list(pattern)] for k in kinds}
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for k in kinds:
+        table = Table(title=k.key, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column("plugin")
+        table.add_column("parameters (default)")
+        table.add_column("help")
+        for e in data[k.key]:
+            params = ", ".join(f"{p['name']}={p['default']!r}" if not p["required"] else p["name"] for p in e["params"])
+            table.add_row(e["name"], e["plugin"], params or "-", e["help"])
+        console.print(table)
+
+
+def show_command(
+    kind: Annotated[str, typer.Argument(help="The kind, e.g. fusions.")],
+    name: Annotated[str, typer.Argument(help="The component's registered name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show one component: its plugin, help and every parameter with type, default and help."""
+    from ..registry import find_kind
+
+    entry = state.host().registry(find_kind(kind)).get(name)
+    data = _entry_dict(entry)
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{entry.kind.label} {entry.name}[/bold]  (plugin {entry.plugin})")
+    if entry.help:
+        console.print(entry.help)
+    table = Table()
+    for col in ("parameter", "type", "default", "help"):
+        table.add_column(col)
+    for p in data["params"]:
+        table.add_row(p["name"], p["type"], "(required)" if p["required"] else repr(p["default"]), p["help"])
+    console.print(table if data["params"] else "no parameters")
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Every plugin mmreg found, its version and source, and the error of each that failed."""
+    host = state.host(warn=False)
+    rows = [
+        {"name": p.name, "module": p.module, "source": p.source, "version": p.version, "ok": p.error is None, "error": p.error}
+        for p in host.plugins
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("plugin", "module", "version", "source", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]ok[/green]" if r["ok"] else f"[red]failed[/red]: {r['error']}"
+        table.add_row(r["name"], r["module"], r["version"] or "-", r["source"], status)
+    Console().print(table)

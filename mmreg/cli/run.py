@@ -1,0 +1,88 @@
+"""`mmreg run`: compose components into one training run and print its result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .state import state
+
+Name = Annotated[str | None, typer.Option(show_default=False)]
+
+
+def run_command(
+    experiment: Annotated[
+        Path | None, typer.Argument(help="Experiment file (.toml/.yaml) or a run directory to rerun.", show_default=False)
+    ] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name (see `mmreg list encoders`).", show_default=False)] = None,
+    fusion: Annotated[str | None, typer.Option(help="Fusion head name.", show_default=False)] = None,
+    loss: Annotated[
+        list[str] | None, typer.Option(help="Loss name, optionally NAME:WEIGHT; repeatable.", show_default=False)
+    ] = None,
+    augment: Annotated[list[str] | None, typer.Option(help="Augmenter name; repeatable.", show_default=False)] = None,
+    peft: Annotated[str | None, typer.Option(help="PEFT strategy name.", show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name.", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any setting: dotted.key=value, e.g. fusion.heads=8; repeatable."),
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created [default: runs].", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (the run directory's name).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Train and evaluate one experiment; defaults: clip + gated + infonce on shapes."""
+    from ..api import run
+    from ..config import load_experiment
+
+    flags = {
+        "encoder": encoder,
+        "fusion": fusion,
+        "loss": loss,
+        "augment": augment,
+        "peft": peft,
+        "dataset": dataset,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "device": device,
+        "seed": seed,
+        "runs_dir": str(runs_dir) if runs_dir is not None else None,
+        "name": name,
+    }
+    exp = load_experiment(experiment, flags, set_ or [])
+    summary = run(exp, host=state.host(), progress=True)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"validation ({summary['val_size']} pairs, chance@1 {summary['chance@1']:.4f})")
+    table.add_column("metric")
+    table.add_column("image->text", justify="right")
+    table.add_column("text->image", justify="right")
+    table.add_column("mean", justify="right")
+    for k in (1, 5, 10):
+        m = summary["metrics"]
+        table.add_row(f"recall@{k}", f"{m[f'i2t_recall@{k}']:.4f}", f"{m[f't2i_recall@{k}']:.4f}", f"{m[f'recall@{k}']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{summary['steps']} steps in {summary['train_seconds']:.1f}s ({summary['samples_per_second']:.0f} samples/s "
+        f"on {summary['device']}), final loss {summary['final_loss']:.4f}"
+    )
+    console.print(f"run directory: {summary['run_dir']}")

@@ -1,0 +1,191 @@
+"""The interfaces each kind of component implements; the core composes only these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+
+@dataclass
+class Modality:
+    """One modality's features for a batch.
+
+    ``pooled`` is [N, D]; ``tokens`` is [N, L, D]; ``mask`` is [N, L] bool, True
+    at real (non-padding) tokens. An encoder gives pooled vectors and, if it can,
+    tokens; after projection the model keeps only what the fusion reads.
+    """
+
+    pooled: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        present = self.pooled if self.pooled is not None else self.tokens
+        assert present is not None, "a Modality holds pooled vectors, tokens or both"
+        return present.shape[0]
+
+    def index(self, idx: torch.Tensor | slice) -> Modality:
+        """The rows ``idx`` of every tensor (pairs are built by indexing)."""
+        return Modality(*(None if t is None else t[idx] for t in (self.pooled, self.tokens, self.mask)))
+
+    @staticmethod
+    def cat(parts: Sequence[Modality]) -> Modality:
+        """Concatenate batches, padding token sequences of different lengths."""
+        first = parts[0]
+        pooled = None if first.pooled is None else torch.cat([p.pooled for p in parts])  # type: ignore[misc]
+        if first.tokens is None:
+            return Modality(pooled)
+        length = max(p.tokens.shape[1] for p in parts)  # type: ignore[union-attr]
+        tokens, masks = [], []
+        for p in parts:
+            t = p.tokens
+            assert t is not None
+            m = p.mask if p.mask is not None else torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+            pad = length - t.shape[1]
+            tokens.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
+            masks.append(torch.nn.functional.pad(m, (0, pad), value=False))
+        return Modality(pooled, torch.cat(tokens), torch.cat(masks))
+
+
+class Encoder(nn.Module):
+    """Turns images and captions into features, and owns their preprocessing.
+
+    Subclasses set the four ``*_dim`` attributes and ``gives_tokens``; the model
+    projects whatever widths they give to the shared width.
+    """
+
+    gives_tokens: bool = True
+    image_token_dim: int
+    image_pooled_dim: int
+    text_token_dim: int
+    text_pooled_dim: int
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
+        raise NotImplementedError
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""
+        raise NotImplementedError
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality:
+        raise NotImplementedError
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
+        raise NotImplementedError
+
+    def save_preprocessing(self, directory: Path) -> None:
+        """Write the tokenizer and image processor so a run can be reloaded exactly."""
+
+
+class Fusion(nn.Module):
+    """Relates the two modalities, both already projected to the shared width.
+
+    ``score(image, text)`` -> [N, M] matching logits for every image-text pair;
+    ``fuse(image, text)`` -> [N, D] joint features of the N matched pairs.
+    """
+
+    needs_tokens: ClassVar[bool] = False  # reads token sequences; else pooled vectors
+    out_dim: int
+
+    def score(self, image: Modality, text: Modality) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PairwiseFusion(Fusion):
+    """A fusion that scores a pair by ``match_head(fuse(image_i, text_j))``.
+
+    Scoring N images against M texts runs ``fuse`` over all N*M pairs, in chunks
+    of ``pair_chunk`` pairs so evaluation over a large set fits in memory.
+    """
+
+    match_head: nn.Module
+    pair_chunk: int = 4096
+
+    def score(self, image: Modality, text: Modality) -> torch.Tensor:
+        n, m = len(image), len(text)
+        device = next(self.parameters()).device
+        rows = torch.arange(n, device=device).repeat_interleave(m)
+        cols = torch.arange(m, device=device).repeat(n)
+        out = [
+            self.match_head(self.fuse(image.index(rows[s : s + self.pair_chunk]), text.index(cols[s : s + self.pair_chunk])))
+            for s in range(0, n * m, self.pair_chunk)
+        ]
+        return torch.cat(out).reshape(n, m)
+
+
+@dataclass
+class Step:
+    """What one forward pass produced, for the losses to read."""
+
+    image: Modality
+    text: Modality
+    scores: torch.Tensor | None = None  # [N, M], matched pairs on the diagonal
+    logits: torch.Tensor | None = None  # [N, C] task-head outputs
+    labels: torch.Tensor | None = None  # [N]
+
+
+class Loss(nn.Module):
+    """A training objective; ``needs`` names the ``Step`` fields it reads."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"scores"})
+
+    def forward(self, step: Step) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Augmenter:
+    """Changes a training sample; never applied to validation data.
+
+    ``rng`` is seeded per sample and epoch by the caller, so runs repeat exactly.
+    """
+
+    def __call__(self, image: Image.Image, caption: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+        raise NotImplementedError
+
+
+class PeftStrategy:
+    """Decides which encoder weights train (all, adapters only, ...)."""
+
+    def apply(self, encoder: Encoder) -> Encoder:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image-caption example; ``label`` is None for datasets without classes."""
+
+    image: Image.Image
+    caption: str
+    label: int | None = None
+
+
+class Dataset:
+    """A source of image-caption samples, split into ``train`` and ``val``.
+
+    ``fields`` lists what each sample carries ({"image", "caption"} at least, plus
+    "label" when ``classes`` is set), so impossible combinations are refused early.
+    """
+
+    fields: frozenset[str] = frozenset({"image", "caption"})
+    classes: list[str] | None = None
+
+    def split(self, name: str) -> Sequence[Sample]:
+        """The samples of split ``name`` ("train" or "val"); raise DataError if absent."""
+        raise NotImplementedError
+
+    def captions(self, name: str) -> list[str]:
+        """The captions of a split; override when they are cheaper to get than whole samples."""
+        return [sample.caption for sample in self.split(name)]

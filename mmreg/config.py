@@ -1,0 +1,266 @@
+"""The experiment: an optional file (TOML/YAML), then CLI flags, then --set overrides, validated."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError, did_you_mean
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(4, ge=1, description="passes over the training split")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(32, ge=2, description="samples per step; contrastive losses need at least 2")
+    eval_batch_size: int = Field(128, ge=1, description="samples per batch when encoding the validation split")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    log_every: int = Field(10, ge=1, description="write training metrics every N steps")
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(64, ge=1, description="shared width both modalities are projected to")
+
+
+class Component(BaseModel):
+    """A chosen component: its registered name and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class WeightedComponent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = 1.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Experiment(BaseModel):
+    """Everything a run needs; saved resolved as config.toml in the run directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="run name; the run directory is named after it")
+    seed: int = Field(0, description="seeds data order, initialisation and augmentation")
+    runs_dir: str = Field("runs", description="where run directories are created")
+    encoder: Component = Component(name="clip")
+    fusion: Component = Component(name="gated")
+    loss: dict[str, WeightedComponent] = Field(default_factory=lambda: {"infonce": WeightedComponent()})
+    augment: dict[str, WeightedComponent] = Field(default_factory=lambda: {"none": WeightedComponent()})
+    peft: Component = Component(name="full")
+    dataset: Component = Component(name="shapes")
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+SINGLE = ("encoder", "fusion", "peft", "dataset")
+MULTI = ("loss", "augment")
+
+
+# -- the file format <-> the object -------------------------------------------
+# In a file a component is a table of its name and its parameters side by side
+# ([fusion] name = "gated", heads = 4), and a list of components is a table per
+# name ([loss.infonce] weight = 1.0, temperature = 0.07), so --set reaches any
+# parameter by a dotted key: fusion.heads=8, loss.infonce.temperature=0.05.
+
+
+def _from_file_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(raw)
+    for key in SINGLE:
+        if key in data:
+            table = _table(data[key], key)
+            if "name" not in table:
+                raise ConfigError(f"[{key}] has no 'name'; add name = \"...\" naming a registered {key}")
+            params = {k: v for k, v in table.items() if k != "name"}
+            data[key] = {"name": table["name"], "params": params}
+    for key in MULTI:
+        if key in data:
+            entries = {}
+            for name, table in _table(data[key], key).items():
+                table = _table(table, f"{key}.{name}")
+                entries[name] = {"weight": table.get("weight", 1.0), "params": {k: v for k, v in table.items() if k != "weight"}}
+            data[key] = entries
+    return data
+
+
+def to_file_layout(exp: Experiment) -> dict[str, Any]:
+    """The experiment as it is written to a file (None values left out: TOML has no null)."""
+    data = exp.model_dump()
+    for key in SINGLE:
+        data[key] = {"name": data[key]["name"], **data[key]["params"]}
+    for key in MULTI:
+        data[key] = {name: {"weight": e["weight"], **e["params"]} for name, e in data[key].items()}
+    return _drop_none(data)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"'{where}' must be a table, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """Read an experiment file into its raw file layout."""
+    path = Path(path)
+    if path.is_dir() and (path / "config.toml").is_file():
+        path = path / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist; give a .toml or .yaml file (or a run directory)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"experiment file {path} is not valid TOML: {exc}") from exc
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"experiment file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    else:
+        raise ConfigError(f"experiment file {path}: unknown format '{path.suffix}'; use .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment file {path} must hold a table of settings at the top level")
+    return data
+
+
+def write_file(exp: Experiment, path: Path) -> None:
+    """Write the experiment as TOML, rerunnable with `mmreg run PATH`."""
+    import tomli_w
+
+    from .runs import write_atomic
+
+    write_atomic(path, tomli_w.dumps(to_file_layout(exp)))
+
+
+# -- flags and overrides ------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: a TOML literal (1, 0.5, true, [1, 2], "x") or else a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_weighted(spec: str) -> tuple[str, float]:
+    """'clip:0.7' -> ('clip', 0.7); 'clip' -> ('clip', 1.0)."""
+    name, sep, weight = spec.partition(":")
+    if not sep:
+        return spec, 1.0
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise ConfigError(f"'{spec}': the weight after ':' must be a number, e.g. {name}:0.5") from None
+
+
+def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply CLI flags (already in file layout) over the file's settings.
+
+    Choosing another component by flag drops the file's parameters for the old
+    one: they belonged to a different schema.
+    """
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for key in SINGLE:
+        name = flags.get(key)
+        if name is not None:
+            old = data.get(key) or {}
+            data[key] = dict(old) if old.get("name") == name else {"name": name}
+    for key in MULTI:
+        specs: Sequence[str] | None = flags.get(key)
+        if specs:
+            old = data.get(key) or {}
+            entries = {}
+            for spec in specs:
+                name, weight = parse_weighted(spec)
+                entries[name] = {**old.get(name, {}), "weight": weight}
+            data[key] = entries
+    for key in ("seed", "runs_dir", "name"):
+        if flags.get(key) is not None:
+            data[key] = flags[key]
+    for key in ("epochs", "max_steps", "batch_size", "lr", "device"):
+        if flags.get(key) is not None:
+            data.setdefault("train", {})
+            data["train"] = {**data["train"], key: flags[key]}
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to the file layout."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}' is not KEY=VALUE; write e.g. --set train.lr=3e-4")
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a table")
+            node = child
+        node[parts[-1]] = parse_value(value.strip())
+    return raw
+
+
+def load_experiment(
+    path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> Experiment:
+    """Build the experiment from a file, then flags, then --set overrides."""
+    raw = read_file(path) if path is not None else {}
+    raw = apply_flags(raw, flags or {})
+    raw = apply_overrides(raw, overrides)
+    return validate(raw)
+
+
+def validate(raw: Mapping[str, Any]) -> Experiment:
+    """Validate the raw file layout, with one-line errors naming the key."""
+    data = _from_file_layout(raw)
+    try:
+        return Experiment.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        if loc[-1:] and loc[-1] == "params":
+            loc = loc[:-1]
+        where = ".".join(p for p in loc if p != "params")
+        if err["type"] == "extra_forbidden":
+            parent = _schema_at(loc[:-1])
+            hint = did_you_mean(loc[-1], parent) if parent else ""
+            raise ConfigError(f"unknown setting '{where}'{hint}") from exc
+        raise ConfigError(f"setting '{where}': {err['msg'].lower()} (got {err.get('input')!r})") from exc
+
+
+def _schema_at(loc: Sequence[str]) -> list[str]:
+    model: type[BaseModel] = Experiment
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)

@@ -1,0 +1,99 @@
+"""The extension points of mmreg: every technique enters through these hooks.
+
+Each ``mmreg_register_<kind>`` hook is handed a ``register`` callable bound to
+the plugin being loaded, so every registered component knows its origin::
+
+    from mmreg import hookimpl
+
+    @hookimpl
+    def mmreg_register_fusions(register):
+        register("gated", GatedFusion, params=GatedParams, help="joint attention + sigmoid gate")
+
+The factory is called with the validated parameters as keyword arguments plus
+the context keywords of its kind (listed on each hook below). Hooks are called
+one plugin at a time; a hook that raises fails only its own plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pluggy
+
+PROJECT = "mmreg"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callable each registration hook is handed."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        params: type | None = None,
+        help: str = "",
+    ) -> None:
+        """Record ``factory`` under ``name``.
+
+        ``params`` is a pydantic model class whose fields (types, defaults,
+        ``Field(description=...)``) are the component's parameters; ``None``
+        means it takes none. ``help`` is one line shown by ``mmreg list``.
+        """
+
+
+@hookspec
+def mmreg_register_encoders(register: Register) -> None:
+    """Register image+text encoders.
+
+    Factory: ``factory(**params, captions: Sequence[str]) -> mmreg.components.Encoder``.
+    ``captions`` are the training split's captions, for encoders that build a
+    vocabulary; an encoder with its own tokenizer ignores them.
+    """
+
+
+@hookspec
+def mmreg_register_fusions(register: Register) -> None:
+    """Register fusion heads.
+
+    Factory: ``factory(**params, dim: int) -> mmreg.components.Fusion``, where
+    ``dim`` is the shared width both modalities are projected to. A fusion
+    defines ``score`` (pairwise [N, M] logits) and ``fuse`` ([N, D] joint features).
+    """
+
+
+@hookspec
+def mmreg_register_losses(register: Register) -> None:
+    """Register training objectives.
+
+    Factory: ``factory(**params) -> mmreg.components.Loss``. A loss declares in
+    ``needs`` what it reads from the step (``"scores"``, ``"logits"``, ``"labels"``).
+    """
+
+
+@hookspec
+def mmreg_register_augmenters(register: Register) -> None:
+    """Register training-split augmenters.
+
+    Factory: ``factory(**params, seed: int) -> mmreg.components.Augmenter``.
+    """
+
+
+@hookspec
+def mmreg_register_peft_strategies(register: Register) -> None:
+    """Register parameter-efficient fine-tuning strategies.
+
+    Factory: ``factory(**params) -> mmreg.components.PeftStrategy``; its
+    ``apply(encoder)`` decides which encoder weights train.
+    """
+
+
+@hookspec
+def mmreg_register_datasets(register: Register) -> None:
+    """Register image-caption datasets.
+
+    Factory: ``factory(**params, seed: int) -> mmreg.components.Dataset``.
+    """

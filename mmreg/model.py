@@ -1,0 +1,63 @@
+"""Composes encoder, projections, fusion and losses into one nn.Module."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .components import Encoder, Fusion, Loss, Modality, Step
+
+
+def projection(width: int, dim: int) -> nn.Module:
+    """Map an encoder's width to the shared width; no layer when they already agree."""
+    return nn.Identity() if width == dim else nn.Linear(width, dim)
+
+
+class MultimodalModel(nn.Module):
+    """encoder -> projection to ``dim`` -> fusion -> weighted losses.
+
+    Only the features the fusion reads are projected (tokens or pooled vectors),
+    so no parameter sits in the graph without receiving a gradient.
+    """
+
+    def __init__(self, encoder: Encoder, fusion: Fusion, losses: Mapping[str, tuple[float, Loss]], dim: int) -> None:
+        super().__init__()
+        self.encoder, self.fusion, self.dim = encoder, fusion, dim
+        self.tokens = fusion.needs_tokens
+        if self.tokens:
+            self.image_proj = projection(encoder.image_token_dim, dim)
+            self.text_proj = projection(encoder.text_token_dim, dim)
+        else:
+            self.image_proj = projection(encoder.image_pooled_dim, dim)
+            self.text_proj = projection(encoder.text_pooled_dim, dim)
+        self.losses = nn.ModuleDict({name: loss for name, (_, loss) in losses.items()})
+        self.loss_weights = {name: weight for name, (weight, _) in losses.items()}
+        self.needs = frozenset().union(*(loss.needs for loss in self.losses.values()))
+
+    def _project(self, features: Modality, proj: nn.Module) -> Modality:
+        if self.tokens:
+            return Modality(tokens=proj(features.tokens), mask=features.mask)
+        return Modality(pooled=proj(features.pooled))
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality:
+        return self._project(self.encoder.encode_images(pixel_values), self.image_proj)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
+        return self._project(self.encoder.encode_texts(input_ids, attention_mask), self.text_proj)
+
+    def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
+        image = self.encode_images(batch["pixel_values"])
+        text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
+        step = Step(image, text, labels=batch.get("labels"))
+        if "scores" in self.needs:
+            step.scores = self.fusion.score(image, text)
+        return step
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total loss and each loss's unweighted value."""
+        step = self.step(batch)
+        parts = {name: loss(step) for name, loss in self.losses.items()}
+        total = sum(self.loss_weights[name] * value for name, value in parts.items())
+        return total, parts  # type: ignore[return-value]

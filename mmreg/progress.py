@@ -1,0 +1,33 @@
+"""A rich progress bar for training, on stderr so stdout stays clean for --json."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .train import ProgressFn
+
+
+@contextmanager
+def training_progress(console: Console | None = None) -> Iterator[ProgressFn]:
+    """Yield an ``on_step`` callback that drives a bar with loss and samples/s."""
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.0f} samples/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console or Console(stderr=True),
+    )
+    task = progress.add_task("train", total=None, loss=float("nan"), rate=0.0)
+
+    def on_step(step: int, total: int, stats: dict[str, float]) -> None:
+        progress.update(task, completed=step, total=total, loss=stats["loss"], rate=stats["samples_per_s"])
+
+    with progress:
+        yield on_step

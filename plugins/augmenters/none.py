@@ -1,0 +1,25 @@
+"""`none`: leaves training samples as they are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmreg.components import Augmenter
+from mmreg.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+
+class NoAugment(Augmenter):
+    def __init__(self, *, seed: int) -> None:
+        del seed  # nothing random to seed
+
+    def __call__(self, image: Image.Image, caption: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+        return image, caption
+
+
+@hookimpl
+def mmreg_register_augmenters(register):
+    register("none", NoAugment, help="no augmentation")

@@ -1,0 +1,191 @@
+"""`clip`: a Hugging Face CLIP encoder, a tiny random-init preset or a saved/hub checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmreg.components import Encoder, Modality
+from mmreg.errors import ConfigError, DataError
+from mmreg.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Special tokens, in vocabulary order: [EOS] must not get id 2, or CLIPTextModel
+# pools at the largest token id (the legacy OpenAI rule) instead of at [EOS].
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+SPECIALS = (PAD, UNK, BOS, EOS)
+
+
+class ClipParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: str | None = Field(
+        None,
+        description="directory saved with save_pretrained or a cached hub id; when set the preset fields are ignored",
+    )
+    preset: Literal["tiny"] = Field("tiny", description="random-init architecture used when pretrained is unset")
+    image_size: int = Field(32, ge=8, description="side of the square input images in pixels")
+    patch_size: int = Field(8, ge=1, description="side of the vision patches in pixels")
+    hidden_size: int = Field(64, ge=1, description="width of both transformers")
+    layers: int = Field(2, ge=1, description="transformer layers per tower")
+    heads: int = Field(4, ge=1, description="attention heads per layer")
+    projection_dim: int = Field(64, ge=1, description="width of the projected pooled embeddings")
+    max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
+
+    @model_validator(mode="after")
+    def _preset_is_buildable(self) -> ClipParams:
+        """Refuse at validation, not deep inside transformers, a preset that cannot be built."""
+        if self.pretrained is None and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        if self.pretrained is None and self.patch_size > self.image_size:
+            raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
+        return self
+
+
+class ClipEncoder(Encoder):
+    """CLIP's two towers; pooled outputs are the projected embeddings, tokens the last hidden states."""
+
+    gives_tokens = True
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.max_length = max_length
+        config = model.config
+        self.image_token_dim = config.vision_config.hidden_size
+        self.text_token_dim = config.text_config.hidden_size
+        self.image_pooled_dim = self.text_pooled_dim = config.projection_dim
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Resize, centre-crop and normalise exactly as the checkpoint was trained."""
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pad to the batch's longest so short batches stay cheap; truncate at ``max_length``."""
+        batch = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality:
+        out = self.model.get_image_features(pixel_values=pixel_values)
+        return Modality(out.pooler_output, out.last_hidden_state, None)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
+        out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return Modality(out.pooler_output, out.last_hidden_state, attention_mask.bool())
+
+    def save_preprocessing(self, directory: Path | str) -> None:
+        """Write tokenizer and image processor beside the weights so ``pretrained=directory`` reloads them."""
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+
+
+def build_tokenizer(captions: Sequence[str], max_length: int) -> Any:
+    """A word-level tokenizer over the captions' words: a tiny model needs no subword vocabulary."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.Lowercase()
+    pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+    words = sorted({w for c in captions for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(c))})
+    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *(w for w in words if w not in SPECIALS)])}
+    backend = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
+    backend.post_processor = TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        unk_token=UNK,
+        bos_token=BOS,
+        eos_token=EOS,
+        model_max_length=max_length,
+        padding_side="right",
+    )
+
+
+def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:
+    """A small random-init CLIP with a vocabulary from the training captions."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    if not captions:
+        raise DataError("the clip tiny preset builds its vocabulary from the training captions, but there are none")
+    tokenizer = build_tokenizer(captions, params.max_length)
+    eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
+    shared = {
+        "hidden_size": params.hidden_size,
+        "intermediate_size": 4 * params.hidden_size,
+        "num_hidden_layers": params.layers,
+        "num_attention_heads": params.heads,
+        "projection_dim": params.projection_dim,
+    }
+    text = {
+        **shared,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": params.max_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": eos_token_id,
+    }
+    vision = {**shared, "image_size": params.image_size, "patch_size": params.patch_size}
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=params.projection_dim)
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": params.image_size},
+        crop_size={"height": params.image_size, "width": params.image_size},
+    )
+    return ClipEncoder(CLIPModel(config), tokenizer, processor, params.max_length)
+
+
+def load_pretrained(pretrained: str) -> ClipEncoder:
+    """Model, tokenizer and image processor from one checkpoint, or a one-line ConfigError."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel
+
+    try:
+        if _looks_local(pretrained) and not Path(pretrained).is_dir():
+            raise FileNotFoundError("no such directory")
+        config = AutoConfig.from_pretrained(pretrained)
+        if not isinstance(config, CLIPConfig):
+            raise ValueError(f"it is a '{config.model_type}' checkpoint, not 'clip'")
+        model = CLIPModel.from_pretrained(pretrained, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        processor = AutoImageProcessor.from_pretrained(pretrained)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot load CLIP checkpoint '{pretrained}': {_first_line(exc)}; give a directory saved with "
+            f"save_pretrained (model, tokenizer, image processor) or a hub id in the local cache"
+        ) from exc
+    return ClipEncoder(model, tokenizer, processor, config.text_config.max_position_embeddings)
+
+
+def _looks_local(pretrained: str) -> bool:
+    """A path rather than a hub id, so a typo reads "no such directory", not a hub-id syntax error."""
+    return pretrained.startswith((".", "/")) or Path(pretrained).exists()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def build(*, captions: Sequence[str], **params: Any) -> ClipEncoder:
+    """The registered factory: the checkpoint when ``pretrained`` is set, else the tiny preset."""
+    p = ClipParams(**params)
+    return load_pretrained(p.pretrained) if p.pretrained else build_tiny(p, captions)
+
+
+@hookimpl
+def mmreg_register_encoders(register: Any) -> None:
+    register("clip", build, params=ClipParams, help="Hugging Face CLIP: tiny random-init preset or a pretrained checkpoint")

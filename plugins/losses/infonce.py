@@ -1,0 +1,53 @@
+"""`infonce`: symmetric image->text and text->image cross-entropy over pairwise scores."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mmreg.components import Loss, Step
+from mmreg.hookspecs import hookimpl
+
+
+class InfoNCEParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.07, gt=0, description="initial softmax temperature (CLIP: 0.07)")
+    learnable: bool = Field(True, description="learn the temperature, as CLIP learns its logit scale")
+    max_scale: float = Field(100.0, gt=0, description="upper bound on 1/temperature, as CLIP clamps it")
+
+
+class InfoNCE(Loss):
+    """Matched pairs lie on the diagonal of the [N, N] scores; every other entry is a negative."""
+
+    needs = frozenset({"scores"})
+
+    def __init__(self, *, temperature: float, learnable: bool, max_scale: float) -> None:
+        super().__init__()
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        self.log_scale = nn.Parameter(log_scale) if learnable else nn.Buffer(log_scale)
+        self.max_log_scale = math.log(max_scale)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def forward(self, step: Step) -> torch.Tensor:
+        assert step.scores is not None
+        logits = step.scores * self.scale
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+@hookimpl
+def mmreg_register_losses(register):
+    register(
+        "infonce",
+        InfoNCE,
+        params=InfoNCEParams,
+        help="symmetric contrastive loss over pairwise scores, learnable temperature (CLIP)",
+    )
