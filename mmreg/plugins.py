@@ -72,9 +72,13 @@ class PluginHost:
         self._add(name, getattr(obj, "__name__", name), source, None, lambda: obj)
 
     def _add(self, name: str, target: str, source: str, version: str | None, load: Any) -> None:
+        if self.pm.has_plugin(name):  # refused before the rollback below, which would undo the first one
+            error = MmregError(f"a plugin named '{name}' is already loaded")
+            if self.strict:
+                raise error
+            self.plugins.append(PluginInfo(name, target, source, version, str(error)))
+            return
         try:
-            if self.pm.has_plugin(name):
-                raise MmregError(f"a plugin named '{name}' is already loaded")
             obj = load()
             self._check_hooks(obj)
             self.pm.register(obj, name=name)

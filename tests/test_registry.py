@@ -1,0 +1,88 @@
+"""Registry: registration, lookup with did-you-mean, fnmatch listing, schema validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.errors import DuplicateComponent, InvalidParams, UnknownComponent
+from mmreg.registry import KINDS, Registry, find_kind
+
+
+class P(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(8, ge=1, description="the width")
+    name: str = "x"
+
+
+def make(**kw):
+    return kw
+
+
+@pytest.fixture
+def reg() -> Registry:
+    r = Registry(find_kind("fusions"))
+    r.add("cross-attention", make, plugin="a", params=P, help="h")
+    r.add("concat", make, plugin="a")
+    r.add("gated", make, plugin="b", params=P)
+    return r
+
+
+def test_build_validates_fills_defaults_and_passes_context(reg):
+    assert reg.build("gated", {"width": 3}, dim=5) == {"width": 3, "name": "x", "dim": 5}
+    assert reg.build("concat", dim=2) == {"dim": 2}
+
+
+def test_unknown_name_suggests_the_closest(reg):
+    with pytest.raises(UnknownComponent) as err:
+        reg.get("gatd")
+    assert str(err.value) == "unknown fusion 'gatd'; did you mean 'gated'? (known: concat, cross-attention, gated)"
+
+
+def test_unknown_name_without_a_close_one_has_no_suggestion(reg):
+    assert "did you mean" not in str(pytest.raises(UnknownComponent, reg.get, "zzzzzz").value)
+
+
+def test_duplicate_names_both_plugins(reg):
+    with pytest.raises(DuplicateComponent, match="'gated' is registered by both plugin 'b' and plugin 'c'"):
+        reg.add("gated", make, plugin="c")
+
+
+def test_bad_params_are_one_line_errors(reg):
+    with pytest.raises(InvalidParams, match="has no parameter 'widht'; did you mean 'width'"):
+        reg.build("gated", {"widht": 2})
+    with pytest.raises(InvalidParams, match="parameter 'width'.*greater than or equal to 1"):
+        reg.build("gated", {"width": 0})
+    with pytest.raises(InvalidParams, match="has no parameter 'width'.*parameters: none"):
+        reg.build("concat", {"width": 1})
+
+
+def test_list_filters_with_fnmatch_and_sorts(reg):
+    assert [e.name for e in reg.list()] == ["concat", "cross-attention", "gated"]
+    assert [e.name for e in reg.list("c*")] == ["concat", "cross-attention"]
+    assert reg.names() == ["concat", "cross-attention", "gated"]
+
+
+def test_remove_plugin_rolls_back_its_entries(reg):
+    reg.remove_plugin("a")
+    assert reg.names() == ["gated"]
+
+
+def test_describe_params_gives_type_default_help(reg):
+    described = reg.get("gated").describe_params()
+    assert described[0] == {"name": "width", "type": "int", "default": 8, "required": False, "help": "the width"}
+
+
+def test_params_must_be_a_pydantic_model_and_factory_callable(reg):
+    with pytest.raises(InvalidParams, match="not a pydantic model"):
+        reg.add("bad", make, plugin="z", params=dict)
+    with pytest.raises(InvalidParams, match="not callable"):
+        reg.add("bad", "make", plugin="z")  # type: ignore[arg-type]
+
+
+def test_find_kind_accepts_singular_and_plural():
+    assert find_kind("fusion") is find_kind("fusions")
+    assert find_kind("peft").key == "peft"
+    assert {k.key for k in KINDS} == {"encoders", "fusions", "losses", "augmenters", "peft", "datasets"}
+    with pytest.raises(UnknownComponent, match="did you mean 'losses'"):
+        find_kind("loses")
