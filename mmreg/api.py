@@ -63,11 +63,9 @@ def run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate one experiment; return its summary (also written to summary.json)."""
-    from safetensors.torch import save_model
-
     from .data import AugmentedSplit, make_loader, require_samples
     from .model import MultimodalModel
-    from .runs import append_jsonl, create_run_dir, package_versions, write_json
+    from .runs import append_jsonl, create_run_dir, package_versions, save_weights, write_json
     from .train import evaluate, pick_device, train
 
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
@@ -114,7 +112,7 @@ def run(
     metrics = evaluate(model, val_loader, device)
     eval_seconds = time.perf_counter() - started
     append_jsonl(metrics_path, {"step": result.steps, "split": "val", **metrics})
-    save_model(model, str(run_dir / "model.safetensors"))
+    save_weights(model, run_dir / "model.safetensors")
 
     summary = {
         "run_dir": str(run_dir),

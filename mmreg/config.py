@@ -80,12 +80,10 @@ MULTI = ("loss", "augment")
 def _from_file_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(raw)
     for key in SINGLE:
-        if key in data:
+        if key in data:  # a table without a name sets parameters of the default component
             table = _table(data[key], key)
-            if "name" not in table:
-                raise ConfigError(f"[{key}] has no 'name'; add name = \"...\" naming a registered {key}")
-            params = {k: v for k, v in table.items() if k != "name"}
-            data[key] = {"name": table["name"], "params": params}
+            name = table.get("name", Experiment.model_fields[key].default.name)
+            data[key] = {"name": name, "params": {k: v for k, v in table.items() if k != "name"}}
     for key in MULTI:
         if key in data:
             entries = {}

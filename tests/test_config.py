@@ -106,10 +106,15 @@ def test_file_errors(tmp_path):
     other.write_text("{}")
     with pytest.raises(ConfigError, match="unknown format '.json'"):
         read_file(other)
+
+
+def test_a_table_without_a_name_sets_the_default_component(tmp_path):
     nameless = tmp_path / "nameless.toml"
     nameless.write_text("[fusion]\nheads = 2\n")
-    with pytest.raises(ConfigError, match=r"\[fusion\] has no 'name'"):
-        load_experiment(nameless)
+    assert load_experiment(nameless).fusion.model_dump() == {"name": "gated", "params": {"heads": 2}}
+    exp = load_experiment(None, {}, ["encoder.pretrained=/models/clip", "dataset.train_size=8"])
+    assert exp.encoder.name == "clip" and exp.encoder.params == {"pretrained": "/models/clip"}
+    assert exp.dataset.name == "shapes" and exp.dataset.params == {"train_size": 8}
 
 
 def test_parse_value_reads_toml_literals_else_strings():
