@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .config import Experiment, validate, write_file
 from .errors import IncompatibleParts
 from .plugins import PluginHost, load_plugins
+from .tasks import Task, check_task, choose_task, make_head
+
+if TYPE_CHECKING:
+    from .components import Augmenter, Dataset, Sample
+    from .model import MultimodalModel
 
 
 def resolve(exp: Experiment, host: PluginHost) -> Experiment:
@@ -27,8 +32,12 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
     return Experiment.model_validate(data)
 
 
-def check_compatible(exp: Experiment, host: PluginHost) -> None:
-    """Refuse combinations that cannot work, before any weight is built."""
+def loss_needs(exp: Experiment, host: PluginHost) -> dict[str, frozenset[str]]:
+    return {name: getattr(host.registry("losses").get(name).factory, "needs", frozenset()) for name in exp.loss}
+
+
+def check_components(exp: Experiment, host: PluginHost) -> Task:
+    """Refuse encoder/fusion/loss/task combinations that cannot work, from what the factories declare."""
     fusion = host.registry("fusions").get(exp.fusion.name).factory
     encoder = host.registry("encoders").get(exp.encoder.name).factory
     if getattr(fusion, "needs_tokens", False) and getattr(encoder, "gives_tokens", True) is False:
@@ -36,15 +45,12 @@ def check_compatible(exp: Experiment, host: PluginHost) -> None:
             f"fusion '{exp.fusion.name}' needs token sequences but encoder '{exp.encoder.name}' gives only pooled "
             f"vectors; use --fusion none or concat, or an encoder that gives tokens"
         )
-    dataset = host.registry("datasets").get(exp.dataset.name).factory
-    fields = getattr(dataset, "fields", frozenset({"image", "caption"}))
-    for name in exp.loss:
-        needs = getattr(host.registry("losses").get(name).factory, "needs", frozenset())
-        if "labels" in needs and "label" not in fields:
-            raise IncompatibleParts(
-                f"loss '{name}' needs class labels but dataset '{exp.dataset.name}' has none; "
-                f"choose a dataset with labels or another loss"
-            )
+    needs = loss_needs(exp, host)
+    task = choose_task(exp.task, needs.values())
+    fields = getattr(host.registry("datasets").get(exp.dataset.name).factory, "fields", None)
+    if fields is not None:
+        check_task(task, needs, exp.dataset.name, frozenset(fields))
+    return task
 
 
 def seed_everything(seed: int) -> None:
@@ -56,6 +62,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Prepared:
+    """A validated experiment with everything built, before any file is written."""
+
+    exp: Experiment
+    task: Task
+    dataset: Dataset
+    train_split: Sequence[Sample]
+    val_split: Sequence[Sample]
+    classes: list[str]  # the head's classes or answers; empty for retrieval
+    augmenters: list[Augmenter]
+    model: MultimodalModel
+
+
+def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None = None) -> Prepared:
+    """Validate, check compatibility, then build data and model; bad input fails before any weight exists."""
+    from .data import require_samples
+    from .model import MultimodalModel
+
+    exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
+    host = host or load_plugins()
+    exp = resolve(exp, host)
+    task = check_components(exp, host)
+
+    seed_everything(exp.seed)
+    dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
+    check_task(task, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
+    train_split, val_split = dataset.split("train"), dataset.split("val")
+    require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size)
+    require_samples(val_split, exp.dataset.name, "val", 2)
+    if task.name == "classification":
+        classes = list(dataset.classes or [])
+    elif task.name == "vqa":
+        classes = sorted(set(dataset.texts("train", "answer")))
+    else:
+        classes = []
+
+    encoder = host.registry("encoders").build(exp.encoder.name, exp.encoder.params, captions=dataset.texts("train", task.text))
+    encoder = host.registry("peft").build(exp.peft.name, exp.peft.params).apply(encoder)
+    fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
+    losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
+    augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
+    head = make_head(task, fusion.out_dim, classes)
+    model = MultimodalModel(encoder, fusion, losses, exp.model.dim, head)
+    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model)
+
+
+def collate_for(prepared: Prepared) -> Any:
+    from .data import Collate
+
+    task = prepared.task
+    targets = {name: i for i, name in enumerate(prepared.classes)} if task.name == "vqa" else None
+    return Collate(prepared.model.encoder, task.text, task.target, targets)
+
+
 def run(
     experiment: Experiment | Mapping[str, Any],
     *,
@@ -63,41 +124,29 @@ def run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate one experiment; return its summary (also written to summary.json)."""
-    from .data import AugmentedSplit, make_loader, require_samples
-    from .model import MultimodalModel
+    from .data import AugmentedSplit, make_loader
     from .runs import append_jsonl, create_run_dir, package_versions, save_weights, write_json
     from .train import evaluate, pick_device, train
 
-    exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
     host = host or load_plugins()
-    exp = resolve(exp, host)
-    check_compatible(exp, host)
+    exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
     device = pick_device(exp.train.device)
-
-    seed_everything(exp.seed)
-    dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    train_split, val_split = dataset.split("train"), dataset.split("val")
-    require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size)
-    require_samples(val_split, exp.dataset.name, "val", 2)
-
-    encoder = host.registry("encoders").build(exp.encoder.name, exp.encoder.params, captions=dataset.captions("train"))
-    encoder = host.registry("peft").build(exp.peft.name, exp.peft.params).apply(encoder)
-    fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
-    losses = {
-        name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()
-    }
-    augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
-    model = MultimodalModel(encoder, fusion, losses, exp.model.dim).to(device)
+    p = prepare(exp, host)
+    exp, model = p.exp, p.model
+    model.to(device)
 
     run_dir = create_run_dir(exp.runs_dir, exp.name, f"{exp.encoder.name}-{exp.fusion.name}-{'+'.join(exp.loss)}")
     write_file(exp, run_dir / "config.toml")
-    write_json(run_dir / "versions.json", package_versions({p.name: p.version for p in host.plugins if not p.error}))
-    encoder.save_preprocessing(run_dir / "encoder")
+    write_json(run_dir / "versions.json", package_versions({i.name: i.version for i in host.plugins if not i.error}))
+    if p.classes:
+        write_json(run_dir / "classes.json", p.classes)
+    model.encoder.save_preprocessing(run_dir / "encoder")
 
+    collate = collate_for(p)
     train_loader = make_loader(
-        AugmentedSplit(train_split, augmenters, exp.seed), encoder, exp.train.batch_size, shuffle=True, seed=exp.seed, drop_last=True
+        AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate, exp.train.batch_size, shuffle=True, seed=exp.seed, drop_last=True
     )
-    val_loader = make_loader(val_split, encoder, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
+    val_loader = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
     metrics_path = run_dir / "metrics.jsonl"
 
     if progress:
@@ -109,30 +158,36 @@ def run(
         result = train(model, train_loader, exp.train, device, metrics_path)
 
     started = time.perf_counter()
-    metrics = evaluate(model, val_loader, device)
+    metrics = evaluate(model, val_loader, device, retrieval="scores" in model.needs)
     eval_seconds = time.perf_counter() - started
     append_jsonl(metrics_path, {"step": result.steps, "split": "val", **metrics})
     save_weights(model, run_dir / "model.safetensors")
 
-    summary = {
+    summary: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "task": "retrieval",
+        "task": p.task.name,
         "metrics": metrics,
-        "val_size": len(val_split),
-        "train_size": len(train_split),
-        "chance@1": 1 / len(val_split),
-        "steps": result.steps,
-        "epochs": round(result.epochs, 3),
-        "final_loss": result.final_loss,
-        "train_seconds": round(result.seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "samples_per_second": round(result.samples / max(result.seconds, 1e-9), 1),
-        "device": str(device),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "val_size": len(p.val_split),
+        "train_size": len(p.train_split),
+        "chance@1": 1 / len(p.val_split),
     }
+    if p.classes:
+        summary["classes"] = len(p.classes)
+    summary.update(
+        {
+            "steps": result.steps,
+            "epochs": round(result.epochs, 3),
+            "final_loss": result.final_loss,
+            "train_seconds": round(result.seconds, 2),
+            "eval_seconds": round(eval_seconds, 2),
+            "samples_per_second": round(result.samples / max(result.seconds, 1e-9), 1),
+            "device": str(device),
+            "parameters": sum(t.numel() for t in model.parameters()),
+            "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),
+        }
+    )
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
-__all__ = ["check_compatible", "resolve", "run"]
+__all__ = ["Prepared", "check_components", "prepare", "resolve", "run"]

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from .layers import full_mask
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -28,10 +30,17 @@ class Modality:
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
 
-    def __len__(self) -> int:
+    def _present(self) -> torch.Tensor:
         present = self.pooled if self.pooled is not None else self.tokens
         assert present is not None, "a Modality holds pooled vectors, tokens or both"
-        return present.shape[0]
+        return present
+
+    def __len__(self) -> int:
+        return self._present().shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self._present().device
 
     def index(self, idx: torch.Tensor | slice) -> Modality:
         """The rows ``idx`` of every tensor (pairs are built by indexing)."""
@@ -49,7 +58,7 @@ class Modality:
         for p in parts:
             t = p.tokens
             assert t is not None
-            m = p.mask if p.mask is not None else torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+            m = full_mask(t, p.mask)
             pad = length - t.shape[1]
             tokens.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
             masks.append(torch.nn.functional.pad(m, (0, pad), value=False))
@@ -77,6 +86,15 @@ class Encoder(nn.Module):
         """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""
         raise NotImplementedError
 
+    def use(self, *, tokens: bool, pooled: bool) -> None:
+        """Called once by the model with the outputs it will read.
+
+        Freeze (``requires_grad_(False)``) the weights that only feed outputs
+        nobody reads (a pooled-vector projection when the fusion reads tokens),
+        so every trainable weight receives a gradient. ``encode_*`` may then
+        leave the unread field as None.
+        """
+
     def encode_images(self, pixel_values: torch.Tensor) -> Modality:
         raise NotImplementedError
 
@@ -97,6 +115,12 @@ class Fusion(nn.Module):
     needs_tokens: ClassVar[bool] = False  # reads token sequences; else pooled vectors
     out_dim: int
 
+    def use(self, *, score: bool, fuse: bool) -> None:
+        """Called once by the model: which of ``score`` and ``fuse`` training reads.
+
+        Freeze weights that serve only the unread one (see ``Encoder.use``).
+        """
+
     def score(self, image: Modality, text: Modality) -> torch.Tensor:
         raise NotImplementedError
 
@@ -114,9 +138,12 @@ class PairwiseFusion(Fusion):
     match_head: nn.Module
     pair_chunk: int = 4096
 
+    def use(self, *, score: bool, fuse: bool) -> None:
+        self.match_head.requires_grad_(score)
+
     def score(self, image: Modality, text: Modality) -> torch.Tensor:
         n, m = len(image), len(text)
-        device = next(self.parameters()).device
+        device = image.device
         rows = torch.arange(n, device=device).repeat_interleave(m)
         cols = torch.arange(m, device=device).repeat(n)
         out = [
@@ -165,18 +192,22 @@ class PeftStrategy:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image-caption example; ``label`` is None for datasets without classes."""
+    """One example: an image, its caption, and where the dataset has them a class
+    label and a question with its answer (for visual question answering)."""
 
     image: Image.Image
     caption: str
     label: int | None = None
+    question: str | None = None
+    answer: str | None = None
 
 
 class Dataset:
     """A source of image-caption samples, split into ``train`` and ``val``.
 
     ``fields`` lists what each sample carries ({"image", "caption"} at least, plus
-    "label" when ``classes`` is set), so impossible combinations are refused early.
+    "label" when ``classes`` is set and "question", "answer" for VQA), so
+    impossible combinations are refused early.
     """
 
     fields: frozenset[str] = frozenset({"image", "caption"})
@@ -186,6 +217,7 @@ class Dataset:
         """The samples of split ``name`` ("train" or "val"); raise DataError if absent."""
         raise NotImplementedError
 
-    def captions(self, name: str) -> list[str]:
-        """The captions of a split; override when they are cheaper to get than whole samples."""
-        return [sample.caption for sample in self.split(name)]
+    def texts(self, name: str, field: str = "caption") -> list[str]:
+        """One text field ("caption", "question", "answer") of a split; override when
+        texts are cheaper to get than whole samples (they build vocabularies)."""
+        return [getattr(sample, field) for sample in self.split(name)]

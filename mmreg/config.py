@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +56,9 @@ class Experiment(BaseModel):
     name: str | None = Field(None, description="run name; the run directory is named after it")
     seed: int = Field(0, description="seeds data order, initialisation and augmentation")
     runs_dir: str = Field("runs", description="where run directories are created")
+    task: Literal["retrieval", "classification", "vqa"] | None = Field(
+        None, description="what to train for; by default classification if a loss reads logits, else retrieval"
+    )
     encoder: Component = Component(name="clip")
     fusion: Component = Component(name="gated")
     loss: dict[str, WeightedComponent] = Field(default_factory=lambda: {"infonce": WeightedComponent()})
@@ -195,7 +198,7 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
                 name, weight = parse_weighted(spec)
                 entries[name] = {**old.get(name, {}), "weight": weight}
             data[key] = entries
-    for key in ("seed", "runs_dir", "name"):
+    for key in ("seed", "runs_dir", "name", "task"):
         if flags.get(key) is not None:
             data[key] = flags[key]
     for key in ("epochs", "max_steps", "batch_size", "lr", "device"):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,20 +31,29 @@ class AugmentedSplit(torch.utils.data.Dataset):
         image, caption = sample.image, sample.caption
         for augment in self.augmenters:
             image, caption = augment(image, caption, rng)
-        return Sample(image, caption, sample.label)
+        return dataclasses.replace(sample, image=image, caption=caption)
+
+
+IGNORE = -100  # a target outside the training vocabulary: never right, never trained on
 
 
 class Collate:
-    """Preprocesses and tokenizes a whole batch at once, as the encoder expects."""
+    """Preprocesses and tokenizes a whole batch at once, as the encoder expects.
 
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
+    ``text`` names the sample field fed as text (caption, or question for VQA);
+    ``targets`` maps the target field's values to class ids.
+    """
+
+    def __init__(self, encoder: Encoder, text: str = "caption", target: str | None = None, targets: Mapping[Any, int] | None = None) -> None:
+        self.encoder, self.text, self.target, self.targets = encoder, text, target, targets
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         batch: dict[str, Any] = {"pixel_values": self.encoder.preprocess([s.image for s in samples])}
-        batch.update(self.encoder.tokenize([s.caption for s in samples]))
-        if samples[0].label is not None:
-            batch["labels"] = torch.tensor([s.label for s in samples], dtype=torch.long)
+        batch.update(self.encoder.tokenize([getattr(s, self.text) for s in samples]))
+        if self.target is not None:
+            values = [getattr(s, self.target) for s in samples]
+            ids = [self.targets.get(v, IGNORE) for v in values] if self.targets is not None else values
+            batch["labels"] = torch.tensor(ids, dtype=torch.long)
         return batch
 
 
@@ -56,14 +66,9 @@ def require_samples(samples: Sequence[Sample], dataset: str, split: str, minimum
 
 
 def make_loader(
-    samples: torch.utils.data.Dataset, encoder: Encoder, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False
+    samples: torch.utils.data.Dataset, collate: Collate, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False
 ) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        samples,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        collate_fn=Collate(encoder),
-        generator=generator,
+        samples, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=collate, generator=generator
     )

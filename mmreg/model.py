@@ -16,13 +16,20 @@ def projection(width: int, dim: int) -> nn.Module:
 
 
 class MultimodalModel(nn.Module):
-    """encoder -> projection to ``dim`` -> fusion -> weighted losses.
+    """encoder -> projection to ``dim`` -> fusion -> task head -> weighted losses.
 
     Only the features the fusion reads are projected (tokens or pooled vectors),
     so no parameter sits in the graph without receiving a gradient.
     """
 
-    def __init__(self, encoder: Encoder, fusion: Fusion, losses: Mapping[str, tuple[float, Loss]], dim: int) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        fusion: Fusion,
+        losses: Mapping[str, tuple[float, Loss]],
+        dim: int,
+        head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.encoder, self.fusion, self.dim = encoder, fusion, dim
         self.tokens = fusion.needs_tokens
@@ -35,6 +42,10 @@ class MultimodalModel(nn.Module):
         self.losses = nn.ModuleDict({name: loss for name, (_, loss) in losses.items()})
         self.loss_weights = {name: weight for name, (weight, _) in losses.items()}
         self.needs = frozenset().union(*(loss.needs for loss in self.losses.values()))
+        self.head = head
+        # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
+        encoder.use(tokens=self.tokens, pooled=not self.tokens)
+        fusion.use(score="scores" in self.needs, fuse=head is not None)
 
     def _project(self, features: Modality, proj: nn.Module) -> Modality:
         if self.tokens:
@@ -53,7 +64,16 @@ class MultimodalModel(nn.Module):
         step = Step(image, text, labels=batch.get("labels"))
         if "scores" in self.needs:
             step.scores = self.fusion.score(image, text)
+        if self.head is not None:
+            step.logits = self.head(self.fusion.fuse(image, text))
         return step
+
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Head logits for the matched image-text pairs of a batch."""
+        assert self.head is not None, "predict needs a task head (classification or vqa)"
+        image = self.encode_images(batch["pixel_values"])
+        text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
+        return self.head(self.fusion.fuse(image, text))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total loss and each loss's unweighted value."""

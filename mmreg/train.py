@@ -111,12 +111,26 @@ def encode_split(model: MultimodalModel, loader: DataLoader, device: torch.devic
 
 
 @torch.inference_mode()
-def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device, rows_per_chunk: int = 64) -> dict[str, float]:
-    """Retrieval recall@K over the whole split, scoring every image against every caption."""
+def evaluate(
+    model: MultimodalModel, loader: DataLoader, device: torch.device, *, retrieval: bool, rows_per_chunk: int = 64
+) -> dict[str, float]:
+    """Head accuracy over matched pairs where the model has a head; retrieval recall@K
+    (every image against every text of the split) where ``retrieval`` is set."""
     was_training = model.training
     model.eval()
-    image, text = encode_split(model, loader, device)
-    n = len(image)
-    scores = torch.cat([model.fusion.score(image.index(slice(s, s + rows_per_chunk)), text) for s in range(0, n, rows_per_chunk)])
+    metrics: dict[str, float] = {}
+    if model.head is not None:
+        correct = total = 0
+        for batch in loader:
+            batch = to_device(batch, device)
+            predicted = model.predict(batch).argmax(dim=-1)
+            correct += (predicted == batch["labels"]).sum().item()
+            total += batch["labels"].numel()
+        metrics["accuracy"] = correct / max(total, 1)
+    if retrieval:
+        image, text = encode_split(model, loader, device)
+        rows = range(0, len(image), rows_per_chunk)
+        scores = torch.cat([model.fusion.score(image.index(slice(s, s + rows_per_chunk)), text) for s in rows])
+        metrics.update(retrieval_metrics(scores.float().cpu()))
     model.train(was_training)
-    return retrieval_metrics(scores.float().cpu())
+    return metrics

@@ -11,10 +11,9 @@ import torch
 from safetensors.torch import load_file, load_model
 
 import mmreg
-from mmreg.api import resolve, seed_everything
+from mmreg.api import collate_for, prepare, resolve
 from mmreg.config import Experiment, load_experiment, validate
 from mmreg.data import make_loader
-from mmreg.model import MultimodalModel
 from mmreg.plugins import load_plugins
 from mmreg.train import evaluate
 
@@ -128,16 +127,8 @@ def test_another_seed_trains_differently(runs_dir, gated):
 
 def rebuild(exp: Experiment):
     """The model and validation loader of a resolved experiment, built as `mmreg.run` builds them."""
-    host = load_plugins()
-    seed_everything(exp.seed)
-    dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    encoder = host.registry("encoders").build(exp.encoder.name, exp.encoder.params, captions=dataset.captions("train"))
-    encoder = host.registry("peft").build(exp.peft.name, exp.peft.params).apply(encoder)
-    fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
-    losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
-    model = MultimodalModel(encoder, fusion, losses, exp.model.dim)
-    loader = make_loader(dataset.split("val"), encoder, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
-    return model, loader
+    p = prepare(exp, load_plugins())
+    return p.model, make_loader(p.val_split, collate_for(p), exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
 
 
 @pytest.mark.parametrize("which", ["gated", "dual"])
@@ -157,4 +148,4 @@ def test_weights_load_back_into_a_fresh_model(which, gated, dual):
     state = model.state_dict()
     assert all(torch.equal(saved[k], state[k]) for k in saved)
     # ...and the reloaded model scores the validation split exactly as the run did.
-    assert evaluate(model, loader, torch.device("cpu")) == pytest.approx(summary["metrics"])
+    assert evaluate(model, loader, torch.device("cpu"), retrieval=True) == pytest.approx(summary["metrics"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmreg.api import check_compatible, resolve
+from mmreg.api import check_components, resolve
 from mmreg.config import load_experiment
 from mmreg.plugins import load_plugins
 
@@ -17,5 +17,5 @@ FILES = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.tom
 def test_experiment_file_resolves(path):
     host = load_plugins()
     exp = resolve(load_experiment(path), host)
-    check_compatible(exp, host)
+    check_components(exp, host)
     assert exp.encoder.params and exp.loss

@@ -10,7 +10,6 @@ import typer
 
 from .state import state
 
-Name = Annotated[str | None, typer.Option(show_default=False)]
 
 
 def run_command(
@@ -25,6 +24,10 @@ def run_command(
     augment: Annotated[list[str] | None, typer.Option(help="Augmenter name; repeatable.", show_default=False)] = None,
     peft: Annotated[str | None, typer.Option(help="PEFT strategy name.", show_default=False)] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name.", show_default=False)] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="retrieval, classification or vqa [default: classification if a loss reads logits, else retrieval].", show_default=False),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.", show_default=False)] = None,
@@ -50,6 +53,7 @@ def run_command(
         "augment": augment,
         "peft": peft,
         "dataset": dataset,
+        "task": task,
         "epochs": epochs,
         "max_steps": max_steps,
         "batch_size": batch_size,
@@ -71,16 +75,20 @@ def _print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"validation ({summary['val_size']} pairs, chance@1 {summary['chance@1']:.4f})")
-    table.add_column("metric")
-    table.add_column("image->text", justify="right")
-    table.add_column("text->image", justify="right")
-    table.add_column("mean", justify="right")
-    for k in (1, 5, 10):
-        m = summary["metrics"]
-        table.add_row(f"recall@{k}", f"{m[f'i2t_recall@{k}']:.4f}", f"{m[f't2i_recall@{k}']:.4f}", f"{m[f'recall@{k}']:.4f}")
     console = Console()
-    console.print(table)
+    m = summary["metrics"]
+    if "accuracy" in m:
+        console.print(
+            f"validation {summary['task']} accuracy: [bold]{m['accuracy']:.4f}[/bold] over {summary['val_size']} samples "
+            f"({summary['classes']} classes, chance {1 / summary['classes']:.4f})"
+        )
+    if "recall@1" in m:
+        table = Table(title=f"validation retrieval ({summary['val_size']} pairs, chance@1 {summary['chance@1']:.4f})")
+        for col, justify in (("metric", "left"), ("image->text", "right"), ("text->image", "right"), ("mean", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for k in (1, 5, 10):
+            table.add_row(f"recall@{k}", f"{m[f'i2t_recall@{k}']:.4f}", f"{m[f't2i_recall@{k}']:.4f}", f"{m[f'recall@{k}']:.4f}")
+        console.print(table)
     console.print(
         f"{summary['steps']} steps in {summary['train_seconds']:.1f}s ({summary['samples_per_second']:.0f} samples/s "
         f"on {summary['device']}), final loss {summary['final_loss']:.4f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
@@ -35,6 +36,9 @@ class ShapesParams(BaseModel):
     val_size: int = Field(256, ge=1, description="number of validation samples")
     image_size: int = Field(64, ge=16, description="side of the square images in pixels")
     noise: float = Field(12.0, ge=0, description="std of the per-pixel background noise (0-255 scale)")
+    caption_kind: bool = Field(
+        True, description="name the shape kind in the caption; false makes classification rely on the image"
+    )
 
 
 def _position(row: int, col: int) -> str:
@@ -73,11 +77,47 @@ def render(kind: str, colour: str, size: str, row: int, col: int, image_size: in
     return image
 
 
+@dataclass(frozen=True)
+class Attributes:
+    kind: int
+    colour: str
+    size: str
+    row: int
+    col: int
+    question_type: int
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Attributes:
+        """Drawn first from the sample's generator, so texts never need the image drawn."""
+        kind = int(rng.integers(len(KINDS)))
+        colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        size = list(SIZES)[int(rng.integers(len(SIZES)))]
+        return cls(kind, colour, size, int(rng.integers(3)), int(rng.integers(3)), int(rng.integers(4)))
+
+    def caption(self, name_kind: bool) -> str:
+        return f"a {self.size} {self.colour} {KINDS[self.kind] if name_kind else 'shape'} {_position(self.row, self.col)}"
+
+    def qa(self) -> tuple[str, str]:
+        """One question about the image and its one-word or one-phrase answer."""
+        kind = KINDS[self.kind]
+        if self.question_type == 0:
+            return f"what colour is the {kind}?", self.colour
+        if self.question_type == 1:
+            return f"what shape is the {self.colour} object?", kind
+        if self.question_type == 2:
+            return f"what size is the {self.colour} {kind}?", self.size
+        where = "centre" if (self.row, self.col) == (1, 1) else " ".join(
+            w for w in (ROWS[self.row] if self.row != 1 else "", COLS[self.col] if self.col != 1 else "") if w
+        )
+        return f"where is the {self.colour} {kind}?", where
+
+
 class ShapesSplit(Sequence[Sample]):
     """A split whose samples are drawn on access from (seed, split, index)."""
 
-    def __init__(self, seed: int, split: int, size: int, image_size: int, noise: float) -> None:
+    def __init__(self, seed: int, split: int, size: int, image_size: int, noise: float, caption_kind: bool) -> None:
         self.seed, self.split, self.size, self.image_size, self.noise = seed, split, size, image_size, noise
+        self.caption_kind = caption_kind
 
     def __len__(self) -> int:
         return self.size
@@ -93,35 +133,32 @@ class ShapesSplit(Sequence[Sample]):
             raise IndexError(index)
         index %= self.size
         rng = np.random.default_rng([self.seed, self.split, index])
-        kind, colour, size, row, col = _draw_attributes(rng)
-        image = render(KINDS[kind], colour, size, row, col, self.image_size, rng, self.noise)
-        return Sample(image, _caption(kind, colour, size, row, col), kind)
+        a = Attributes.draw(rng)
+        image = render(KINDS[a.kind], a.colour, a.size, a.row, a.col, self.image_size, rng, self.noise)
+        question, answer = a.qa()
+        return Sample(image, a.caption(self.caption_kind), a.kind, question, answer)
 
-    def caption(self, index: int) -> str:
-        """The caption alone, without drawing the image."""
-        return _caption(*_draw_attributes(np.random.default_rng([self.seed, self.split, index])))
-
-
-def _draw_attributes(rng: np.random.Generator) -> tuple[int, str, str, int, int]:
-    kind = int(rng.integers(len(KINDS)))
-    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    size = list(SIZES)[int(rng.integers(len(SIZES)))]
-    return kind, colour, size, int(rng.integers(3)), int(rng.integers(3))
-
-
-def _caption(kind: int, colour: str, size: str, row: int, col: int) -> str:
-    return f"a {size} {colour} {KINDS[kind]} {_position(row, col)}"
+    def text(self, index: int, field: str) -> str:
+        """A text field alone, without drawing the image."""
+        a = Attributes.draw(np.random.default_rng([self.seed, self.split, index]))
+        if field == "caption":
+            return a.caption(self.caption_kind)
+        question, answer = a.qa()
+        return {"question": question, "answer": answer}[field]
 
 
 class Shapes(Dataset):
-    """Coloured shapes with captions naming kind, colour, size and position; label = kind."""
+    """Coloured shapes with captions naming kind, colour, size and position; label = kind;
+    one question per image about its colour, shape, size or position."""
 
-    fields = frozenset({"image", "caption", "label"})
+    fields = frozenset({"image", "caption", "label", "question", "answer"})
     classes = list(KINDS)
 
-    def __init__(self, *, train_size: int, val_size: int, image_size: int, noise: float, seed: int) -> None:
+    def __init__(
+        self, *, train_size: int, val_size: int, image_size: int, noise: float, caption_kind: bool, seed: int
+    ) -> None:
         self._splits = {
-            name: ShapesSplit(seed, code, train_size if name == "train" else val_size, image_size, noise)
+            name: ShapesSplit(seed, code, train_size if name == "train" else val_size, image_size, noise, caption_kind)
             for name, code in SPLITS.items()
         }
 
@@ -130,9 +167,9 @@ class Shapes(Dataset):
             raise DataError(f"dataset 'shapes' has no split '{name}' (splits: {', '.join(self._splits)})")
         return self._splits[name]
 
-    def captions(self, name: str) -> list[str]:
+    def texts(self, name: str, field: str = "caption") -> list[str]:
         split = self.split(name)
-        return [split.caption(i) for i in range(len(split))]
+        return [split.text(i, field) for i in range(len(split))]
 
 
 @hookimpl

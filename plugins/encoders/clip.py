@@ -12,14 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mmreg.components import Encoder, Modality
 from mmreg.errors import ConfigError, DataError
 from mmreg.hookspecs import hookimpl
+from mmreg.text import EOS, build_word_tokenizer
 
 if TYPE_CHECKING:
     from PIL import Image
-
-# Special tokens, in vocabulary order: [EOS] must not get id 2, or CLIPTextModel
-# pools at the largest token id (the legacy OpenAI rule) instead of at [EOS].
-PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
-SPECIALS = (PAD, UNK, BOS, EOS)
 
 
 class ClipParams(BaseModel):
@@ -64,6 +60,13 @@ class ClipEncoder(Encoder):
         self.text_token_dim = config.text_config.hidden_size
         self.image_pooled_dim = self.text_pooled_dim = config.projection_dim
 
+    def use(self, *, tokens: bool, pooled: bool) -> None:
+        """The losses own the temperature, so CLIP's logit scale never trains; the pooled
+        path (post-layernorm, projections) trains only when pooled vectors are read."""
+        self.model.logit_scale.requires_grad_(False)
+        for module in (self.model.vision_model.post_layernorm, self.model.visual_projection, self.model.text_projection):
+            module.requires_grad_(pooled)
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize, centre-crop and normalise exactly as the checkpoint was trained."""
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
@@ -89,41 +92,13 @@ class ClipEncoder(Encoder):
         self.image_processor.save_pretrained(directory)
 
 
-def build_tokenizer(captions: Sequence[str], max_length: int) -> Any:
-    """A word-level tokenizer over the captions' words: a tiny model needs no subword vocabulary."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
-    normalizer = normalizers.Lowercase()
-    pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    words = sorted({w for c in captions for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(c))})
-    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *(w for w in words if w not in SPECIALS)])}
-    backend = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    backend.normalizer = normalizer
-    backend.pre_tokenizer = pre_tokenizer
-    backend.post_processor = TemplateProcessing(
-        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        unk_token=UNK,
-        bos_token=BOS,
-        eos_token=EOS,
-        model_max_length=max_length,
-        padding_side="right",
-    )
-
-
 def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:
     """A small random-init CLIP with a vocabulary from the training captions."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     if not captions:
         raise DataError("the clip tiny preset builds its vocabulary from the training captions, but there are none")
-    tokenizer = build_tokenizer(captions, params.max_length)
+    tokenizer = build_word_tokenizer(captions, params.max_length)
     eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
     shared = {
         "hidden_size": params.hidden_size,

@@ -9,6 +9,7 @@ from torch import nn
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import InvalidParams
 from mmreg.hookspecs import hookimpl
+from mmreg.layers import full_mask, masked_mean
 
 
 class GatedParams(BaseModel):
@@ -38,14 +39,6 @@ class JointBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over real tokens only, so padding never dilutes the pooled vector."""
-    if mask is None:
-        return tokens.mean(dim=1)
-    weights = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
 class GatedFusion(PairwiseFusion):
     """The docs' advanced fusion module: joint attention, feed-forward, sigmoid gate, norm.
 
@@ -69,8 +62,7 @@ class GatedFusion(PairwiseFusion):
         assert image.tokens is not None and text.tokens is not None, "gated fusion needs token sequences"
         n_image = image.tokens.shape[1]
         x = torch.cat([image.tokens, text.tokens], dim=1)
-        image_mask = image.mask if image.mask is not None else torch.ones(image.tokens.shape[:2], dtype=torch.bool, device=x.device)
-        text_mask = text.mask if text.mask is not None else torch.ones(text.tokens.shape[:2], dtype=torch.bool, device=x.device)
+        image_mask, text_mask = full_mask(image.tokens, image.mask), full_mask(text.tokens, text.mask)
         padding = ~torch.cat([image_mask, text_mask], dim=1)
         for block in self.blocks:
             x = block(x, padding)

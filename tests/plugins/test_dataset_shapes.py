@@ -10,7 +10,7 @@ from mmreg_plugins.datasets.shapes import COLOURS, KINDS, Shapes
 
 
 def make(seed=0, **kw) -> Shapes:
-    params = {"train_size": 20, "val_size": 10, "image_size": 32, "noise": 12.0, **kw}
+    params = {"train_size": 20, "val_size": 10, "image_size": 32, "noise": 12.0, "caption_kind": True, **kw}
     return Shapes(seed=seed, **params)
 
 
@@ -27,8 +27,8 @@ def test_sizes_and_sample_contents():
 def test_deterministic_from_the_seed_and_splits_differ():
     a, b, c = make(seed=1), make(seed=1), make(seed=2)
     assert np.array_equal(np.asarray(a.split("train")[3].image), np.asarray(b.split("train")[3].image))
-    assert a.captions("train") == b.captions("train") != c.captions("train")
-    assert a.captions("val") != a.captions("train")[:10]
+    assert a.texts("train") == b.texts("train") != c.texts("train")
+    assert a.texts("val") != a.texts("train")[:10]
 
 
 def test_the_caption_names_the_colour_that_is_drawn():
@@ -40,9 +40,31 @@ def test_the_caption_names_the_colour_that_is_drawn():
         assert COLOURS[named] in colours
 
 
-def test_captions_match_samples_without_drawing():
+def test_texts_match_samples_without_drawing():
     data = make()
-    assert data.captions("train") == [s.caption for s in data.split("train")]
+    for field in ("caption", "question", "answer"):
+        assert data.texts("train", field) == [getattr(s, field) for s in data.split("train")]
+
+
+def test_questions_are_answered_by_the_image():
+    data = make(train_size=200)
+    for s in data.split("train"):
+        kind, words = KINDS[s.label], s.caption.split()
+        if s.question.startswith("what colour"):
+            assert s.answer in COLOURS and s.answer in words and kind in s.question
+        elif s.question.startswith("what shape"):
+            assert s.answer == kind
+        elif s.question.startswith("what size"):
+            assert s.answer == words[1]
+        else:
+            assert s.question.startswith("where is")
+            assert set(s.answer.split()) <= set(words) or (s.answer == "centre" and "centre" in words)
+    assert {s.question.split()[1] for s in data.split("train")} == {"colour", "shape", "size", "is"}
+
+
+def test_caption_kind_false_hides_the_label_from_the_text():
+    data = make(caption_kind=False)
+    assert all(" shape " in c and not any(k in c for k in KINDS) for c in data.texts("train"))
 
 
 def test_indexing_and_unknown_split():

@@ -8,7 +8,8 @@ from torch import nn
 
 from mmreg.components import Modality
 from mmreg.errors import InvalidParams
-from mmreg_plugins.fusions.gated import GatedFusion, masked_mean
+from mmreg.layers import masked_mean
+from mmreg_plugins.fusions.gated import GatedFusion
 
 
 def make(dim=8, layers=1) -> GatedFusion:

@@ -1,0 +1,283 @@
+"""`dual`: a timm vision model and a transformers text model, each with its own preprocessing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from mmreg.components import Encoder, Modality
+from mmreg.errors import ConfigError, DataError, did_you_mean
+from mmreg.hookspecs import hookimpl
+from mmreg.layers import masked_mean
+from mmreg.text import build_word_tokenizer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+TINY = "tiny"
+TINY_IMAGE_SIZE = 32
+# The tiny vision preset: timm's ViT-Ti architecture shrunk to two 64-wide layers over 8-pixel patches.
+TINY_VIT = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4}
+TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256}
+
+
+class DualParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vision: str = Field(
+        TINY, description="a timm model name (e.g. resnet18, vit_small_patch16_224), or 'tiny' for a small random-init ViT"
+    )
+    vision_pretrained: bool = Field(
+        False, description="load timm's pretrained weights for vision (read from the local Hugging Face cache)"
+    )
+    vision_checkpoint: str | None = Field(
+        None,
+        description="a local .safetensors or .pth state dict of the same vision architecture (a classifier in it is ignored)",
+    )
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        description="side of the square input in pixels (ViTs are resized to it); unset: 32 for 'tiny', else the model's own",
+    )
+    text: str = Field(
+        TINY,
+        description="a transformers model directory or cached hub id, or 'tiny' for a small random-init BERT on caption words",
+    )
+    text_pooling: Literal["mean", "cls"] = Field(
+        "mean", description="pooled text vector: mean over real tokens (as sentence-transformers models) or the first token"
+    )
+    max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
+
+    @model_validator(mode="after")
+    def _one_source_of_vision_weights(self) -> DualParams:
+        """Refuse at validation, not after a download, weights that cannot or would not be used."""
+        if self.vision_pretrained and self.vision_checkpoint is not None:
+            raise ValueError("set vision_pretrained or vision_checkpoint, not both")
+        if self.vision_pretrained and self.vision == TINY:
+            raise ValueError("vision 'tiny' has no pretrained weights; name a timm model or give vision_checkpoint")
+        return self
+
+
+class DualEncoder(Encoder):
+    """Two separate towers: tokens are the towers' last features, pooled vectors timm's pre-logits and a text pooling."""
+
+    gives_tokens = True
+
+    def __init__(
+        self,
+        vision: nn.Module,
+        data_config: dict[str, Any],
+        text: nn.Module,
+        tokenizer: Any,
+        text_pooling: str,
+        max_length: int,
+    ) -> None:
+        from timm.data import create_transform
+
+        super().__init__()
+        self.vision, self.text, self.tokenizer = vision, text, tokenizer
+        self.data_config = data_config
+        self.transform = create_transform(**data_config)
+        self.text_pooling, self.max_length = text_pooling, max_length
+        self.image_token_dim = vision.num_features
+        # The pre-logits width: wider than num_features where the head has its own layer (MobileNetV3's conv_head).
+        self.image_pooled_dim = getattr(vision, "head_hidden_size", vision.num_features)
+        self.text_token_dim = self.text_pooled_dim = text.config.hidden_size
+        self.read_tokens = self.read_pooled = True
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """timm's eval transform for this model: resize, centre crop, normalise with its mean and std."""
+        return torch.stack([self.transform(image.convert("RGB")) for image in images])
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pad to the batch's longest so short batches stay cheap; truncate at ``max_length``."""
+        batch = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def use(self, *, tokens: bool, pooled: bool) -> None:
+        self.read_tokens, self.read_pooled = tokens, pooled
+        pooler = getattr(self.text, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)  # transformers' own pooler (BERT's tanh layer): we pool hidden states ourselves
+        for param in self._unread_vision_parameters():
+            param.requires_grad_(False)
+
+    def _unread_vision_parameters(self) -> list[nn.Parameter]:
+        """Trainable vision weights that no read output depends on, found by tracing one blank image.
+
+        timm names its head-only parts differently per family (a ViT's fc_norm,
+        MobileNetV3's conv_head, ConvNeXt's head.norm), so ask autograd instead.
+        """
+        trainable = [p for p in self.vision.parameters() if p.requires_grad]
+        if not trainable:
+            return []
+        was_training = self.vision.training
+        self.vision.eval()  # the blank image must not move batch-norm statistics
+        try:
+            blank = torch.zeros(1, *self.data_config["input_size"], device=trainable[0].device)
+            out = self.encode_images(blank)
+            total = sum(t.sum() for t in (out.tokens, out.pooled) if t is not None)
+            if not total.requires_grad:
+                return trainable
+            grads = torch.autograd.grad(total, trainable, allow_unused=True)
+        finally:
+            self.vision.train(was_training)
+        return [p for p, g in zip(trainable, grads) if g is None]
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality:
+        features = self.vision.forward_features(pixel_values)
+        pooled = self.vision.forward_head(features, pre_logits=True) if self.read_pooled else None
+        return Modality(pooled, self._as_tokens(features) if self.read_tokens else None, None)
+
+    def _as_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, L, C] as they are (ViTs); a feature map (CNNs, Swin) flattened to one token per position."""
+        if features.ndim == 3:
+            return features
+        if getattr(self.vision, "output_fmt", "NCHW") == "NHWC":
+            return features.flatten(1, 2)
+        return features.flatten(2).transpose(1, 2)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
+        hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()
+        pooled = None
+        if self.read_pooled:
+            pooled = masked_mean(hidden, mask) if self.text_pooling == "mean" else hidden[:, 0]
+        if not self.read_tokens:
+            return Modality(pooled)
+        return Modality(pooled, hidden, mask)
+
+    def save_preprocessing(self, directory: Path | str) -> None:
+        """Write the text tokenizer and timm's data config, so the run records exactly how inputs were prepared."""
+        self.tokenizer.save_pretrained(directory)
+        (Path(directory) / "vision_data_config.json").write_text(json.dumps(self.data_config, indent=2) + "\n")
+
+
+def build_vision(p: DualParams, image_size: int | None) -> nn.Module:
+    """The timm model without its classifier (num_classes=0), so forward_head(pre_logits=True) gives features."""
+    import timm
+
+    kwargs = {**TINY_VIT, "img_size": image_size} if p.vision == TINY else {"model_name": p.vision}
+    try:
+        model = timm.create_model(pretrained=p.vision_pretrained, num_classes=0, **kwargs)
+    except Exception as exc:
+        raise ConfigError(_vision_error(p, exc)) from exc
+    if p.vision_checkpoint is not None:
+        load_vision_checkpoint(model, p.vision_checkpoint, p.vision)
+    if p.vision != TINY and image_size is not None and hasattr(model, "set_input_size"):
+        model.set_input_size(img_size=(image_size, image_size))  # resamples a ViT's position embeddings
+    return model
+
+
+def load_vision_checkpoint(model: nn.Module, path: str, name: str) -> None:
+    """Load a local state dict, requiring every model weight from it; extra entries (a classifier) are ignored.
+
+    Not timm's ``pretrained_cfg_overlay=dict(file=path)``: with num_classes=0 timm
+    loads that non-strictly, so a file of another architecture loads nothing, silently.
+    """
+    from timm.models import load_checkpoint
+
+    if not Path(path).is_file():
+        raise ConfigError(f"vision_checkpoint '{path}' is not a file; give a .safetensors or .pth state dict")
+    fix = "give a state dict saved from that same architecture"
+    try:
+        missing = load_checkpoint(model, path, strict=False).missing_keys  # .safetensors or .pth, EMA/"module." unwrapped
+    except Exception as exc:
+        raise ConfigError(f"cannot load vision_checkpoint '{path}' into timm model '{name}': {_reason(exc)}; {fix}") from exc
+    if missing:
+        raise ConfigError(
+            f"vision_checkpoint '{path}' lacks {len(missing)} weights of timm model '{name}' (first: '{missing[0]}'); {fix}"
+        )
+
+
+def _vision_error(p: DualParams, exc: Exception) -> str:
+    import timm
+
+    reason = _reason(exc)
+    if isinstance(exc, RuntimeError) and reason.startswith("Unknown model"):
+        hint = did_you_mean(p.vision, timm.list_models())
+        return f"unknown timm model '{p.vision}'{hint}; give a name from timm.list_models() or vision='tiny'"
+    if p.vision_pretrained:
+        return (
+            f"cannot load timm's pretrained weights for '{p.vision}' (offline, and not in the local Hugging Face cache?): "
+            f"{reason}; download them once with network access, or give vision_checkpoint=<local .safetensors or .pth file>"
+        )
+    return f"cannot build timm model '{p.vision}': {reason}"
+
+
+def vision_data_config(vision: nn.Module, p: DualParams, image_size: int | None) -> dict[str, Any]:
+    """timm's eval preprocessing for the model; the tiny preset keeps the whole image (it was never trained on crops)."""
+    from timm.data import resolve_data_config
+
+    overrides: dict[str, Any] = {}
+    if image_size is not None:
+        overrides["input_size"] = (3, image_size, image_size)
+    if p.vision == TINY:
+        overrides["crop_pct"] = 1.0
+    return resolve_data_config(overrides, model=vision)
+
+
+def build_tiny_text(captions: Sequence[str], max_length: int) -> tuple[nn.Module, Any]:
+    """A small random-init BERT with a vocabulary from the training captions, built without BERT's unused pooler."""
+    from transformers import BertConfig, BertModel
+
+    if not captions:
+        raise DataError("the dual tiny text model builds its vocabulary from the training captions, but there are none")
+    tokenizer = build_word_tokenizer(captions, max_length)
+    config = BertConfig(
+        **TINY_BERT, vocab_size=len(tokenizer), max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id
+    )
+    return BertModel(config, add_pooling_layer=False), tokenizer
+
+
+def load_text(name: str, max_length: int) -> tuple[nn.Module, Any]:
+    """Model and tokenizer from one checkpoint, in float32 whatever it was saved in, or a one-line ConfigError."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        if _looks_local(name) and not Path(name).is_dir():
+            raise FileNotFoundError("no such directory")
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModel.from_pretrained(name, dtype=torch.float32)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot load text model '{name}': {_reason(exc)}; give a directory saved with save_pretrained "
+            f"(model and tokenizer) or a hub id in the local cache"
+        ) from exc
+    if max_length > tokenizer.model_max_length:
+        limit = tokenizer.model_max_length
+        raise ConfigError(f"max_length {max_length} exceeds the {limit} tokens of text model '{name}'; lower max_length")
+    return model, tokenizer
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id, so a typo reads "no such directory", not a hub-id syntax error."""
+    return name.startswith((".", "/")) or Path(name).exists()
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    """The exception on one line: some (torch's load_state_dict) put the cause on their second line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def build(*, captions: Sequence[str], **params: Any) -> DualEncoder:
+    """The registered factory: build both towers and their preprocessing from the validated params."""
+    p = DualParams(**params)
+    image_size = p.image_size or (TINY_IMAGE_SIZE if p.vision == TINY else None)
+    vision = build_vision(p, image_size)
+    text, tokenizer = build_tiny_text(captions, p.max_length) if p.text == TINY else load_text(p.text, p.max_length)
+    return DualEncoder(vision, vision_data_config(vision, p, image_size), text, tokenizer, p.text_pooling, p.max_length)
+
+
+@hookimpl
+def mmreg_register_encoders(register: Any) -> None:
+    register("dual", build, params=DualParams, help="timm vision model + transformers text model, each its own preprocessing")
