@@ -50,8 +50,11 @@ def mmreg_register_encoders(register: Register) -> None:
     """Register image+text encoders.
 
     Factory: ``factory(**params, captions: Sequence[str]) -> mmreg.components.Encoder``.
-    ``captions`` are the training split's captions, for encoders that build a
-    vocabulary; an encoder with its own tokenizer ignores them.
+    ``captions`` are the training split's texts the model will read (captions,
+    or questions for VQA), for encoders that build a vocabulary; an encoder
+    with its own tokenizer ignores them. A factory may carry
+    ``gives_tokens = False`` (a class attribute) when the encoder gives only
+    pooled vectors, so token-reading fusions are refused before it is built.
     """
 
 

@@ -130,7 +130,7 @@ class DualEncoder(Encoder):
             grads = torch.autograd.grad(total, trainable, allow_unused=True)
         finally:
             self.vision.train(was_training)
-        return [p for p, g in zip(trainable, grads) if g is None]
+        return [p for p, g in zip(trainable, grads, strict=True) if g is None]
 
     def encode_images(self, pixel_values: torch.Tensor) -> Modality:
         features = self.vision.forward_features(pixel_values)

@@ -67,31 +67,6 @@ def test_mlp_depth_and_width():
     assert [(m.in_features, m.out_features) for m in linears] == [(32, 32), (32, 32), (32, 8)]
 
 
-def test_score_is_fuse_of_every_pair_then_the_head():
-    fusion = make()
-    image, text = pooled(2), pooled(3, seed=2)
-    scores = fusion.score(image, text)
-    assert scores.shape == (2, 3)
-    for i in range(2):
-        for j in range(3):
-            pair = fusion.match_head(fusion.fuse(image.index(slice(i, i + 1)), text.index(slice(j, j + 1))))
-            torch.testing.assert_close(scores[i, j], pair[0], atol=1e-5, rtol=1e-5)
-
-
-def test_scoring_in_chunks_equals_scoring_at_once():
-    fusion = make()
-    image, text = pooled(3), pooled(3, seed=2)
-    whole = fusion.score(image, text)
-    fusion.pair_chunk = 2
-    torch.testing.assert_close(fusion.score(image, text), whole, atol=1e-5, rtol=1e-5)
-
-
-def test_gradients_reach_every_weight():
-    fusion = make().train()
-    fusion.score(pooled(2), pooled(3, seed=2)).sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fusion.parameters())
-
-
 def test_fuse_only_training_freezes_the_match_head():
     fusion = make()
     fusion.use(score=False, fuse=True)

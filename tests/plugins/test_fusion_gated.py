@@ -60,34 +60,6 @@ def test_padding_never_changes_the_result():
     torch.testing.assert_close(before, after)
 
 
-def test_score_is_fuse_of_every_pair_then_the_head():
-    fusion = make()
-    image, text = modalities()
-    scores = fusion.score(image, text)
-    assert scores.shape == (3, 3)
-    for i in range(3):
-        for j in range(3):
-            pair = fusion.match_head(fusion.fuse(image.index(slice(i, i + 1)), text.index(slice(j, j + 1))))
-            torch.testing.assert_close(scores[i, j], pair[0], atol=1e-5, rtol=1e-5)
-
-
-def test_scoring_in_chunks_equals_scoring_at_once():
-    fusion = make()
-    image, text = modalities()
-    whole = fusion.score(image, text)
-    fusion.pair_chunk = 2
-    torch.testing.assert_close(fusion.score(image, text), whole, atol=1e-5, rtol=1e-5)
-
-
-def test_non_square_scores_and_gradients_reach_every_weight():
-    fusion = make().train()
-    image, text = modalities()
-    scores = fusion.score(image.index(slice(0, 2)), text)
-    assert scores.shape == (2, 3)
-    scores.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fusion.parameters())
-
-
 def test_heads_must_divide_dim():
     with pytest.raises(InvalidParams, match="heads=3 does not divide the shared dim 8"):
         GatedFusion(dim=8, heads=3, layers=1, dropout=0.0, ffn_mult=4)

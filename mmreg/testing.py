@@ -1,0 +1,76 @@
+"""The conformance kit: checks any fusion or encoder against mmreg's contracts.
+
+Built-ins are tested with it, and a plugin author can call it from their own
+tests::
+
+    from mmreg.testing import check_fusion
+    check_fusion(MyFusion(dim=16, rank=4), dim=16)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .components import Encoder, Fusion, Modality, PairwiseFusion
+
+
+def sample_modalities(n: int, m: int, dim: int, *, seed: int = 0) -> tuple[Modality, Modality]:
+    """Random image (no padding) and text (padded, lengths 1..L) features of width ``dim``."""
+    g = torch.Generator().manual_seed(seed)
+    text_len = 5
+    mask = torch.arange(text_len).expand(m, text_len) < torch.arange(m).remainder(text_len).add(1).unsqueeze(1)
+    image = Modality(torch.randn(n, dim, generator=g), torch.randn(n, 4, dim, generator=g))
+    text = Modality(torch.randn(m, dim, generator=g), torch.randn(m, text_len, dim, generator=g), mask)
+    return image, text
+
+
+def check_fusion(fusion: Fusion, dim: int) -> None:
+    """``score`` is [N, M], ``fuse`` is [N, out_dim], padding is ignored, every weight gets a gradient,
+    and a pairwise fusion's scores are its head over ``fuse`` of each pair, however chunked."""
+    fusion.eval()
+    image, text = sample_modalities(3, 4, dim)
+    scores = fusion.score(image, text)
+    assert scores.shape == (3, 4), f"score gave {tuple(scores.shape)}, expected (3, 4)"
+    fused = fusion.fuse(image, text.index(slice(0, 3)))
+    assert fused.shape == (3, fusion.out_dim), f"fuse gave {tuple(fused.shape)}, expected (3, {fusion.out_dim})"
+
+    if text.tokens is not None and text.mask is not None:
+        noisy = text.tokens.masked_fill(~text.mask.unsqueeze(-1), 1e3)
+        padded = fusion.score(image, Modality(text.pooled, noisy, text.mask))
+        torch.testing.assert_close(padded, scores, msg="padding tokens changed the scores")
+
+    if isinstance(fusion, PairwiseFusion):
+        for i in range(3):
+            for j in range(4):
+                pair = fusion.match_head(fusion.fuse(image.index(slice(i, i + 1)), text.index(slice(j, j + 1))))
+                torch.testing.assert_close(scores[i, j], pair[0], atol=1e-5, rtol=1e-5)
+        chunk, fusion.pair_chunk = fusion.pair_chunk, 5
+        try:
+            torch.testing.assert_close(fusion.score(image, text), scores, atol=1e-5, rtol=1e-5)
+        finally:
+            fusion.pair_chunk = chunk
+
+    if not any(p.requires_grad for p in fusion.parameters()):
+        return  # a parameter-free fusion such as `none`
+    fusion.train()
+    fusion.zero_grad()
+    (fusion.score(image, text).sum() + fusion.fuse(image, text.index(slice(0, 3))).sum()).backward()
+    silent = [n for n, p in fusion.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not silent, f"weights without gradient: {silent}"
+
+
+def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
+    """Outputs have the widths the encoder declares, and token masks agree with the tokenizer."""
+    encoder.eval()
+    with torch.no_grad():
+        image = encoder.encode_images(encoder.preprocess(images))
+        batch = encoder.tokenize(texts)
+        text = encoder.encode_texts(batch["input_ids"], batch["attention_mask"])
+    n, m = len(images), len(texts)
+    assert image.pooled is not None and image.pooled.shape == (n, encoder.image_pooled_dim)
+    assert text.pooled is not None and text.pooled.shape == (m, encoder.text_pooled_dim)
+    if encoder.gives_tokens:
+        assert image.tokens is not None and image.tokens.shape[0] == n and image.tokens.shape[2] == encoder.image_token_dim
+        assert text.tokens is not None and text.tokens.shape[:2] == batch["input_ids"].shape
+        assert text.tokens.shape[2] == encoder.text_token_dim
+        assert text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool())
