@@ -32,22 +32,33 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
     return Experiment.model_validate(data)
 
 
+def declared(factory: Any) -> Any:
+    """Where a factory's capabilities are declared: the class itself, or the class of a classmethod."""
+    return getattr(factory, "__self__", factory)
+
+
 def loss_needs(exp: Experiment, host: PluginHost) -> dict[str, frozenset[str]]:
-    return {name: getattr(host.registry("losses").get(name).factory, "needs", frozenset()) for name in exp.loss}
+    return {name: getattr(declared(host.registry("losses").get(name).factory), "needs", frozenset()) for name in exp.loss}
 
 
 def check_components(exp: Experiment, host: PluginHost) -> Task:
     """Refuse encoder/fusion/loss/task combinations that cannot work, from what the factories declare."""
-    fusion = host.registry("fusions").get(exp.fusion.name).factory
-    encoder = host.registry("encoders").get(exp.encoder.name).factory
+    fusion = declared(host.registry("fusions").get(exp.fusion.name).factory)
+    encoder = declared(host.registry("encoders").get(exp.encoder.name).factory)
     if getattr(fusion, "needs_tokens", False) and getattr(encoder, "gives_tokens", True) is False:
         raise IncompatibleParts(
             f"fusion '{exp.fusion.name}' needs token sequences but encoder '{exp.encoder.name}' gives only pooled "
             f"vectors; use --fusion none or concat, or an encoder that gives tokens"
         )
     needs = loss_needs(exp, host)
+    wants_scale = [name for name, n in needs.items() if "logit_scale" in n]
+    if wants_scale and not getattr(encoder, "gives_logit_scale", False):
+        raise IncompatibleParts(
+            f"loss '{wants_scale[0]}' uses the encoder's own logit scale but encoder '{exp.encoder.name}' has none; "
+            f"use --loss infonce (its own learnable temperature) or --encoder clip"
+        )
     task = choose_task(exp.task, needs.values())
-    fields = getattr(host.registry("datasets").get(exp.dataset.name).factory, "fields", None)
+    fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
     if fields is not None:
         check_task(task, needs, exp.dataset.name, frozenset(fields))
     return task
@@ -74,11 +85,12 @@ class Prepared:
     classes: list[str]  # the head's classes or answers; empty for retrieval
     augmenters: list[Augmenter]
     model: MultimodalModel
+    skipped: dict[str, int]  # unusable samples left out per split (data.skip_bad)
 
 
 def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None = None) -> Prepared:
     """Validate, check compatibility, then build data and model; bad input fails before any weight exists."""
-    from .data import require_samples
+    from .data import require_samples, without_bad
     from .model import MultimodalModel
 
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
@@ -89,7 +101,8 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
     check_task(task, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
-    train_split, val_split = dataset.split("train"), dataset.split("val")
+    train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", exp.data.skip_bad)
+    val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", exp.data.skip_bad)
     require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size)
     require_samples(val_split, exp.dataset.name, "val", 2)
     if task.name == "classification":
@@ -106,7 +119,8 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
     head = make_head(task, fusion.out_dim, classes)
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, head)
-    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model)
+    skipped = {"train": skipped_train, "val": skipped_val}
+    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model, skipped)
 
 
 def collate_for(prepared: Prepared) -> Any:
@@ -143,10 +157,10 @@ def run(
     model.encoder.save_preprocessing(run_dir / "encoder")
 
     collate = collate_for(p)
-    train_loader = make_loader(
-        AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate, exp.train.batch_size, shuffle=True, seed=exp.seed, drop_last=True
-    )
-    val_loader = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
+    loading = {"seed": exp.seed, "num_workers": exp.data.num_workers, "pin_memory": device.type == "cuda"}
+    train_split = AugmentedSplit(p.train_split, p.augmenters, exp.seed)
+    train_loader = make_loader(train_split, collate, exp.train.batch_size, shuffle=True, drop_last=True, **loading)
+    val_loader = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, **loading)
     metrics_path = run_dir / "metrics.jsonl"
 
     if progress:
@@ -173,6 +187,8 @@ def run(
     }
     if p.classes:
         summary["classes"] = len(p.classes)
+    if any(p.skipped.values()):
+        summary["skipped"] = p.skipped
     summary.update(
         {
             "steps": result.steps,

@@ -155,13 +155,18 @@ class PairwiseFusion(Fusion):
 
 @dataclass
 class Step:
-    """What one forward pass produced, for the losses to read."""
+    """What one forward pass produced, for the losses to read.
+
+    A loss names in ``needs`` the fields it reads; the model fills only those.
+    """
 
     image: Modality
     text: Modality
-    scores: torch.Tensor | None = None  # [N, M], matched pairs on the diagonal
-    logits: torch.Tensor | None = None  # [N, C] task-head outputs
-    labels: torch.Tensor | None = None  # [N]
+    scores: torch.Tensor | None = None  # [N, M] "scores": matched pairs on the diagonal
+    logits: torch.Tensor | None = None  # [N, C] "logits": task-head outputs
+    labels: torch.Tensor | None = None  # [N] "labels"
+    views: tuple[Modality, Modality] | None = None  # "views": two augmented views of each image, encoded
+    logit_scale: torch.Tensor | None = None  # "logit_scale": the encoder's own learnable scale (CLIP's)
 
 
 class Loss(nn.Module):
@@ -174,12 +179,14 @@ class Loss(nn.Module):
 
 
 class Augmenter:
-    """Changes a training sample; never applied to validation data.
+    """Changes a training sample (``dataclasses.replace`` the fields it alters);
+    never applied to validation data.
 
     ``rng`` is seeded per sample and epoch by the caller, so runs repeat exactly.
+    An augmenter that makes two views of the image sets ``views``.
     """
 
-    def __call__(self, image: Image.Image, caption: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
 
 
@@ -200,6 +207,7 @@ class Sample:
     label: int | None = None
     question: str | None = None
     answer: str | None = None
+    views: tuple[Image.Image, Image.Image] | None = None
 
 
 class Dataset:
@@ -216,6 +224,18 @@ class Dataset:
     def split(self, name: str) -> Sequence[Sample]:
         """The samples of split ``name`` ("train" or "val"); raise DataError if absent."""
         raise NotImplementedError
+
+    def check(self, name: str) -> list[tuple[int, str]]:
+        """(index, problem) for each sample of a split that cannot be used, found
+        before training. The default loads every sample; file-backed datasets
+        override it with a cheaper check that names the file and row."""
+        split, bad = self.split(name), []
+        for i in range(len(split)):
+            try:
+                split[i].image.load()
+            except Exception as exc:  # any failure to produce a sample makes it unusable
+                bad.append((i, f"{type(exc).__name__}: {exc}"))
+        return bad
 
     def texts(self, name: str, field: str = "caption") -> list[str]:
         """One text field ("caption", "question", "answer") of a split; override when

@@ -26,6 +26,13 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="write training metrics every N steps")
 
 
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    skip_bad: bool = Field(False, description="skip and count unusable samples instead of stopping before training")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +72,7 @@ class Experiment(BaseModel):
     augment: dict[str, WeightedComponent] = Field(default_factory=lambda: {"none": WeightedComponent()})
     peft: Component = Component(name="full")
     dataset: Component = Component(name="shapes")
+    data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 

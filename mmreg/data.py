@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .components import Augmenter, Encoder, Sample
+from .components import Augmenter, Dataset, Encoder, Sample
 from .errors import DataError
 
 
@@ -28,10 +27,9 @@ class AugmentedSplit(torch.utils.data.Dataset):
         if not self.augmenters:
             return sample
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, caption = sample.image, sample.caption
         for augment in self.augmenters:
-            image, caption = augment(image, caption, rng)
-        return dataclasses.replace(sample, image=image, caption=caption)
+            sample = augment(sample, rng)
+        return sample
 
 
 IGNORE = -100  # a target outside the training vocabulary: never right, never trained on
@@ -49,12 +47,44 @@ class Collate:
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         batch: dict[str, Any] = {"pixel_values": self.encoder.preprocess([s.image for s in samples])}
+        if samples[0].views is not None:
+            for i in (0, 1):
+                batch[f"view{i}_pixel_values"] = self.encoder.preprocess([s.views[i] for s in samples])  # type: ignore[index]
         batch.update(self.encoder.tokenize([getattr(s, self.text) for s in samples]))
         if self.target is not None:
             values = [getattr(s, self.target) for s in samples]
             ids = [self.targets.get(v, IGNORE) for v in values] if self.targets is not None else values
             batch["labels"] = torch.tensor(ids, dtype=torch.long)
         return batch
+
+
+class Subset(Sequence[Sample]):
+    """A split without the samples found unusable (``data.skip_bad``)."""
+
+    def __init__(self, samples: Sequence[Sample], drop: set[int]) -> None:
+        self.samples, self.keep = samples, [i for i in range(len(samples)) if i not in drop]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        return self.samples[self.keep[index]]
+
+
+def without_bad(dataset: Dataset, name: str, split: str, skip_bad: bool) -> tuple[Sequence[Sample], int]:
+    """The split, checked before training: unusable samples are an error, or skipped and counted."""
+    samples = dataset.split(split)
+    bad = dataset.check(split)
+    if not bad:
+        return samples, 0
+    if not skip_bad:
+        shown = "; ".join(problem for _, problem in bad[:3])
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise DataError(
+            f"dataset '{name}' split '{split}': {len(bad)} of {len(samples)} samples unusable: {shown}{more}; "
+            f"fix them, or skip them with --set data.skip_bad=true"
+        )
+    return Subset(samples, {i for i, _ in bad}), len(bad)
 
 
 def require_samples(samples: Sequence[Sample], dataset: str, split: str, minimum: int = 1) -> None:
@@ -66,9 +96,28 @@ def require_samples(samples: Sequence[Sample], dataset: str, split: str, minimum
 
 
 def make_loader(
-    samples: torch.utils.data.Dataset, collate: Collate, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False
+    samples: torch.utils.data.Dataset,
+    collate: Collate,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
+    """Batches built by ``collate`` (tokenised per batch), in ``num_workers`` processes.
+
+    Order depends only on ``seed``, and augmentation is seeded per sample, so the
+    number of workers never changes what a run sees.
+    """
     return DataLoader(
-        samples, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=collate, generator=generator
+        samples,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
     )

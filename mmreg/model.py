@@ -46,6 +46,8 @@ class MultimodalModel(nn.Module):
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
         encoder.use(tokens=self.tokens, pooled=not self.tokens)
         fusion.use(score="scores" in self.needs, fuse=head is not None)
+        if "logit_scale" in self.needs:  # a loss trains the encoder's own scale (CLIP's), which use() froze
+            encoder.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
 
     def _project(self, features: Modality, proj: nn.Module) -> Modality:
         if self.tokens:
@@ -66,6 +68,10 @@ class MultimodalModel(nn.Module):
             step.scores = self.fusion.score(image, text)
         if self.head is not None:
             step.logits = self.head(self.fusion.fuse(image, text))
+        if "views" in self.needs:
+            step.views = (self.encode_images(batch["view0_pixel_values"]), self.encode_images(batch["view1_pixel_values"]))
+        if "logit_scale" in self.needs:
+            step.logit_scale = self.encoder.logit_scale  # type: ignore[attr-defined]
         return step
 
     def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

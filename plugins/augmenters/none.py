@@ -9,15 +9,16 @@ from mmreg.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import numpy as np
-    from PIL import Image
+
+    from mmreg.components import Sample
 
 
 class NoAugment(Augmenter):
     def __init__(self, *, seed: int) -> None:
         del seed  # nothing random to seed
 
-    def __call__(self, image: Image.Image, caption: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
-        return image, caption
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        return sample
 
 
 @hookimpl

@@ -167,6 +167,10 @@ class Shapes(Dataset):
             raise DataError(f"dataset 'shapes' has no split '{name}' (splits: {', '.join(self._splits)})")
         return self._splits[name]
 
+    def check(self, name: str) -> list[tuple[int, str]]:
+        self.split(name)
+        return []  # drawn in memory: nothing can be missing or corrupt
+
     def texts(self, name: str, field: str = "caption") -> list[str]:
         split = self.split(name)
         return [split.text(i, field) for i in range(len(split))]

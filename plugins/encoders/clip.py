@@ -48,6 +48,7 @@ class ClipEncoder(Encoder):
     """CLIP's two towers; pooled outputs are the projected embeddings, tokens the last hidden states."""
 
     gives_tokens = True
+    gives_logit_scale = True  # CLIPModel's learnable logit scale, for the `clip` loss
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int) -> None:
         super().__init__()
@@ -59,6 +60,17 @@ class ClipEncoder(Encoder):
         self.image_token_dim = config.vision_config.hidden_size
         self.text_token_dim = config.text_config.hidden_size
         self.image_pooled_dim = self.text_pooled_dim = config.projection_dim
+
+    @classmethod
+    def create(cls, *, captions: Sequence[str], **params: Any) -> ClipEncoder:
+        """The registered factory: the checkpoint when ``pretrained`` is set, else the tiny preset."""
+        p = ClipParams(**params)
+        return load_pretrained(p.pretrained) if p.pretrained else build_tiny(p, captions)
+
+    @property
+    def logit_scale(self) -> torch.nn.Parameter:
+        """The log of the multiplier turning cosine similarity into logits, as CLIPModel stores it."""
+        return self.model.logit_scale
 
     def use(self, *, tokens: bool, pooled: bool) -> None:
         """The losses own the temperature, so CLIP's logit scale never trains; the pooled
@@ -155,12 +167,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build(*, captions: Sequence[str], **params: Any) -> ClipEncoder:
-    """The registered factory: the checkpoint when ``pretrained`` is set, else the tiny preset."""
-    p = ClipParams(**params)
-    return load_pretrained(p.pretrained) if p.pretrained else build_tiny(p, captions)
-
-
 @hookimpl
 def mmreg_register_encoders(register: Any) -> None:
-    register("clip", build, params=ClipParams, help="Hugging Face CLIP: tiny random-init preset or a pretrained checkpoint")
+    register("clip", ClipEncoder.create, params=ClipParams, help="Hugging Face CLIP: tiny random-init preset or a pretrained checkpoint")

@@ -10,7 +10,9 @@ import mmreg_plugins.encoders.clip as clip_plugin
 from mmreg.components import Modality
 from mmreg.errors import ConfigError, DataError, InvalidParams
 from mmreg.plugins import PluginHost
-from mmreg_plugins.encoders.clip import ClipEncoder, build
+from mmreg_plugins.encoders.clip import ClipEncoder
+
+build = ClipEncoder.create
 
 CAPTIONS = ["A red circle at the top.", "a blue square, on the left", "a green triangle in the centre"]
 
