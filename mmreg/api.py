@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Experiment, validate, write_file
-from .errors import IncompatibleParts
+from .errors import ConfigError, IncompatibleParts
 from .plugins import PluginHost, load_plugins
 from .tasks import Task, check_task, choose_task, make_head
 
@@ -56,6 +57,13 @@ def check_components(exp: Experiment, host: PluginHost) -> Task:
         raise IncompatibleParts(
             f"loss '{wants_scale[0]}' uses the encoder's own logit scale but encoder '{exp.encoder.name}' has none; "
             f"use --loss infonce (its own learnable temperature) or --encoder clip"
+        )
+    wants_views = [name for name, n in needs.items() if "views" in n]
+    makes_views = [n for n in exp.augment if getattr(declared(host.registry("augmenters").get(n).factory), "gives_views", False)]
+    if wants_views and not makes_views:
+        raise IncompatibleParts(
+            f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; "
+            f"add --augment multiview"
         )
     task = choose_task(exp.task, needs.values())
     fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
@@ -131,56 +139,101 @@ def collate_for(prepared: Prepared) -> Any:
     return Collate(prepared.model.encoder, task.text, task.target, targets)
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (they set RANK); the only process that writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def shared_run_dir(exp: Experiment) -> Path:
+    """The main process creates the run directory; under data parallelism the others learn its name."""
+    from .runs import create_run_dir
+
+    label = f"{exp.encoder.name}-{exp.fusion.name}-{'+'.join(exp.loss)}"
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        return create_run_dir(exp.runs_dir, exp.name, label)
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    from .train import pick_device
+
+    # Joins the process group the launcher set up; on CPUs accelerate uses gloo only if told cpu=True first.
+    PartialState(cpu=pick_device(exp.train.device).type == "cpu")
+    name = [str(create_run_dir(exp.runs_dir, exp.name, label)) if is_main_process() else None]
+    dist.broadcast_object_list(name, src=0)
+    return Path(name[0])
+
+
 def run(
-    experiment: Experiment | Mapping[str, Any],
+    experiment: Experiment | Mapping[str, Any] | None = None,
     *,
     host: PluginHost | None = None,
     progress: bool = True,
+    resume: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one experiment; return its summary (also written to summary.json)."""
+    """Train and evaluate one experiment; return its summary (also written to summary.json).
+
+    ``resume`` continues the run in that directory from its last checkpoint, with
+    the experiment it saved; nothing else in the directory is replaced until the
+    run moves past that checkpoint.
+    """
+    from .config import load_experiment
     from .data import AugmentedSplit, make_loader
-    from .runs import append_jsonl, create_run_dir, package_versions, save_weights, write_json
-    from .train import evaluate, pick_device, train
+    from .runs import package_versions, save_weights, write_json
+    from .train import Trainer, pick_device
 
     host = host or load_plugins()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.toml); give the directory `mmreg run` printed")
+        experiment = load_experiment(run_dir / "config.toml")
+    if experiment is None:
+        raise ConfigError("nothing to run: give an experiment, or resume=RUN_DIR")
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
-    device = pick_device(exp.train.device)
+    pick_device(exp.train.device)  # an unusable device fails before anything is built
     p = prepare(exp, host)
     exp, model = p.exp, p.model
-    model.to(device)
 
-    run_dir = create_run_dir(exp.runs_dir, exp.name, f"{exp.encoder.name}-{exp.fusion.name}-{'+'.join(exp.loss)}")
-    write_file(exp, run_dir / "config.toml")
-    write_json(run_dir / "versions.json", package_versions({i.name: i.version for i in host.plugins if not i.error}))
-    if p.classes:
-        write_json(run_dir / "classes.json", p.classes)
-    model.encoder.save_preprocessing(run_dir / "encoder")
+    if resume is None:
+        run_dir = shared_run_dir(exp)
+    if resume is None and is_main_process():
+        write_file(exp, run_dir / "config.toml")
+        write_json(run_dir / "versions.json", package_versions({i.name: i.version for i in host.plugins if not i.error}))
+        if p.classes:
+            write_json(run_dir / "classes.json", p.classes)
+        model.encoder.save_preprocessing(run_dir / "encoder")
 
     collate = collate_for(p)
-    loading = {"seed": exp.seed, "num_workers": exp.data.num_workers, "pin_memory": device.type == "cuda"}
-    train_split = AugmentedSplit(p.train_split, p.augmenters, exp.seed)
-    train_loader = make_loader(train_split, collate, exp.train.batch_size, shuffle=True, drop_last=True, **loading)
-    val_loader = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, **loading)
-    metrics_path = run_dir / "metrics.jsonl"
-
-    if progress:
+    val_loader = make_loader(
+        p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
+    )
+    metric = exp.train.metric or ("accuracy" if p.task.has_head else "recall@1")
+    trainer = Trainer(
+        model,
+        AugmentedSplit(p.train_split, p.augmenters, exp.seed),
+        collate,
+        val_loader,
+        exp.train,
+        seed=exp.seed,
+        run_dir=run_dir,
+        metric=metric,
+        retrieval="scores" in model.needs,
+        num_workers=exp.data.num_workers,
+    )
+    if resume is not None:
+        trainer.resume()
+    if progress and trainer.main:
         from .progress import training_progress
 
         with training_progress() as on_step:
-            result = train(model, train_loader, exp.train, device, metrics_path, on_step)
+            result = trainer.fit(on_step)
     else:
-        result = train(model, train_loader, exp.train, device, metrics_path)
-
-    started = time.perf_counter()
-    metrics = evaluate(model, val_loader, device, retrieval="scores" in model.needs)
-    eval_seconds = time.perf_counter() - started
-    append_jsonl(metrics_path, {"step": result.steps, "split": "val", **metrics})
-    save_weights(model, run_dir / "model.safetensors")
+        result = trainer.fit()
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "task": p.task.name,
-        "metrics": metrics,
+        "metrics": result.metrics,
         "val_size": len(p.val_split),
         "train_size": len(p.train_split),
         "chance@1": 1 / len(p.val_split),
@@ -191,18 +244,27 @@ def run(
         summary["skipped"] = p.skipped
     summary.update(
         {
+            "best": {"metric": metric, "value": result.best, "step": result.best_step},
             "steps": result.steps,
             "epochs": round(result.epochs, 3),
             "final_loss": result.final_loss,
+            "skipped_steps": result.skipped_steps,
+            "stopped_early": result.stopped_early,
             "train_seconds": round(result.seconds, 2),
-            "eval_seconds": round(eval_seconds, 2),
             "samples_per_second": round(result.samples / max(result.seconds, 1e-9), 1),
-            "device": str(device),
+            "device": str(trainer.device),
+            "precision": exp.train.precision,
+            "processes": trainer.accelerator.num_processes,
             "parameters": sum(t.numel() for t in model.parameters()),
             "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),
         }
     )
-    write_json(run_dir / "summary.json", summary)
+    if trainer.main:
+        from .plot import plot_curves
+
+        save_weights(trainer.bare_model, run_dir / "model.safetensors")
+        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        write_json(run_dir / "summary.json", summary)
     return summary
 
 

@@ -183,8 +183,11 @@ class Augmenter:
     never applied to validation data.
 
     ``rng`` is seeded per sample and epoch by the caller, so runs repeat exactly.
-    An augmenter that makes two views of the image sets ``views``.
+    An augmenter that makes two views of the image sets ``views`` on every sample
+    and declares ``gives_views = True``.
     """
+
+    gives_views: ClassVar[bool] = False
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         raise NotImplementedError

@@ -22,7 +22,23 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(128, ge=1, description="samples per batch when encoding the validation split")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="fp16/bf16 autocast for speed on GPUs; fp16 adds loss scaling"
+    )
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size * N)")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; unset: no clipping")
+    schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="learning-rate decay after warmup")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming the lr up from ~0")
+    eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; unset: at the end of each epoch")
+    checkpoint_every: int | None = Field(None, ge=1, description="save the last checkpoint every N steps; unset: at each evaluation")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after N evaluations without improving the metric; unset: never"
+    )
+    metric: str | None = Field(None, description="validation metric for best checkpoint and early stopping; unset: accuracy or recall@1")
+    max_bad_steps: int = Field(3, ge=1, description="stop after N non-finite losses in a row (each is skipped)")
+    gradient_checkpointing: bool = Field(False, description="recompute encoder activations in backward to save memory")
+    compile: bool = Field(False, description="torch.compile the model")
     log_every: int = Field(10, ge=1, description="write training metrics every N steps")
 
 
@@ -209,7 +225,7 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
     for key in ("seed", "runs_dir", "name", "task"):
         if flags.get(key) is not None:
             data[key] = flags[key]
-    for key in ("epochs", "max_steps", "batch_size", "lr", "device"):
+    for key in ("epochs", "max_steps", "batch_size", "lr", "device", "precision"):
         if flags.get(key) is not None:
             data.setdefault("train", {})
             data["train"] = {**data["train"], key: flags[key]}

@@ -62,6 +62,24 @@ class PluginLoadError(MmregError):
         super().__init__(f"plugin '{plugin}' failed to load: {detail}")
 
 
+class TrainingInterrupted(MmregError):
+    """SIGINT or SIGTERM during training: a checkpoint was saved and the run can resume."""
+
+    def __init__(self, signum: int, step: int, run_dir: str) -> None:
+        import signal
+
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"{signal.Signals(signum).name} at step {step}: checkpoint saved; resume with: mmreg run --resume {run_dir}"
+        )
+
+
+class TrainingDiverged(MmregError):
+    """Too many non-finite losses in a row; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest known name, or ""."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)

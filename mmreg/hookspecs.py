@@ -73,7 +73,10 @@ def mmreg_register_losses(register: Register) -> None:
     """Register training objectives.
 
     Factory: ``factory(**params) -> mmreg.components.Loss``. A loss declares in
-    ``needs`` what it reads from the step (``"scores"``, ``"logits"``, ``"labels"``).
+    ``needs`` the ``Step`` fields it reads: ``"scores"`` (pairwise fusion scores),
+    ``"logits"`` and ``"labels"`` (task head), ``"views"`` (two augmented views,
+    made by an augmenter declaring ``gives_views = True``), ``"logit_scale"`` (the
+    encoder's own scale, from an encoder declaring ``gives_logit_scale = True``).
     """
 
 
@@ -81,7 +84,9 @@ def mmreg_register_losses(register: Register) -> None:
 def mmreg_register_augmenters(register: Register) -> None:
     """Register training-split augmenters.
 
-    Factory: ``factory(**params, seed: int) -> mmreg.components.Augmenter``.
+    Factory: ``factory(**params, seed: int) -> mmreg.components.Augmenter``; it maps
+    a training ``Sample`` to a ``Sample``. One that sets ``views`` (two augmented
+    views, for losses reading ``"views"``) declares ``gives_views = True``.
     """
 
 

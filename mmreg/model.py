@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .components import Encoder, Fusion, Loss, Modality, Step
+from .distributed import gather_modality, is_distributed
 
 
 def projection(width: int, dim: int) -> nn.Module:
@@ -65,7 +66,12 @@ class MultimodalModel(nn.Module):
         text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
         step = Step(image, text, labels=batch.get("labels"))
         if "scores" in self.needs:
-            step.scores = self.fusion.score(image, text)
+            # Under data parallelism each process contrasts against the whole global batch,
+            # not its local slice (open_clip's gather-with-grad); alone, nothing changes.
+            if is_distributed():
+                step.scores = self.fusion.score(gather_modality(image), gather_modality(text))
+            else:
+                step.scores = self.fusion.score(image, text)
         if self.head is not None:
             step.logits = self.head(self.fusion.fuse(image, text))
         if "views" in self.needs:

@@ -13,21 +13,22 @@ from .train import ProgressFn
 
 @contextmanager
 def training_progress(console: Console | None = None) -> Iterator[ProgressFn]:
-    """Yield an ``on_step`` callback that drives a bar with loss and samples/s."""
+    """Yield an ``on_step`` callback that drives a bar with loss, learning rate, samples/s and ETA."""
     progress = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("lr {task.fields[lr]:.2e}"),
         TextColumn("{task.fields[rate]:.0f} samples/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console or Console(stderr=True),
     )
-    task = progress.add_task("train", total=None, loss=float("nan"), rate=0.0)
+    task = progress.add_task("train", total=None, loss=float("nan"), lr=0.0, rate=0.0)
 
     def on_step(step: int, total: int, stats: dict[str, float]) -> None:
-        progress.update(task, completed=step, total=total, loss=stats["loss"], rate=stats["samples_per_s"])
+        progress.update(task, completed=step, total=total, loss=stats["loss"], lr=stats["lr"], rate=stats["samples_per_s"])
 
     with progress:
         yield on_step

@@ -1,10 +1,15 @@
-"""The training loop: AdamW, epochs or max steps, progress, metrics, final evaluation."""
+"""The training loop on HF accelerate: precision, accumulation, clipping, schedule,
+evaluation, early stopping, checkpoints, resume, signals and non-finite losses."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,13 +17,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .checkpoint import LoopState, load_checkpoint, save_checkpoint
 from .components import Modality
 from .config import TrainConfig
-from .data import AugmentedSplit
-from .errors import ConfigError
+from .data import AugmentedSplit, Collate
+from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .metrics import retrieval_metrics
 from .model import MultimodalModel
-from .runs import append_jsonl
+from .runs import append_jsonl, save_weights, write_atomic, write_json
+from .sampling import EpochBatches
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -32,9 +41,11 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' asked for but CUDA is not available here; use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{name}' asked for but MPS is not available here; use --device auto or cpu")
     return device
 
 
@@ -42,61 +53,14 @@ def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[s
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-@dataclass
-class TrainResult:
-    steps: int
-    epochs: float
-    samples: int
-    seconds: float
-    final_loss: float
-
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
-
-
-def train(
-    model: MultimodalModel,
-    loader: DataLoader,
-    cfg: TrainConfig,
-    device: torch.device,
-    metrics_path: Path,
-    on_step: ProgressFn | None = None,
-) -> TrainResult:
-    """Train in place; ``on_step(step, total, stats)`` reports progress after each step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(loader)
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    model.train()
-    step, samples, epoch = 0, 0, 0
-    loss_value = math.nan
-    start = time.perf_counter()
-    while step < total:
-        if isinstance(loader.dataset, AugmentedSplit):
-            loader.dataset.epoch = epoch
-        for batch in loader:
-            batch = to_device(batch, device)
-            loss, parts = model(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            n = batch["pixel_values"].shape[0]
-            samples += n
-            loss_value = loss.item()
-            elapsed = time.perf_counter() - start
-            stats = {"loss": loss_value, "samples_per_s": samples / max(elapsed, 1e-9)}
-            if step % cfg.log_every == 0 or step == total:
-                record: dict[str, Any] = {"step": step, "epoch": epoch, "split": "train", "loss": loss_value}
-                record.update({f"loss/{k}": v.item() for k, v in parts.items()} if len(parts) > 1 else {})
-                record["lr"] = optimizer.param_groups[0]["lr"]
-                append_jsonl(metrics_path, record)
-            if on_step is not None:
-                on_step(step, total, stats)
-            if step >= total:
-                break
-        epoch += 1
-    return TrainResult(step, step / max(steps_per_epoch, 1), samples, time.perf_counter() - start, loss_value)
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warmup to the full rate over ``warmup`` steps, then constant, linear or cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @torch.inference_mode()
@@ -134,3 +98,287 @@ def evaluate(
         metrics.update(retrieval_metrics(scores.float().cpu()))
     model.train(was_training)
     return metrics
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    samples: int
+    seconds: float
+    final_loss: float
+    metrics: dict[str, float]
+    best: float | None
+    best_step: int | None
+    skipped_steps: int
+    stopped_early: bool
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop reads after each step, so the step
+    finishes and a checkpoint is written instead of dying mid-update."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def enable_gradient_checkpointing(model: MultimodalModel) -> None:
+    """Turn on activation checkpointing in every encoder part that supports it (transformers or timm)."""
+    found = False
+    for module in model.encoder.modules():
+        if hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing", False):
+            module.gradient_checkpointing_enable()
+            found = True
+        elif hasattr(module, "set_grad_checkpointing") and module is not model.encoder:
+            module.set_grad_checkpointing(True)
+            found = True
+    if not found:
+        raise ConfigError("this encoder has no part that supports gradient checkpointing; unset train.gradient_checkpointing")
+
+
+class Trainer:
+    """One run's loop. Only the main process writes files; every process evaluates the whole
+    validation split, so metrics never depend on how many processes trained."""
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        train_samples: Sequence[Any],
+        collate: Collate,
+        val_loader: DataLoader,
+        cfg: TrainConfig,
+        *,
+        seed: int,
+        run_dir: Path,
+        metric: str,
+        retrieval: bool,
+        num_workers: int = 0,
+    ) -> None:
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        # A new run in the same process may ask for another precision; the process group stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        self.cfg, self.run_dir, self.metric, self.retrieval = cfg, run_dir, metric, retrieval
+        device = pick_device(cfg.device)
+        mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
+        self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
+        self.device = self.accelerator.device
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.train_samples = train_samples
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.sampler = EpochBatches(len(train_samples), cfg.batch_size, seed, rank=rank, world=world)
+        self.loader = DataLoader(
+            train_samples,
+            batch_sampler=self.sampler,
+            collate_fn=collate,
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"the training split has {len(train_samples)} samples, fewer than one step of "
+                f"{cfg.batch_size} x {cfg.grad_accum} (accumulation) x {world} (processes); "
+                f"lower train.batch_size or train.grad_accum"
+            )
+        self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
+        self.val_loader = val_loader
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = int(cfg.warmup_ratio * self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.total, warmup, cfg.schedule)
+        )
+        prepared = model.to(self.device)
+        if cfg.compile:
+            prepared = torch.compile(prepared)  # type: ignore[assignment]
+        self.model, self.optimizer = self.accelerator.prepare(prepared, optimizer)
+        self.loop = LoopState()
+
+    # -- files (main process only) ---------------------------------------------
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def bare_model(self) -> MultimodalModel:
+        model = self.accelerator.unwrap_model(self.model)
+        return getattr(model, "_orig_mod", model)  # under torch.compile
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.main:
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
+
+    def save_last(self) -> None:
+        if self.main:
+            save_checkpoint(
+                self.run_dir / "checkpoints" / "last",
+                self.bare_model,
+                self.optimizer,
+                self.scheduler,
+                self.accelerator.scaler,
+                self.loop,
+            )
+
+    def resume(self) -> None:
+        """Continue from checkpoints/last, dropping metric lines written after it."""
+        self.loop = load_checkpoint(
+            self.run_dir / "checkpoints" / "last", self.bare_model, self.optimizer, self.scheduler, self.accelerator.scaler
+        )
+        path = self.run_dir / "metrics.jsonl"
+        if self.main and path.is_file():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.loop.step:
+                        kept.append(line)
+                except json.JSONDecodeError:  # a line cut short by the kill
+                    continue
+            write_atomic(path, "".join(line + "\n" for line in kept))
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches from the current position on, across epochs, until the step budget is spent."""
+        per_epoch = self.steps_per_epoch * self.cfg.grad_accum
+        while True:
+            self.sampler.set_epoch(self.loop.epoch, self.loop.batch_in_epoch)
+            if isinstance(self.train_samples, AugmentedSplit):
+                self.train_samples.epoch = self.loop.epoch
+            for batch in self.loader:
+                if self.loop.batch_in_epoch >= per_epoch:
+                    break
+                yield batch
+            self.loop.epoch += 1
+            self.loop.batch_in_epoch = 0
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+        if self.accelerator.num_processes > 1:  # every process must agree to skip, or DDP hangs
+            finite = self.accelerator.reduce(finite, reduction="mean") >= 1.0
+        return bool(finite.item())
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.bare_model, self.val_loader, self.device, retrieval=self.retrieval)
+
+    def _after_eval(self, metrics: dict[str, float]) -> bool:
+        """Record an evaluation, keep the best weights; True when early stopping says stop."""
+        value = metrics.get(self.metric)
+        if value is None:
+            raise ConfigError(f"validation metric '{self.metric}' is not computed here (have: {', '.join(metrics)}); set train.metric")
+        self.loop.history.append({"step": self.loop.step, **metrics})
+        self._log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "val", **metrics})
+        if self.loop.best is None or value > self.loop.best:
+            self.loop.best, self.loop.best_step, self.loop.evals_since_best = value, self.loop.step, 0
+            if self.main:
+                best = self.run_dir / "checkpoints" / "best"
+                save_weights(self.bare_model, best / "model.safetensors")
+                write_json(best / "state.json", {"step": self.loop.step, "metric": self.metric, "value": value, "metrics": metrics})
+        else:
+            self.loop.evals_since_best += 1
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.loop.evals_since_best >= patience
+
+    def fit(self, on_step: ProgressFn | None = None) -> TrainResult:
+        cfg, loop, accelerator = self.cfg, self.loop, self.accelerator
+        accum = cfg.grad_accum
+        self.model.train()
+        started = time.perf_counter() - loop.seconds
+        samples_at_start, time_at_start = loop.samples, time.perf_counter()
+        loss_value, window_loss, window_bad, micro = math.nan, 0.0, False, 0
+        metrics: dict[str, float] = loop.history[-1] if loop.history else {}
+        evaluated_at = loop.history[-1]["step"] if loop.history else -1
+        stopped_early = False
+        with StopSignals() as signals:
+            batches = self._micro_batches()
+            while loop.step < self.total and not stopped_early:
+                batch = to_device(next(batches), self.device)
+                sync = (micro + 1) % accum == 0
+                no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
+                with no_sync:
+                    loss, parts = self.model(batch)
+                    if self._all_finite(loss):
+                        accelerator.backward(loss / accum)
+                        window_loss += loss.item() / accum
+                    else:
+                        window_bad = True
+                micro += 1
+                loop.batch_in_epoch += 1
+                loop.samples += batch["pixel_values"].shape[0] * accelerator.num_processes
+                if not sync:
+                    continue
+                if window_bad:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loop.bad_in_a_row += 1
+                    loop.skipped_steps += 1
+                    self._log({"step": loop.step + 1, "split": "train", "skipped": "non-finite loss"})
+                    if loop.bad_in_a_row >= cfg.max_bad_steps:
+                        raise TrainingDiverged(
+                            f"loss was not finite for {loop.bad_in_a_row} steps in a row (last at step {loop.step + 1}); "
+                            f"kept the last good checkpoint; lower train.lr, keep train.max_grad_norm set, or use "
+                            f"--precision bf16 instead of fp16"
+                        )
+                else:
+                    if cfg.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    if not accelerator.optimizer_step_was_skipped:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loop.bad_in_a_row = 0
+                    loss_value = window_loss
+                loop.step += 1
+                window_loss, window_bad = 0.0, False
+                loop.seconds = time.perf_counter() - started
+                rate = (loop.samples - samples_at_start) / max(time.perf_counter() - time_at_start, 1e-9)
+                lr = self.optimizer.param_groups[0]["lr"]
+                if loop.step % cfg.log_every == 0 or loop.step == self.total:
+                    record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr}
+                    if len(parts) > 1:
+                        record.update({f"loss/{k}": v.item() for k, v in parts.items()})
+                    self._log(record)
+                if on_step is not None:
+                    on_step(loop.step, self.total, {"loss": loss_value, "lr": lr, "samples_per_s": rate})
+                end_of_epoch = loop.batch_in_epoch == self.steps_per_epoch * accum
+                eval_due = loop.step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch
+                if eval_due or loop.step == self.total:
+                    metrics = self.evaluate()
+                    evaluated_at = loop.step
+                    stopped_early = self._after_eval(metrics)
+                checkpoint_due = eval_due or loop.step == self.total or (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0)
+                if checkpoint_due and loop.bad_in_a_row == 0:  # never replace the last good checkpoint mid-streak
+                    self.save_last()
+                if signals.received is not None:
+                    self.save_last()
+                    raise TrainingInterrupted(signals.received, loop.step, str(self.run_dir))
+        if evaluated_at != loop.step:  # resumed at the very end, or stopped early between evaluations
+            metrics = self.evaluate()
+        return TrainResult(
+            steps=loop.step,
+            epochs=loop.step / self.steps_per_epoch,
+            samples=loop.samples,
+            seconds=loop.seconds,
+            final_loss=loss_value,
+            metrics=metrics if "step" not in metrics else {k: v for k, v in metrics.items() if k != "step"},
+            best=loop.best,
+            best_step=loop.best_step,
+            skipped_steps=loop.skipped_steps,
+            stopped_early=stopped_early,
+        )

@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import MmregError
-from . import listing, run
+from . import listing, run, runs
 from .state import state
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app.command("run")(run.run_command)
 app.command("list")(listing.list_command)
 app.command("show")(listing.show_command)
 app.add_typer(listing.plugins_app, name="plugins")
+app.command("eval")(runs.eval_command)
+app.add_typer(runs.runs_app, name="runs")
 
 
 def _version(value: bool) -> None:

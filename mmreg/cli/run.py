@@ -32,7 +32,11 @@ def run_command(
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.", show_default=False)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=False)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (autocast; fp16 adds loss scaling).", show_default=False)] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.", show_default=False)
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
     set_: Annotated[
         list[str] | None,
@@ -43,8 +47,9 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Train and evaluate one experiment; defaults: clip + gated + infonce on shapes."""
-    from ..api import run
+    from ..api import is_main_process, run
     from ..config import load_experiment
+    from ..errors import ConfigError
 
     flags = {
         "encoder": encoder,
@@ -59,12 +64,20 @@ def run_command(
         "batch_size": batch_size,
         "lr": lr,
         "device": device,
+        "precision": precision,
         "seed": seed,
         "runs_dir": str(runs_dir) if runs_dir is not None else None,
         "name": name,
     }
-    exp = load_experiment(experiment, flags, set_ or [])
-    summary = run(exp, host=state.host(), progress=True)
+    if resume is not None:
+        given = [k for k, v in flags.items() if v not in (None, [])] + (["EXPERIMENT"] if experiment else []) + (["--set"] if set_ else [])
+        if given:
+            raise ConfigError(f"--resume continues the saved experiment as it was; drop {', '.join(given)}")
+        summary = run(None, host=state.host(), progress=True, resume=resume)
+    else:
+        summary = run(load_experiment(experiment, flags, set_ or []), host=state.host(), progress=True)
+    if not is_main_process():  # under a data-parallel launcher the main process reports
+        return
     if as_json:
         typer.echo(json.dumps(summary))
         return

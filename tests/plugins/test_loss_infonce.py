@@ -54,3 +54,32 @@ def test_fixed_temperature_is_a_buffer_not_a_parameter():
 def test_perfect_separation_gives_near_zero_loss():
     loss = InfoNCE(temperature=0.01, learnable=False, max_scale=1000.0)
     assert loss(step(torch.eye(8))).item() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        torch.randn(5, 5, generator=torch.Generator().manual_seed(0)),
+        torch.tensor([[0.9, 0.1, -0.3], [0.8, 0.2, 0.0], [-0.5, 0.7, 0.4]]),  # not symmetric
+    ],
+)
+def test_fixed_temperature_equals_transformers_clip_loss(scores: torch.Tensor):
+    # transformers 5 renamed CLIP's clip_loss; it takes the text->image logits (logits_per_text)
+    from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
+    loss = InfoNCE(temperature=0.07, learnable=False, max_scale=100.0)
+    expected = image_text_contrastive_loss((scores / 0.07).T)
+    assert loss(step(scores)).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_transposing_the_scores_leaves_the_loss_unchanged():
+    loss = InfoNCE(temperature=0.2, learnable=False, max_scale=100.0)
+    s = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    assert loss(step(s)).item() == pytest.approx(loss(step(s.T)).item(), abs=1e-6)
+
+
+def test_build_through_the_registry():
+    from mmreg.plugins import load_plugins
+
+    loss = load_plugins().registry("losses").build("infonce", {"temperature": 0.1, "learnable": False})
+    assert isinstance(loss, InfoNCE) and loss.scale.item() == pytest.approx(10.0, rel=1e-5)

@@ -1,0 +1,246 @@
+"""mmreg's training step against a hand-written PyTorch loop on the same model, data and optimizer.
+
+Both loops train fresh copies of one composed ``MultimodalModel`` (same initial
+weights) on the same K batches, collated once before anything is timed, with
+the same AdamW, LambdaLR schedule and gradient clipping. Only the optimizer
+steps after ``--warmup`` are timed; for mmreg from the ``on_step`` callback, so
+the final evaluation and checkpoint writing are excluded. After one short
+untimed run of each, repetitions alternate in ABBA order (mmreg, hand, hand,
+mmreg, ...) so drifting machine load and warm caches favour neither side.
+
+Prints progress to stderr and ONE JSON object as the last line of stdout;
+``ratio`` = mmreg step time / hand-written step time (target <= 1.05).
+
+    python benchmarks/overhead.py                        # CPU default, about 1-2 minutes on 2 cores
+    python benchmarks/overhead.py --device cuda --steps 300 --repetitions 7 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def log(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per repetition (default 200)")
+    ap.add_argument("--warmup", type=int, default=20, help="steps not timed at the start of each repetition (default 20)")
+    ap.add_argument("--repetitions", type=int, default=7, help="repetitions of each loop, alternating (default 7)")
+    ap.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
+    ap.add_argument("--batches", type=int, default=8, help="distinct pre-collated batches cycled through (default 8)")
+    ap.add_argument("--fusion", default="none", choices=["none", "gated"], help="fusion of the composed model (default none)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mmreg train.precision; the hand loop autocasts to match (default fp32)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if not 0 <= args.warmup < args.steps:
+        ap.error("--warmup must be at least 0 and below --steps")
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def lr_lambda(total: int, warmup: int, schedule: str):
+    """The same warmup + decay as mmreg's schedule, written out for the hand loop."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[float], str]:
+    """One mmreg repetition: seconds per step over the timed window, per-step durations, device."""
+    from mmreg.train import Trainer
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = exp.train.model_copy(update={"max_steps": args.steps})
+    k = len(batches)
+    served = iter(range(10**12))
+
+    def collate(ids: list[int]) -> dict[str, torch.Tensor]:
+        # The precomputed batch; the loader hands over indices, so nothing is decoded or tokenised.
+        return batches[next(served) % k]
+
+    # One epoch covers the whole run, so the sampler's permutation is drawn once, like the hand loop's list.
+    samples = range(args.steps * args.batch_size)
+    trainer = Trainer(
+        copy.deepcopy(base), samples, collate, None, cfg,  # type: ignore[arg-type]
+        seed=exp.seed, run_dir=run_dir, metric="recall@1", retrieval=True,
+    )
+    trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # not timed; skip the work
+    device = trainer.device
+    stamps: dict[int, float] = {}
+
+    def on_step(step: int, total: int, stats: dict[str, float]) -> None:
+        sync(device)
+        stamps[step] = time.perf_counter()
+
+    trainer.fit(on_step)
+    window = [stamps[s] for s in range(args.warmup, args.steps + 1)] if args.warmup else [stamps[s] for s in range(1, args.steps + 1)]
+    per_step = [b - a for a, b in zip(window, window[1:])]
+    return (window[-1] - window[0]) / len(per_step), per_step, str(device)
+
+
+def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, list[float]]:
+    """The same step written by hand: forward, backward, clip, AdamW, LambdaLR, zero_grad."""
+    cfg = exp.train
+    model = copy.deepcopy(base).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = args.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, int(cfg.warmup_ratio * total), cfg.schedule))
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
+    k = len(batches)
+    stamps = [0.0] * (total + 1)
+    sync(device)
+    stamps[0] = time.perf_counter()
+    for step in range(total):
+        batch = {name: t.to(device, non_blocking=True) for name, t in batches[step % k].items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss, _ = model(batch)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step + 1 == args.warmup or step + 1 == total or device.type != "cuda":
+            sync(device)  # on CUDA only the window's ends: the hand loop has no per-step sync of its own
+        stamps[step + 1] = time.perf_counter()
+    first = args.warmup if args.warmup else 1
+    window = stamps[first:]
+    per_step = [b - a for a, b in zip(window, window[1:])]
+    return (window[-1] - window[0]) / len(per_step), per_step
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import accelerate
+    import transformers
+
+    from mmreg.api import collate_for, prepare
+    from mmreg.config import validate
+    from mmreg.train import pick_device
+
+    device = pick_device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-overhead-"))
+    n_batches = max(1, args.batches)
+    exp = validate(
+        {
+            "seed": args.seed,
+            "runs_dir": str(tmp),
+            "encoder": {"name": "clip", "preset": "tiny"},
+            "fusion": {"name": args.fusion},
+            "loss": {"infonce": {}},
+            "dataset": {"name": "shapes", "train_size": n_batches * args.batch_size, "val_size": 16},
+            "train": {
+                "batch_size": args.batch_size,
+                "max_steps": args.steps,
+                "device": str(device),
+                "precision": args.precision,
+                # never during the timed steps: only the final evaluation (stubbed) and checkpoint run
+                "eval_every": args.steps + 1,
+                "checkpoint_every": args.steps + 1,
+            },
+        }
+    )
+    started = time.perf_counter()
+    prepared = prepare(exp)
+    exp, base = prepared.exp, prepared.model
+    collate = collate_for(prepared)
+    split = prepared.train_split
+    batches = [collate([split[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]) for b in range(n_batches)]
+    log(f"prepared model ({sum(p.numel() for p in base.parameters())} parameters) and {n_batches} batches in {time.perf_counter() - started:.1f}s")
+
+    mmreg_reps: list[float] = []
+    hand_reps: list[float] = []
+    mmreg_steps: list[float] = []
+    hand_steps: list[float] = []
+    used = str(device)
+    # One short untimed run of each first, so neither side pays the process's cold start.
+    prime = argparse.Namespace(**{**vars(args), "steps": min(args.steps, args.warmup + 10)})
+    run_mmreg(base, batches, exp, prime, tmp / "mmreg-prime")
+    run_hand(base, batches, exp, prime, device)
+    for rep in range(args.repetitions):
+        # ABBA order: mmreg first on even repetitions, hand first on odd ones.
+        for side in ("mmreg", "hand") if rep % 2 == 0 else ("hand", "mmreg"):
+            if side == "mmreg":
+                s, per, used = run_mmreg(base, batches, exp, args, tmp / f"mmreg-{rep}")
+                mmreg_reps.append(s)
+                mmreg_steps += per
+            else:
+                h, per = run_hand(base, batches, exp, args, device)
+                hand_reps.append(h)
+                hand_steps += per
+        log(f"rep {rep + 1}/{args.repetitions}: mmreg {s * 1e3:.2f} ms/step, hand {h * 1e3:.2f} ms/step, ratio {s / h:.3f}")
+
+    mmreg_s, hand_s = statistics.median(mmreg_reps), statistics.median(hand_reps)
+    result: dict[str, Any] = {
+        "benchmark": "overhead",
+        "ratio": round(mmreg_s / hand_s, 4),
+        "target": "<= 1.05",
+        "mmreg_step_s": round(mmreg_s, 6),
+        "hand_step_s": round(hand_s, 6),
+        "mmreg_reps_step_s": [round(x, 6) for x in mmreg_reps],
+        "hand_reps_step_s": [round(x, 6) for x in hand_reps],
+        "timed_steps_per_rep": args.steps - max(args.warmup, 1),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repetitions": args.repetitions,
+        "batch_size": args.batch_size,
+        "batches": n_batches,
+        "fusion": args.fusion,
+        "loss": "infonce",
+        "precision": args.precision,
+        "device": used,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type != "cuda":  # per-step durations are exact only where every step is synchronous
+        result["mmreg_step_median_s"] = round(statistics.median(mmreg_steps), 6)
+        result["hand_step_median_s"] = round(statistics.median(hand_steps), 6)
+        result["ratio_of_step_medians"] = round(result["mmreg_step_median_s"] / result["hand_step_median_s"], 4)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

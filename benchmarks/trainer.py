@@ -1,0 +1,283 @@
+"""transformers' Trainer against mmreg training the same CLIPModel on the same data and batch size.
+
+mmreg side: ``--encoder clip --fusion none --loss clip`` with the tiny CLIP
+preset, which computes exactly CLIPModel's contrastive loss. The transformers
+side trains a copy of that very CLIPModel (same initial weights) as the
+run_clip.py example does: a torch Dataset of preprocessed examples, a
+data_collator stacking them, ``model(..., return_loss=True)``. Both read the
+same pre-processed, pre-tokenised tensors (captions padded to max_length) and
+stack them per batch with the same function, so the loops are compared, not
+the preprocessing. Optimizer on both: torch AdamW (not fused, as mmreg builds
+it), same lr and weight decay, linear decay, no warmup, gradient clipping 1.0.
+
+Samples/s are timed between optimizer step ``--warmup`` and the last step
+(mmreg: its on_step callback; transformers: a TrainerCallback's on_step_end).
+After one short untimed
+run of each, repetitions alternate in ABBA order (mmreg, Trainer, Trainer, mmreg, ...). Prints progress to stderr and ONE
+JSON object as the last line of stdout; ``ratio`` = mmreg samples/s / Trainer
+samples/s (target >= 1.0).
+
+    python benchmarks/trainer.py                        # CPU default, about 1-2 minutes on 2 cores
+    python benchmarks/trainer.py --device cuda --steps 400 --batch-size 256 --repetitions 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def log(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per repetition (default 200)")
+    ap.add_argument("--warmup", type=int, default=20, help="steps not timed at the start of each repetition (default 20)")
+    ap.add_argument("--repetitions", type=int, default=7, help="repetitions of each trainer, alternating (default 7)")
+    ap.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
+    ap.add_argument("--examples", type=int, default=1024, help="pre-processed examples in memory (default 1024)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mixed precision on both sides (default fp32)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="0 makes both identical: Trainer exempts biases/LayerNorm from decay, mmreg does not")
+    ap.add_argument("--schedule", default="linear", choices=["linear", "constant"])
+    ap.add_argument(
+        "--hf-optim",
+        default="adamw_torch",
+        help="TrainingArguments.optim (default adamw_torch, the optimizer mmreg builds; Trainer's own default on torch>=2.8 is adamw_torch_fused)",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if not 0 <= args.warmup < args.steps:
+        ap.error("--warmup must be at least 0 and below --steps")
+    if args.examples < args.batch_size:
+        ap.error("--examples must be at least --batch-size")
+    return args
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Examples(torch.utils.data.Dataset):
+    """Pre-processed examples, one dict of tensors each, as run_clip.py's dataset yields them."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.size = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {name: t[index] for name, t in self.tensors.items()}
+
+
+def stack(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.stack([e[name] for e in examples]) for name in examples[0]}
+
+
+def hf_collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """run_clip.py's collate_fn: stack, and ask CLIPModel for its loss."""
+    return {**stack(examples), "return_loss": True}
+
+
+def window_rate(stamps: dict[int, float], args: argparse.Namespace) -> float:
+    first = max(args.warmup, 1)
+    return args.batch_size * (args.steps - first) / (stamps[args.steps] - stamps[first])
+
+
+def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[float, str]:
+    from mmreg.train import Trainer
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = exp.train.model_copy(update={"max_steps": args.steps})
+    trainer = Trainer(
+        copy.deepcopy(base), examples, stack, None, cfg,  # type: ignore[arg-type]
+        seed=exp.seed, run_dir=run_dir, metric="recall@1", retrieval=True,
+    )
+    trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # after the timed steps; skip the work
+    device = trainer.device
+    stamps: dict[int, float] = {}
+
+    def on_step(step: int, total: int, stats: dict[str, float]) -> None:
+        sync(device)
+        stamps[step] = time.perf_counter()
+
+    trainer.fit(on_step)
+    return window_rate(stamps, args), str(device)
+
+
+def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) -> tuple[float, str, str]:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    stamps: dict[int, float] = {}
+
+    class Stamps(TrainerCallback):
+        def on_step_end(self, targs, state, control, **kwargs):
+            sync(device)
+            stamps[state.global_step] = time.perf_counter()
+
+    targs = TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type=args.schedule,
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        optim=args.hf_optim,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        logging_steps=args.steps + 1,
+        dataloader_num_workers=0,
+        dataloader_drop_last=True,  # mmreg's sampler drops the last partial batch too
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=device.type == "cpu",
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        seed=args.seed,
+    )
+    trainer = Trainer(model=copy.deepcopy(clip), args=targs, train_dataset=examples, data_collator=hf_collate, callbacks=[Stamps()])
+    with contextlib.redirect_stdout(sys.stderr):  # its end-of-training log line is printed to stdout
+        trainer.train()
+    return window_rate(stamps, args), str(trainer.args.device), type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import accelerate
+    import transformers
+
+    from mmreg.api import prepare
+    from mmreg.config import validate
+    from mmreg.train import pick_device
+
+    transformers.logging.set_verbosity_error()
+    device = pick_device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-trainer-"))
+    exp = validate(
+        {
+            "seed": args.seed,
+            "runs_dir": str(tmp),
+            "encoder": {"name": "clip", "preset": "tiny"},
+            "fusion": {"name": "none"},
+            "loss": {"clip": {}},
+            "dataset": {"name": "shapes", "train_size": args.examples, "val_size": 16},
+            "train": {
+                "batch_size": args.batch_size,
+                "max_steps": args.steps,
+                "lr": args.lr,
+                "weight_decay": args.weight_decay,
+                "schedule": args.schedule,
+                "warmup_ratio": 0.0,
+                "max_grad_norm": 1.0,
+                "device": str(device),
+                "precision": args.precision,
+                "eval_every": args.steps + 1,  # never during the timed steps
+                "checkpoint_every": args.steps + 1,
+            },
+        }
+    )
+    started = time.perf_counter()
+    prepared = prepare(exp)
+    exp, base = prepared.exp, prepared.model
+    encoder = base.encoder
+    clip = encoder.model  # the very CLIPModel mmreg trains; the Trainer side gets deep copies of it
+    samples = prepared.train_split
+    tokens = encoder.tokenizer(
+        [s.caption for s in samples], padding="max_length", truncation=True, max_length=encoder.max_length, return_tensors="pt"
+    )
+    examples = Examples(
+        {
+            "pixel_values": encoder.preprocess([s.image for s in samples]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
+    )
+    mmreg_params = sum(p.numel() for p in base.parameters() if p.requires_grad)
+    hf_params = sum(p.numel() for p in clip.parameters())
+    # Same model, same loss: check it on one batch before timing anything.
+    with torch.no_grad():
+        batch = stack([examples[i] for i in range(args.batch_size)])
+        mmreg_loss = base(batch)[0].item()
+        hf_loss = clip(**batch, return_loss=True).loss.item()
+    log(
+        f"prepared {len(examples)} examples in {time.perf_counter() - started:.1f}s; trainable parameters "
+        f"mmreg {mmreg_params}, CLIPModel {hf_params}; initial loss mmreg {mmreg_loss:.6f}, CLIPModel {hf_loss:.6f}"
+    )
+
+    mmreg_rates: list[float] = []
+    hf_rates: list[float] = []
+    used, optimizer = str(device), ""
+    # One short untimed run of each first, so neither side pays the process's cold start.
+    prime = argparse.Namespace(**{**vars(args), "steps": min(args.steps, args.warmup + 10)})
+    run_mmreg(base, examples, exp, prime, tmp / "mmreg-prime")
+    run_hf(clip, examples, prime, device, tmp / "hf-prime")
+    for rep in range(args.repetitions):
+        # ABBA order: mmreg first on even repetitions, the Trainer first on odd ones.
+        for side in ("mmreg", "hf") if rep % 2 == 0 else ("hf", "mmreg"):
+            if side == "mmreg":
+                m, used = run_mmreg(base, examples, exp, args, tmp / f"mmreg-{rep}")
+                mmreg_rates.append(m)
+            else:
+                h, _, optimizer = run_hf(clip, examples, args, device, tmp / f"hf-{rep}")
+                hf_rates.append(h)
+        log(f"rep {rep + 1}/{args.repetitions}: mmreg {m:.1f} samples/s, Trainer {h:.1f} samples/s, ratio {m / h:.3f}")
+
+    m, h = statistics.median(mmreg_rates), statistics.median(hf_rates)
+    result = {
+        "benchmark": "trainer",
+        "ratio": round(m / h, 4),
+        "target": ">= 1.0",
+        "mmreg_samples_per_s": round(m, 2),
+        "trainer_samples_per_s": round(h, 2),
+        "mmreg_reps_samples_per_s": [round(x, 2) for x in mmreg_rates],
+        "trainer_reps_samples_per_s": [round(x, 2) for x in hf_rates],
+        "timed_steps_per_rep": args.steps - max(args.warmup, 1),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repetitions": args.repetitions,
+        "batch_size": args.batch_size,
+        "examples": len(examples),
+        "seq_len": int(examples.tensors["input_ids"].shape[1]),
+        "precision": args.precision,
+        "trainer_optim": args.hf_optim,
+        "trainer_optimizer_class": optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "schedule": args.schedule,
+        "parameters": hf_params,
+        "initial_loss_abs_diff": abs(mmreg_loss - hf_loss),
+        "device": used,
+        "threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

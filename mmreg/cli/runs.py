@@ -1,0 +1,249 @@
+"""`mmreg eval` and `mmreg runs list|show|compare`: inspect, compare and re-evaluate past runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .state import state
+
+if TYPE_CHECKING:
+    from ..history import RunRecord
+
+runs_app = typer.Typer(help="Inspect and compare past runs (run directories).", no_args_is_help=True)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Directory holding the run directories.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
+RunArg = Annotated[str, typer.Argument(help="A run: its name under --runs-dir, or the path of its directory.", show_default=False)]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _headline(record: RunRecord) -> str:
+    if record.status != "complete":
+        return record.status
+    return "  ".join(f"{k} {_fmt(v)}" for k, v in record.headline.items()) or "-"
+
+
+# -- mmreg eval ----------------------------------------------------------------
+
+
+def eval_command(
+    run: RunArg,
+    split: Annotated[str, typer.Option(help="Split to evaluate: val, or train (without augmentation).")] = "val",
+    checkpoint: Annotated[
+        str,
+        typer.Option(help="Weights to load: best or last (checkpoints/<name>/; the final weights when a run has no checkpoints), or final."),
+    ] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(help="Evaluation batch size (default: the run's train.eval_batch_size).", show_default=False)
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild a run's model, load its weights and evaluate it on a split."""
+    from ..history import check_eval, evaluate_run
+
+    run_path, _, _ = check_eval(run, split, checkpoint, runs_dir)  # a wrong name fails before plugins load
+    result = evaluate_run(run_path, split, checkpoint, device, runs_dir=runs_dir, batch_size=batch_size, host=state.host())
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.table import Table
+
+    info = {"split", "checkpoint", "size", "weights", "device"}
+    note = "" if result["checkpoint"] == checkpoint else f" (the run has no '{checkpoint}' checkpoint)"
+    console = _console()
+    console.print(f"{result['split']} split of run {run_path.name}: {result['size']} samples, on {result['device']}")
+    console.print(f"weights: {result['weights']}, {result['checkpoint']}{note}")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key not in info:
+            table.add_row(key, _fmt(value))
+    console.print(table)
+
+
+# -- mmreg runs list / show / compare ------------------------------------------
+
+
+@runs_app.command("list")
+def list_runs(runs_dir: RunsDir = Path("runs"), as_json: AsJson = False) -> None:
+    """Every run under the runs directory, oldest first, with its parts and headline metrics."""
+    from ..history import find_runs
+
+    records = find_runs(runs_dir)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in records]))
+        return
+    console = _console()
+    if not records:
+        console.print(f"no runs in {runs_dir}")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"runs in {runs_dir}", title_justify="left")
+    for col, justify in (
+        ("name", "left"), ("created", "left"), ("task", "left"), ("encoder", "left"), ("fusion", "left"),
+        ("losses", "left"), ("metrics", "left"), ("steps", "right"),
+    ):  # fmt: skip
+        table.add_column(col, justify=justify, style="bold" if col == "name" else None)  # type: ignore[arg-type]
+    for r in records:
+        table.add_row(
+            r.name,
+            r.created.strftime("%Y-%m-%d %H:%M"),
+            r.task or "-",
+            r.encoder or "-",
+            r.fusion or "-",
+            "+".join(r.losses) or "-",
+            _headline(r),
+            _fmt(r.steps),
+        )
+    console.print(table)
+
+
+def _files(path: Path) -> list[dict[str, Any]]:
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.endswith(".tmp")]
+    return [{"path": str(p.relative_to(path)), "size": p.stat().st_size} for p in files]
+
+
+def _highlights(config: dict[str, Any]) -> dict[str, Any]:
+    from ..history import flatten
+
+    flat = flatten(config)
+    keys = ["task", "seed", "encoder.name", "fusion.name", "peft.name", "dataset.name", "model.dim"]
+    keys += [k for k in flat if k.startswith(("loss.", "augment."))]
+    keys += [f"train.{k}" for k in ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "device")]
+    return {k: flat[k] for k in keys if k in flat}
+
+
+@runs_app.command("show")
+def show_run(run: RunArg, runs_dir: RunsDir = Path("runs"), as_json: AsJson = False) -> None:
+    """One run: its configuration highlights, summary metrics and the files it holds."""
+    from ..history import load_run
+
+    record = load_run(run, runs_dir)
+    data = {
+        **record.to_dict(),
+        "highlights": _highlights(record.config),
+        "config": record.config,
+        "summary": record.summary,
+        "files": _files(record.path),
+    }
+    if as_json:
+        typer.echo(json.dumps(data, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]run {record.name}[/bold]  ({record.status}, created {data['created']})  {record.path}")
+    if record.error:
+        console.print(f"[red]{record.error}[/red]")
+    config = Table(title="configuration", title_justify="left")
+    config.add_column("setting")
+    config.add_column("value")
+    for key, value in data["highlights"].items():
+        config.add_row(key, _fmt(value))
+    console.print(config)
+    if record.summary is not None:
+        summary = Table(title="summary", title_justify="left")
+        summary.add_column("metric")
+        summary.add_column("value", justify="right")
+        for key, value in record.metrics.items():
+            summary.add_row(key, _fmt(value))
+        best = record.summary.get("best")
+        if isinstance(best, dict) and best.get("value") is not None:
+            summary.add_row(f"best {best.get('metric')}", f"{_fmt(best['value'])} (step {_fmt(best.get('step'))})")
+        for key, value in record.summary.items():
+            if key not in ("metrics", "run_dir") and not isinstance(value, dict | list):
+                summary.add_row(f"[dim]{key}[/dim]", _fmt(value))
+        console.print(summary)
+    else:
+        console.print("no summary.json: the run did not finish")
+    files = Table(title="files", title_justify="left")
+    files.add_column("file")
+    files.add_column("size", justify="right")
+    for f in data["files"]:
+        files.add_row(f["path"], _size(f["size"]))
+    console.print(files)
+
+
+@runs_app.command("compare")
+def compare_runs(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs: names under --runs-dir or directory paths.", show_default=False)],
+    runs_dir: RunsDir = Path("runs"),
+    as_json: AsJson = False,
+) -> None:
+    """Runs side by side: the settings that differ, then every metric."""
+    from ..errors import ConfigError
+    from ..history import SUMMARY_FIGURES, config_differences, load_run, metric_table
+
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs, e.g. mmreg runs compare RUN_A RUN_B")
+    records = [load_run(r, runs_dir) for r in runs]
+    differences = config_differences(records, runs_dir)
+    metrics = metric_table(records)
+    figures = {k: [(r.summary or {}).get(k) for r in records] for k in SUMMARY_FIGURES}
+    figures = {k: v for k, v in figures.items() if any(x is not None for x in v)}
+    if as_json:
+        data = {
+            "runs": [r.name for r in records],
+            "paths": [str(r.path) for r in records],
+            "status": [r.status for r in records],
+            "differences": differences,
+            "metrics": metrics,
+            "summary": figures,
+        }
+        typer.echo(json.dumps(data, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title="settings that differ, then metrics", title_justify="left")
+    table.add_column("")
+    for r in records:
+        table.add_column(r.name if r.complete else f"{r.name} ({r.status})", justify="right")
+    for key, values in differences.items():
+        table.add_row(key, *(_fmt(v) for v in values))
+    if not differences:
+        table.add_row("[dim](same settings)[/dim]", *("" for _ in records))
+    table.add_section()
+    for key, values in metrics.items():
+        present = [v for v in values if isinstance(v, int | float)]
+        best = max(present) if len(present) > 1 and key != "final_loss" else None
+        table.add_row(key, *(f"[bold]{_fmt(v)}[/bold]" if best is not None and v == best else _fmt(v) for v in values))
+    table.add_section()
+    for key, values in figures.items():
+        table.add_row(f"[dim]{key}[/dim]", *(_fmt(v) for v in values))
+    _console().print(table)
+
+
+__all__ = ["eval_command", "runs_app"]

@@ -1,0 +1,307 @@
+"""Past runs: find, load, compare and re-evaluate run directories (the API behind `mmreg runs` and `mmreg eval`)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from .plugins import PluginHost
+
+CHECKPOINTS = ("best", "last", "final")
+SPLITS = ("val", "train")
+IGNORED_KEYS = frozenset({"name", "runs_dir"})  # differ between any two runs; say nothing about the experiment
+
+
+@dataclass
+class RunRecord:
+    """What a run directory says about itself, read from config.toml and summary.json (no torch)."""
+
+    name: str
+    path: Path
+    created: datetime  # when config.toml was written: the start of the run
+    task: str | None  # from summary.json, else config.toml's (None there means "chosen from the losses")
+    encoder: str | None
+    fusion: str | None
+    losses: list[str]
+    status: str  # "complete" (summary.json present), "incomplete", or "unreadable" (config.toml broken)
+    config: dict[str, Any] = field(default_factory=dict)  # config.toml as written
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict((self.summary or {}).get("metrics") or {})
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The metrics a listing shows: accuracy and/or mean recall@1, else every metric."""
+        metrics = self.metrics
+        picked = {k: metrics[k] for k in ("accuracy", "recall@1") if k in metrics}
+        return picked or metrics
+
+    @property
+    def steps(self) -> int | None:
+        return (self.summary or {}).get("steps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "created": self.created.isoformat(timespec="seconds"),
+            "status": self.status,
+            "task": self.task,
+            "encoder": self.encoder,
+            "fusion": self.fusion,
+            "losses": list(self.losses),
+            "headline": self.headline,
+            "metrics": self.metrics,
+            "steps": self.steps,
+            "error": self.error,
+        }
+
+
+def is_run(path: Path) -> bool:
+    return path.is_dir() and (path / "config.toml").is_file()
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """The record of one run directory; a broken config.toml or summary.json is reported, never raised."""
+    path = Path(path)
+    config_path = path / "config.toml"
+    created = datetime.fromtimestamp(config_path.stat().st_mtime)
+    error = None
+    try:
+        config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        config, error = {}, f"config.toml is not readable: {exc}"
+    summary = None
+    summary_path = path / "summary.json"
+    if summary_path.is_file():
+        try:
+            loaded = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary = loaded if isinstance(loaded, dict) else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            error = error or f"summary.json is not readable: {exc}"
+    status = "unreadable" if not config and error else ("complete" if summary is not None else "incomplete")
+
+    def name_of(key: str) -> str | None:
+        table = config.get(key)
+        return table.get("name") if isinstance(table, dict) else None
+
+    losses = config.get("loss")
+    return RunRecord(
+        name=path.name,
+        path=path,
+        created=created,
+        task=(summary or {}).get("task") or config.get("task"),
+        encoder=name_of("encoder"),
+        fusion=name_of("fusion"),
+        losses=list(losses) if isinstance(losses, dict) else [],
+        status=status,
+        config=config,
+        summary=summary,
+        error=error,
+    )
+
+
+def find_runs(runs_dir: str | Path = "runs") -> list[RunRecord]:
+    """Every run directory (one holding config.toml) directly under ``runs_dir``, oldest first."""
+    base = Path(runs_dir)
+    if not base.is_dir():
+        return []
+    records = [read_run(p) for p in base.iterdir() if not p.name.startswith(".") and is_run(p)]
+    return sorted(records, key=lambda r: (r.created, r.name))
+
+
+def load_run(path_or_name: str | Path, runs_dir: str | Path = "runs") -> RunRecord:
+    """One run, by its directory's path or by its name under ``runs_dir``; an unknown run is a ConfigError."""
+    if isinstance(path_or_name, RunRecord):
+        return path_or_name
+    given = Path(path_or_name)
+    if given.name == "config.toml" and given.is_file():
+        given = given.parent
+    candidates = (given, Path(runs_dir) / given)
+    for candidate in candidates:
+        if is_run(candidate):
+            return read_run(candidate)
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate.parent.resolve() == Path(runs_dir).resolve() or len(given.parts) > 1):
+            raise ConfigError(f"{candidate} is not a run directory (it has no config.toml)")
+    known = [p.name for p in Path(runs_dir).iterdir() if is_run(p)] if Path(runs_dir).is_dir() else []
+    if not known:
+        raise ConfigError(f"unknown run '{path_or_name}': no runs in {runs_dir}; give a run directory's path or --runs-dir")
+    shown = ", ".join(sorted(known)[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
+    raise ConfigError(f"unknown run '{path_or_name}' in {runs_dir}{did_you_mean(str(path_or_name), known)} (known: {shown})")
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables to dotted keys: {"fusion": {"heads": 4}} -> {"fusion.heads": 4}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def config_differences(runs: Sequence[RunRecord | str | Path], runs_dir: str | Path = "runs") -> dict[str, list[Any]]:
+    """``{dotted.key: [value per run]}`` for every config key whose value is not the same in all runs.
+
+    A key a run lacks (a parameter of a component another run chose) has the value
+    None there. ``name`` and ``runs_dir`` are left out.
+    """
+    flat = [flatten(load_run(r, runs_dir).config) for r in runs]
+    keys: dict[str, None] = {}
+    for f in flat:
+        keys.update(dict.fromkeys(f))
+    out: dict[str, list[Any]] = {}
+    for key in keys:
+        if key in IGNORED_KEYS:
+            continue
+        values = [f.get(key) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            out[key] = values
+    return out
+
+
+def metric_table(runs: Iterable[RunRecord]) -> dict[str, list[Any]]:
+    """``{metric: [value per run]}`` over the union of the runs' summary metrics (None where a run lacks one)."""
+    runs = list(runs)
+    keys: dict[str, None] = {}
+    for r in runs:
+        keys.update(dict.fromkeys(r.metrics))
+    return {k: [r.metrics.get(k) for r in runs] for k in keys}
+
+
+SUMMARY_FIGURES = ("steps", "final_loss", "train_seconds", "samples_per_second", "val_size", "device")
+
+
+def weights_for(path: Path, checkpoint: str) -> tuple[Path, str]:
+    """(the weights file, the checkpoint actually used): best/last fall back to the final weights of runs without checkpoints."""
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"unknown checkpoint '{checkpoint}'{did_you_mean(checkpoint, CHECKPOINTS)} (use best, last or final)")
+    final = path / "model.safetensors"
+    if checkpoint == "final":
+        if not final.is_file():
+            raise ConfigError(f"run {path.name} has no final weights: {final} does not exist (the run did not finish)")
+        return final, "final"
+    wanted = path / "checkpoints" / checkpoint / "model.safetensors"
+    if wanted.is_file():
+        return wanted, checkpoint
+    if not (path / "checkpoints").is_dir() and final.is_file():
+        return final, "final"
+    raise ConfigError(
+        f"run {path.name} has no '{checkpoint}' weights: {wanted} does not exist"
+        + ("; try --checkpoint final" if final.is_file() else "")
+    )
+
+
+def check_eval(path: str | Path, split: str, checkpoint: str, runs_dir: str | Path = "runs") -> tuple[Path, Path, str]:
+    """What ``evaluate_run`` checks before building anything: (run directory, weights file, checkpoint used)."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}'{did_you_mean(split, SPLITS)} (use val or train)")
+    run_path = load_run(path, runs_dir).path
+    weights, used = weights_for(run_path, checkpoint)
+    return run_path, weights, used
+
+
+def evaluate_run(
+    path: str | Path,
+    split: str = "val",
+    checkpoint: str = "best",
+    device: str = "auto",
+    *,
+    runs_dir: str | Path = "runs",
+    batch_size: int | None = None,
+    host: PluginHost | None = None,
+) -> dict[str, Any]:
+    """Rebuild a run's model exactly as the run built it, load its weights and evaluate one split.
+
+    ``checkpoint`` is ``best``, ``last`` (``checkpoints/<name>/model.safetensors``;
+    runs without checkpoints fall back to the final weights) or ``final``
+    (``model.safetensors``). ``split="train"`` evaluates the training split without
+    augmentation. Returns the metrics of ``mmreg.train.evaluate`` plus ``split``,
+    ``checkpoint`` (the one actually loaded), ``size`` and ``weights``.
+    """
+    run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from .api import collate_for, prepare
+    from .config import load_experiment
+    from .data import make_loader
+    from .train import evaluate, pick_device
+
+    exp = load_experiment(run_path / "config.toml")
+    torch_device = pick_device(device)
+    p = prepare(exp, host)
+    classes_path = run_path / "classes.json"
+    if p.classes and classes_path.is_file():
+        saved = json.loads(classes_path.read_text(encoding="utf-8"))
+        if saved != p.classes:
+            raise ConfigError(
+                f"run {run_path.name}: the rebuilt dataset's classes differ from its classes.json; "
+                f"the dataset plugin no longer builds the data this run trained on"
+            )
+    model = p.model
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(f"run {run_path.name}: {weights} is not readable safetensors: {exc}") from None
+    except RuntimeError as exc:  # a tensor of another shape: the components have changed since the run
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"run {run_path.name}: {weights} does not fit the rebuilt model ({first})") from None
+    if missing or unexpected:
+        keys = sorted(missing)[:2] + sorted(unexpected)[:2]
+        raise ConfigError(
+            f"run {run_path.name}: {weights} does not fit the rebuilt model "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {', '.join(keys)})"
+        )
+    model.to(torch_device)
+
+    samples = p.val_split if split == "val" else p.train_split  # the bare split: no augmentation
+    loader = make_loader(
+        samples,  # type: ignore[arg-type]
+        collate_for(p),
+        batch_size or exp.train.eval_batch_size,
+        shuffle=False,
+        seed=exp.seed,
+        num_workers=exp.data.num_workers,
+        pin_memory=torch_device.type == "cuda",
+    )
+    metrics = evaluate(model, loader, torch_device, retrieval="scores" in model.needs)
+    return {
+        **metrics,
+        "split": split,
+        "checkpoint": used,
+        "size": len(samples),
+        "weights": str(weights),
+        "device": str(torch_device),
+    }
+
+
+__all__ = [
+    "RunRecord",
+    "config_differences",
+    "evaluate_run",
+    "find_runs",
+    "flatten",
+    "load_run",
+    "metric_table",
+    "read_run",
+]

@@ -1,0 +1,96 @@
+"""`digits`: scikit-learn's 1797 real 8x8 handwritten digits, upscaled and captioned; ships offline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.components import Dataset, Sample
+from mmreg.errors import DataError
+from mmreg.hookspecs import hookimpl
+from mmreg_plugins.datasets.files import hold_out
+
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPLITS = ("train", "val")
+
+
+class DigitsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = Field(32, ge=8, description="side of the square images in pixels (the 8x8 digits are upscaled)")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of each digit held out for validation")
+    caption_names_digit: bool = Field(
+        True, description="name the digit in the caption; false makes classification read the image"
+    )
+
+
+class DigitsSplit(Sequence[Sample]):
+    """The 8x8 pixel arrays of one split; each image is upscaled to RGB only when accessed."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, image_size: int, captions: list[str]) -> None:
+        self.pixels, self.labels, self.image_size, self.captions = pixels, labels, image_size, captions
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        gray = Image.fromarray(self.pixels[index])
+        image = gray.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR).convert("RGB")
+        return Sample(image, self.captions[index], int(self.labels[index]))
+
+
+class Digits(Dataset):
+    """Handwritten digits 0-9 (label = digit), split per digit so both splits keep the class balance."""
+
+    fields = frozenset({"image", "caption", "label"})
+    classes = list(NAMES)
+
+    def __init__(self, *, image_size: int, val_fraction: float, caption_names_digit: bool, seed: int) -> None:
+        from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and `mmreg list` needs none of it
+
+        digits = load_digits()
+        pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # values are 0..16
+        labels = digits.target.astype(np.int64)
+        rng = np.random.default_rng(seed)
+        val = np.zeros(len(labels), dtype=bool)
+        for digit in range(len(NAMES)):
+            members = np.flatnonzero(labels == digit)
+            val[members[hold_out(len(members), val_fraction, rng)]] = True
+        self._splits = {}
+        for name, chosen in zip(SPLITS, (~val, val)):
+            captions = [f"a handwritten digit {NAMES[d]}" if caption_names_digit else "a handwritten digit" for d in labels[chosen]]
+            self._splits[name] = DigitsSplit(pixels[chosen], labels[chosen], image_size, captions)
+
+    def split(self, name: str) -> DigitsSplit:
+        if name not in self._splits:
+            raise DataError(f"dataset 'digits' has no split '{name}' (splits: {', '.join(self._splits)})")
+        return self._splits[name]
+
+    def check(self, name: str) -> list[tuple[int, str]]:
+        self.split(name)
+        return []  # held in memory: nothing can be missing or corrupt
+
+    def texts(self, name: str, field: str = "caption") -> list[str]:
+        if field != "caption":
+            raise DataError(f"dataset 'digits' has no '{field}' texts, only captions")
+        return list(self.split(name).captions)
+
+
+@hookimpl
+def mmreg_register_datasets(register):
+    register(
+        "digits",
+        Digits,
+        params=DigitsParams,
+        help="scikit-learn's 1797 real handwritten 8x8 digits, upscaled; labels 0-9; offline",
+    )

@@ -1,0 +1,232 @@
+"""`files`: image-caption pairs listed in a CSV or JSON Lines file, as transformers' run_clip.py reads them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, overload
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.components import Dataset, Sample
+from mmreg.errors import ConfigError, DataError
+from mmreg.hookspecs import hookimpl
+
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+class FilesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: str = Field(description="CSV or JSON Lines file of the training pairs; image paths are relative to it")
+    val: str | None = Field(None, description="file of the validation pairs; unset: hold out val_fraction of train")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation when val is unset")
+    image_column: str = Field("image_path", description="column holding each image's path")
+    caption_column: str = Field("caption", description="column holding each caption")
+    label_column: str | None = Field(None, description="column holding a class label; set it to train classification")
+    format: Literal["auto", "csv", "jsonl"] = Field("auto", description="file format; auto: by suffix (.csv, .jsonl, .json)")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample before its image is read; ``where`` names its source in messages ("a.csv row 3")."""
+
+    image: Path
+    caption: str
+    label: int | None = None
+    where: str | None = None
+
+    def problem(self) -> str | None:
+        """Why this sample's image cannot be used, or None.
+
+        Decodes the whole image: ``Image.open`` reads only the header, so a
+        truncated or corrupt file would otherwise pass here and fail mid-training.
+        """
+        prefix = f"{self.where}: " if self.where else ""
+        if not self.image.is_file():
+            return f"{prefix}image {self.image} not found"
+        try:
+            with Image.open(self.image) as image:
+                image.load()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            return f"{prefix}image {self.image} is not a readable image ({reason})"
+        return None
+
+
+class ImageSplit(Sequence[Sample]):
+    """Samples whose images are read from disk on access, so a split holds only paths and texts."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        record = self.records[index]
+        with Image.open(record.image) as image:
+            return Sample(image.convert("RGB"), record.caption, record.label)
+
+    def check(self) -> list[tuple[int, str]]:
+        return [(i, problem) for i, record in enumerate(self.records) if (problem := record.problem()) is not None]
+
+
+def hold_out(count: int, fraction: float, rng: np.random.Generator) -> list[int]:
+    """Positions (sorted) of a shuffled ``fraction`` of ``count`` items, keeping at least one on each side."""
+    if count < 2:
+        return []
+    size = min(max(round(count * fraction), 1), count - 1)
+    return sorted(int(i) for i in rng.permutation(count)[:size])
+
+
+class DiskDataset(Dataset):
+    """A dataset of ``ImageSplit``s, which a subclass builds into ``_splits``; ``dataset_name`` is its registered name."""
+
+    dataset_name: ClassVar[str]
+    _splits: dict[str, ImageSplit]
+
+    def split(self, name: str) -> ImageSplit:
+        if name not in self._splits:
+            raise DataError(f"dataset '{self.dataset_name}' has no split '{name}' (splits: {', '.join(self._splits)})")
+        return self._splits[name]
+
+    def check(self, name: str) -> list[tuple[int, str]]:
+        return self.split(name).check()
+
+    def texts(self, name: str, field: str = "caption") -> list[str]:
+        """Captions without opening a single image."""
+        if field != "caption":
+            raise DataError(f"dataset '{self.dataset_name}' has no '{field}' texts, only captions")
+        return [r.caption for r in self.split(name).records]
+
+
+class FileSplits(DiskDataset):
+    """Image-caption pairs (and optionally labels) from a CSV or JSON Lines file, images read on access."""
+
+    dataset_name = "files"
+
+    # Declared for the early compatibility check; an instance narrows it to what label_column gives.
+    fields = frozenset({"image", "caption", "label"})
+
+    def __init__(
+        self,
+        *,
+        train: str,
+        val: str | None,
+        val_fraction: float,
+        image_column: str,
+        caption_column: str,
+        label_column: str | None,
+        format: str,
+        seed: int,
+    ) -> None:
+        columns = (image_column, caption_column, label_column)
+        rows = {"train": read_rows(Path(train), format, columns, "train")}
+        if val is not None:
+            rows["val"] = read_rows(Path(val), format, columns, "val")
+        else:
+            held = set(hold_out(len(rows["train"]), val_fraction, np.random.default_rng(seed)))
+            rows["val"] = [r for i, r in enumerate(rows["train"]) if i in held]
+            rows["train"] = [r for i, r in enumerate(rows["train"]) if i not in held]
+        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()))
+        labels = sorted({r.label for split in rows.values() for r in split if r.label is not None})
+        self.classes = labels if label_column else None
+        ids = {name: i for i, name in enumerate(labels)}
+        self._splits = {
+            name: ImageSplit([Record(r.image, r.caption, None if r.label is None else ids[r.label], r.where) for r in split])
+            for name, split in rows.items()
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    """A validated row; ``label`` is still the label's text."""
+
+    image: Path
+    caption: str
+    label: str | None
+    where: str
+
+
+def read_rows(path: Path, format: str, columns: tuple[str, str, str | None], setting: str) -> list[Row]:
+    """Every row of ``path`` (given as dataset.``setting``), refusing at once, with file and row,
+    anything that would fail later."""
+    if not path.is_file():
+        raise DataError(f"dataset file {path} not found; set dataset.{setting} to a CSV or JSON Lines file")
+    if format == "auto":
+        if path.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"cannot tell the format of {path} from its suffix; set dataset.format to csv or jsonl")
+        format = SUFFIXES[path.suffix.lower()]
+    records = _csv_records(path) if format == "csv" else _jsonl_records(path)
+    rows = [_row(path, where, record, columns) for where, record in records]
+    if not rows:
+        raise DataError(f"dataset file {path} has no rows; add one row per image, with its path and its caption")
+    return rows
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for each CSV data row; the header names the columns."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for number, record in enumerate(reader, start=1):
+                yield f"{path} row {number}", record
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"{path} line {reader.line_num}: not valid UTF-8 CSV ({exc}); fix or re-export the file") from exc
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, object) for each non-blank line of a JSON Lines file."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")  # not splitlines(): JSON strings may hold U+2028
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc}); re-save it as UTF-8") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); fix the line") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {number}: expected a JSON object of column: value, got {type(record).__name__}")
+        yield f"{path} line {number}", record
+
+
+def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str, str | None]) -> Row:
+    image_column, caption_column, label_column = columns
+    values = {}
+    for column in (c for c in columns if c is not None):
+        if column not in record:
+            present = ", ".join(k for k in record if k is not None) or "none"
+            setting = {image_column: "image_column", caption_column: "caption_column"}.get(column, "label_column")
+            raise DataError(f"{where}: no column '{column}' (columns: {present}); set dataset.{setting} to one of them")
+        value = record[column]
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise DataError(f"{where}: empty {column}; fill it in or remove the row")
+        values[column] = text
+    image = Path(values[image_column])
+    return Row(path.parent / image, values[caption_column], values.get(label_column) if label_column else None, where)
+
+
+@hookimpl
+def mmreg_register_datasets(register):
+    register(
+        "files",
+        FileSplits,
+        params=FilesParams,
+        help="image-caption pairs (optional labels) from a CSV or JSON Lines file, images read from disk",
+    )

@@ -1,0 +1,51 @@
+"""`siglip`: SigLIP's pairwise sigmoid loss, with a learnable scale and bias (Zhai et al. 2023)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from mmreg.components import Loss, Step
+from mmreg.hookspecs import hookimpl
+
+
+class SigLIPParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    init_scale: float = Field(10.0, gt=0, description="initial multiplier t on the scores (SigLIP: 10)")
+    init_bias: float = Field(-10.0, description="initial bias b, negative as most pairs are negatives (SigLIP: -10)")
+    learnable: bool = Field(True, description="learn the scale and bias, as SigLIP does")
+
+
+class SigLIP(Loss):
+    """Every image-text pair is an independent binary match/no-match problem, so no softmax
+    over the batch is needed; the bias offsets the N-1 negatives per positive."""
+
+    needs = frozenset({"scores"})
+
+    def __init__(self, *, init_scale: float, init_bias: float, learnable: bool) -> None:
+        super().__init__()
+        log_scale, bias = torch.tensor(math.log(init_scale)), torch.tensor(init_bias)
+        wrap = nn.Parameter if learnable else nn.Buffer
+        self.log_scale, self.bias = wrap(log_scale), wrap(bias)
+
+    def forward(self, step: Step) -> torch.Tensor:
+        assert step.scores is not None
+        logits = step.scores * self.log_scale.exp() + self.bias
+        n, m = logits.shape
+        signs = 2 * torch.eye(n, m, device=logits.device, dtype=logits.dtype) - 1  # +1 matched, -1 otherwise
+        return -F.logsigmoid(signs * logits).sum() / n
+
+
+@hookimpl
+def mmreg_register_losses(register):
+    register(
+        "siglip",
+        SigLIP,
+        params=SigLIPParams,
+        help="pairwise sigmoid loss over scores, learnable scale and bias (SigLIP)",
+    )

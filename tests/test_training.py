@@ -1,0 +1,225 @@
+"""The training engine: resume after a kill, signals, non-finite losses, accumulation, data parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mmreg
+from mmreg.api import collate_for, prepare
+from mmreg.config import validate
+from mmreg.errors import TrainingDiverged
+from mmreg.train import Trainer, lr_factor
+
+HERE = Path(__file__).resolve().parent
+
+TINY = {
+    "encoder": {"name": "clip", "hidden_size": 32, "projection_dim": 32, "layers": 1},
+    "fusion": {"name": "gated", "heads": 2},
+    "dataset": {"name": "shapes", "train_size": 64, "val_size": 16, "image_size": 32},
+    "model": {"dim": 32},
+    "train": {"batch_size": 8, "eval_batch_size": 16, "lr": 3e-3},
+}
+FLAGS = [
+    "--set", "encoder.hidden_size=32", "--set", "encoder.projection_dim=32", "--set", "encoder.layers=1",
+    "--set", "fusion.heads=2", "--set", "dataset.train_size=64", "--set", "dataset.val_size=16",
+    "--set", "dataset.image_size=32", "--set", "model.dim=32", "--batch-size", "8", "--set", "train.eval_batch_size=16",
+    "--lr", "3e-3",
+]  # fmt: skip
+
+
+def cli(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mmreg", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def wait_for_checkpoint(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    state = run_dir / "checkpoints" / "last" / "state.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= step:
+            return
+        assert proc.poll() is None, f"run ended before step {step}: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.01)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout}s")
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(1 / 11)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(10 / 11)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(70, 100, 0, "constant") == 1.0
+
+
+def test_kill_then_resume_ends_with_the_same_weights_and_metrics(tmp_path):
+    common = [*FLAGS, "--max-steps", "24", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=8", "--json"]
+    whole = cli("run", *common, "--name", "whole", cwd=tmp_path)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    reference = json.loads(out)
+
+    killed = cli("run", *common, "--name", "killed", cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "killed"
+    wait_for_checkpoint(run_dir, 6, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    stopped_at = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())["loop"]["step"]
+    assert stopped_at < 24
+
+    resumed = cli("run", "--resume", str(run_dir), "--json", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 24 and summary["metrics"] == reference["metrics"]
+    assert summary["final_loss"] == reference["final_loss"]
+    a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "metrics written after the checkpoint were not dropped on resume"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
+    proc = cli("run", *FLAGS, "--max-steps", "100000", "--set", "train.checkpoint_every=2", "--name", "t", cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "t"
+    wait_for_checkpoint(run_dir, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"resume with: mmreg run --resume {Path('runs') / 't'}" in err
+    assert "Traceback" not in err
+    state = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())
+    assert state["loop"]["step"] >= 2 and (run_dir / "checkpoints" / "last" / "optimizer.safetensors").is_file()
+
+
+NAN_LOSS = '''
+import math
+import torch
+from mmreg import hookimpl
+from mmreg.components import Loss
+
+
+class NanAfter(Loss):
+    """Cross-entropy on the diagonal, then NaN from the 5th call on."""
+
+    needs = frozenset({"scores"})
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, step):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(step.scores, torch.arange(len(step.scores)))
+        return loss * math.nan if self.calls > 4 else loss
+
+
+@hookimpl
+def mmreg_register_losses(register):
+    register("nan-after", NanAfter)
+'''
+
+
+def test_non_finite_losses_are_skipped_then_stop_keeping_the_last_good_checkpoint(tmp_path):
+    (tmp_path / "nanloss.py").write_text(NAN_LOSS)
+    proc = cli(
+        "--plugin", "nanloss.py", "run", *FLAGS, "--loss", "nan-after", "--max-steps", "50",
+        "--set", "train.checkpoint_every=2", "--name", "n", cwd=tmp_path,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    line = err.strip().splitlines()[-1]
+    assert "loss was not finite for 3 steps in a row (last at step 7)" in line and "lower train.lr" in line
+    state = json.loads((tmp_path / "runs" / "n" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["loop"]["step"] == 4  # the checkpoint before the bad steps was kept
+    skipped = [json.loads(x) for x in (tmp_path / "runs" / "n" / "metrics.jsonl").read_text().splitlines() if "skipped" in x]
+    assert [r["step"] for r in skipped] == [5, 6, 7]
+
+
+def first_step_gradients(tmp_path: Path, batch: int, accum: int) -> list[torch.Tensor]:
+    """The gradients the optimizer steps with, first step, classification with cross-entropy."""
+    exp = validate(
+        {
+            **TINY,
+            "fusion": {"name": "concat", "dropout": 0.0},
+            "loss": {"ce": {}},
+            "task": "classification",
+            "runs_dir": str(tmp_path),
+            "train": {"batch_size": batch, "grad_accum": accum, "max_steps": 1},
+        }
+    )
+    p = prepare(exp)
+    run_dir = tmp_path / f"b{batch}x{accum}"
+    run_dir.mkdir()
+    trainer = Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric="accuracy", retrieval=False)
+    trainer.evaluate = lambda: {"accuracy": 0.0}  # type: ignore[method-assign]  # gradients are what is compared
+    captured: list[torch.Tensor] = []
+    inner = trainer.optimizer.optimizer  # accelerate's wrapper around AdamW
+    inner.register_step_pre_hook(lambda opt, args, kwargs: captured.extend(q.grad.clone() for g in opt.param_groups for q in g["params"]))
+    trainer.fit()
+    return captured
+
+
+def test_accumulating_4_batches_of_8_equals_one_batch_of_32(tmp_path):
+    accumulated, whole = first_step_gradients(tmp_path, 8, 4), first_step_gradients(tmp_path, 32, 1)
+    single = first_step_gradients(tmp_path, 8, 1)
+    assert len(accumulated) == len(whole) > 0
+    for a, w in zip(accumulated, whole, strict=True):
+        torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-7)
+    assert any(not torch.allclose(s, w, rtol=1e-2) for s, w in zip(single, whole, strict=True))  # the probe can tell
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    summary = mmreg.run({**TINY, "runs_dir": str(tmp_path), "train": {**TINY["train"], "max_steps": 3, "precision": "bf16"}}, progress=False)
+    assert summary["precision"] == "bf16" and summary["steps"] == 3 and summary["final_loss"] == summary["final_loss"]
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    train = {**TINY["train"], "epochs": 50, "eval_every": 1, "early_stopping_patience": 2, "lr": 1e-12, "metric": "recall@1"}
+    summary = mmreg.run({**TINY, "runs_dir": str(tmp_path), "train": train}, progress=False)
+    assert summary["stopped_early"] and summary["steps"] <= summary["best"]["step"] + 2
+    assert (Path(summary["run_dir"]) / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert (Path(summary["run_dir"]) / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_process_data_parallel_run_finishes_on_the_whole_validation_set(tmp_path):
+    result = torchrun("-m", "mmreg", "run", *FLAGS, "--max-steps", "3", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)  # only the main process prints
+    assert summary["processes"] == 2 and summary["val_size"] == 16
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # only the main process writes
+
+
+def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_whole_batch(tmp_path):
+    result = torchrun(str(HERE / "distributed_loss.py"), json.dumps(TINY), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    p = prepare(validate(TINY))
+    loss, _ = p.model.eval()(collate_for(p)(list(p.train_split[:16])))
+    loss.backward()
+    for r in ranks:
+        assert r["loss"] == pytest.approx(loss.item(), rel=1e-5)
+        for name, grad in r["grads"].items():
+            expected = p.model.get_parameter(name).grad.flatten()[:64]
+            torch.testing.assert_close(torch.tensor(grad), expected, rtol=1e-4, atol=1e-6)
