@@ -10,12 +10,15 @@ stack them per batch with the same function, so the loops are compared, not
 the preprocessing. Optimizer on both: torch AdamW (not fused, as mmreg builds
 it), same lr and weight decay, linear decay, no warmup, gradient clipping 1.0.
 
-Samples/s are timed between optimizer step ``--warmup`` and the last step
-(mmreg: its on_step callback; transformers: a TrainerCallback's on_step_end).
-After one short untimed
-run of each, repetitions alternate in ABBA order (mmreg, Trainer, Trainer, mmreg, ...). Prints progress to stderr and ONE
-JSON object as the last line of stdout; ``ratio`` = mmreg samples/s / Trainer
-samples/s (target >= 1.0).
+Steps are timed from optimizer step ``--warmup`` to the last (mmreg: its
+on_step callback; transformers: a TrainerCallback's on_step_end; both
+synchronise CUDA there). A repetition's samples/s is batch_size / its median
+step (robust to bursts of load on a shared CPU); ``ratio_of_window_means``
+compares whole-window means instead. After one short untimed run of each,
+repetitions alternate in ABBA order (mmreg, Trainer, Trainer, mmreg, ...).
+``ratio`` = the median over repetitions of mmreg samples/s / the same of the
+Trainer's (target >= 1.0). Prints progress to stderr and ONE JSON object as
+the last line of stdout.
 
     python benchmarks/trainer.py                        # CPU default, about 1-2 minutes on 2 cores
     python benchmarks/trainer.py --device cuda --steps 400 --batch-size 256 --repetitions 5
@@ -59,7 +62,13 @@ def parse_args() -> argparse.Namespace:
         default="adamw_torch",
         help="TrainingArguments.optim (default adamw_torch, the optimizer mmreg builds; Trainer's own default on torch>=2.8 is adamw_torch_fused)",
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads; default 1, which stays stable on a shared CPU (2 threads on a busy 2-core machine "
+        "slowed steps 10-70x); 0 keeps torch's own choice",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not 0 <= args.warmup < args.steps:
@@ -97,12 +106,14 @@ def hf_collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     return {**stack(examples), "return_loss": True}
 
 
-def window_rate(stamps: dict[int, float], args: argparse.Namespace) -> float:
+def timed(stamps: dict[int, float], args: argparse.Namespace) -> tuple[float, float]:
+    """Samples/s of one repetition: at its median step, and over the whole timed window."""
     first = max(args.warmup, 1)
-    return args.batch_size * (args.steps - first) / (stamps[args.steps] - stamps[first])
+    steps = [stamps[s + 1] - stamps[s] for s in range(first, args.steps)]
+    return args.batch_size / statistics.median(steps), args.batch_size * len(steps) / sum(steps)
 
 
-def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[float, str]:
+def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[tuple[float, float], str]:
     from mmreg.train import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +131,10 @@ def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[float
         stamps[step] = time.perf_counter()
 
     trainer.fit(on_step)
-    return window_rate(stamps, args), str(device)
+    return timed(stamps, args), str(device)
 
 
-def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) -> tuple[float, str, str]:
+def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) -> tuple[tuple[float, float], str, str]:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     stamps: dict[int, float] = {}
@@ -159,7 +170,7 @@ def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) 
     trainer = Trainer(model=copy.deepcopy(clip), args=targs, train_dataset=examples, data_collator=hf_collate, callbacks=[Stamps()])
     with contextlib.redirect_stdout(sys.stderr):  # its end-of-training log line is printed to stdout
         trainer.train()
-    return window_rate(stamps, args), str(trainer.args.device), type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__
+    return timed(stamps, args), str(trainer.args.device), type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__
 
 
 def main() -> None:
@@ -227,8 +238,7 @@ def main() -> None:
         f"mmreg {mmreg_params}, CLIPModel {hf_params}; initial loss mmreg {mmreg_loss:.6f}, CLIPModel {hf_loss:.6f}"
     )
 
-    mmreg_rates: list[float] = []
-    hf_rates: list[float] = []
+    reps: dict[str, list[tuple[float, float]]] = {"mmreg": [], "hf": []}
     used, optimizer = str(device), ""
     # One short untimed run of each first, so neither side pays the process's cold start.
     prime = argparse.Namespace(**{**vars(args), "steps": min(args.steps, args.warmup + 10)})
@@ -238,22 +248,27 @@ def main() -> None:
         # ABBA order: mmreg first on even repetitions, the Trainer first on odd ones.
         for side in ("mmreg", "hf") if rep % 2 == 0 else ("hf", "mmreg"):
             if side == "mmreg":
-                m, used = run_mmreg(base, examples, exp, args, tmp / f"mmreg-{rep}")
-                mmreg_rates.append(m)
+                rates, used = run_mmreg(base, examples, exp, args, tmp / f"mmreg-{rep}")
             else:
-                h, _, optimizer = run_hf(clip, examples, args, device, tmp / f"hf-{rep}")
-                hf_rates.append(h)
+                rates, _, optimizer = run_hf(clip, examples, args, device, tmp / f"hf-{rep}")
+            reps[side].append(rates)
+        m, h = reps["mmreg"][-1][0], reps["hf"][-1][0]
         log(f"rep {rep + 1}/{args.repetitions}: mmreg {m:.1f} samples/s, Trainer {h:.1f} samples/s, ratio {m / h:.3f}")
 
-    m, h = statistics.median(mmreg_rates), statistics.median(hf_rates)
+    def med(side: str, i: int) -> float:
+        return statistics.median(r[i] for r in reps[side])
+
+    m, h = med("mmreg", 0), med("hf", 0)
     result = {
         "benchmark": "trainer",
         "ratio": round(m / h, 4),
         "target": ">= 1.0",
         "mmreg_samples_per_s": round(m, 2),
         "trainer_samples_per_s": round(h, 2),
-        "mmreg_reps_samples_per_s": [round(x, 2) for x in mmreg_rates],
-        "trainer_reps_samples_per_s": [round(x, 2) for x in hf_rates],
+        "statistic": "median over repetitions of batch_size / each one's median step",
+        "ratio_of_window_means": round(med("mmreg", 1) / med("hf", 1), 4),
+        "mmreg_reps_samples_per_s": [round(r[0], 2) for r in reps["mmreg"]],
+        "trainer_reps_samples_per_s": [round(r[0], 2) for r in reps["hf"]],
         "timed_steps_per_rep": args.steps - max(args.warmup, 1),
         "steps": args.steps,
         "warmup": args.warmup,

@@ -218,7 +218,9 @@ class Dataset:
 
     ``fields`` lists what each sample carries ({"image", "caption"} at least, plus
     "label" when ``classes`` is set and "question", "answer" for VQA), so
-    impossible combinations are refused early.
+    impossible combinations are refused early. Declared on the class it is what
+    the dataset can carry at most (checked before anything is built); on the
+    instance, what these parameters give (checked again once it is built).
     """
 
     fields: frozenset[str] = frozenset({"image", "caption"})

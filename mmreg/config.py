@@ -77,7 +77,7 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, description="run name; the run directory is named after it")
-    seed: int = Field(0, description="seeds data order, initialisation and augmentation")
+    seed: int = Field(0, ge=0, description="seeds data order, initialisation and augmentation")
     runs_dir: str = Field("runs", description="where run directories are created")
     task: Literal["retrieval", "classification", "vqa"] | None = Field(
         None, description="what to train for; by default classification if a loss reads logits, else retrieval"

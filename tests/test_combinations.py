@@ -13,7 +13,7 @@ from mmreg import hookimpl
 from mmreg.api import collate_for, prepare
 from mmreg.components import Encoder
 from mmreg.config import validate
-from mmreg.data import make_loader
+from mmreg.data import AugmentedSplit, make_loader
 from mmreg.errors import IncompatibleParts
 from mmreg.plugins import load_plugins
 
@@ -46,7 +46,7 @@ def experiment(encoder: str, fusion: str, task: str, **extra) -> dict:
 def train_steps(p, steps: int) -> list[float]:
     """Run ``steps`` optimizer steps; after the first backward, every trainable weight must have a gradient."""
     model = p.model.train()
-    loader = make_loader(p.train_split, collate_for(p), 8, shuffle=True, seed=0, drop_last=True)
+    loader = make_loader(AugmentedSplit(p.train_split, p.augmenters, 0), collate_for(p), 8, shuffle=True, seed=0, drop_last=True)
     optimizer = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad], lr=1e-3)
     losses = []
     for step, batch in zip(range(steps), itertools.cycle(loader)):
@@ -129,6 +129,8 @@ def mmreg_register_encoders(register):
         ({"encoder": {"name": "pooled-only"}, "fusion": {"name": "gated"}}, "fusion 'gated' needs token sequences but encoder 'pooled-only'"),
         ({"task": "retrieval", "loss": {"ce": {}}}, "loss 'ce' reads head logits but task 'retrieval' has no head"),
         ({"task": "vqa", "loss": {"infonce": {}}}, "task 'vqa' trains a head but no chosen loss (infonce) reads its logits"),
+        ({"loss": {"multiview": {}}}, "loss 'multiview' needs two augmented views of each image but no augmenter makes them"),
+        ({"encoder": {"name": "dual"}, "loss": {"clip": {}}}, "loss 'clip' uses the encoder's own logit scale but encoder 'dual' has none"),
     ],
 )
 def test_impossible_combinations_are_refused_before_any_weight(change, message):
@@ -138,3 +140,24 @@ def test_impossible_combinations_are_refused_before_any_weight(change, message):
     with pytest.raises(IncompatibleParts, match=re.escape(message)):
         prepare(validate({**experiment("clip", "gated", "retrieval"), **change}), host)
     assert PooledOnly.built == 0
+
+
+def test_weighted_losses_add_up(host):
+    """The docs' domain adaptation: 0.7 * CLIP's contrastive loss + 0.3 * classification."""
+    exp = {**experiment("clip", "none", "classification"), "loss": {"clip": {"weight": 0.7}, "ce": {"weight": 0.3}}}
+    p = prepare(validate(exp), host)
+    batch = collate_for(p)(list(p.train_split[:8]))
+    total, parts = p.model(batch)
+    assert set(parts) == {"clip", "ce"}
+    torch.testing.assert_close(total, 0.7 * parts["clip"] + 0.3 * parts["ce"])
+    total.backward()
+    assert p.model.encoder.logit_scale.grad is not None  # the clip loss trains CLIP's own scale
+
+
+def test_multiview_trains_with_two_different_views(host):
+    exp = {**experiment("clip", "gated", "retrieval"), "loss": {"multiview": {}}, "augment": {"multiview": {}}}
+    p = prepare(validate(exp), host)
+    losses = train_steps(p, 2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    sample = AugmentedSplit(p.train_split, p.augmenters, 0)[0]
+    assert sample.views is not None and sample.views[0].tobytes() != sample.views[1].tobytes()

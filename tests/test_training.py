@@ -198,9 +198,17 @@ def test_early_stopping_stops_after_patience(tmp_path):
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Two local processes; on a hang the whole process group is killed, workers included."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"2-process run hung; stderr: {err[-2000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def test_two_process_data_parallel_run_finishes_on_the_whole_validation_set(tmp_path):
