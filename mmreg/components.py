@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, overload
 
 import torch
 from torch import nn
@@ -211,6 +211,26 @@ class Sample:
     question: str | None = None
     answer: str | None = None
     views: tuple[Image.Image, Image.Image] | None = None
+
+
+class Samples(Sequence[Sample]):
+    """A split whose samples are made on access: subclasses give ``__len__`` and
+    ``sample(index)``; indexing (negative, slices, bounds) is handled here."""
+
+    def sample(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        size = len(self)
+        if isinstance(index, slice):
+            return [self.sample(i) for i in range(*index.indices(size))]
+        if not -size <= index < size:
+            raise IndexError(index)
+        return self.sample(index % size)
 
 
 class Dataset:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -16,3 +17,9 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 def full_mask(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The mask, or all-True when a modality has no padding."""
     return mask if mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+
+def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with matches on the diagonal, averaged over rows (image->text) and columns (text->image)."""
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 import mmreg
 from mmreg.api import collate_for, prepare
 from mmreg.config import validate
-from mmreg.errors import TrainingDiverged
 from mmreg.train import Trainer, lr_factor
 
 HERE = Path(__file__).resolve().parent

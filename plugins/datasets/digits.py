@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmreg.components import Dataset, Sample
+from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import DataError
 from mmreg.hookspecs import hookimpl
 from mmreg_plugins.datasets.files import hold_out
@@ -28,7 +26,7 @@ class DigitsParams(BaseModel):
     )
 
 
-class DigitsSplit(Sequence[Sample]):
+class DigitsSplit(Samples):
     """The 8x8 pixel arrays of one split; each image is upscaled to RGB only when accessed."""
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, image_size: int, captions: list[str]) -> None:
@@ -37,13 +35,7 @@ class DigitsSplit(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def sample(self, index: int) -> Sample:
         gray = Image.fromarray(self.pixels[index])
         image = gray.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR).convert("RGB")
         return Sample(image, self.captions[index], int(self.labels[index]))

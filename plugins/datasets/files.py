@@ -7,13 +7,13 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmreg.components import Dataset, Sample
+from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import ConfigError, DataError
 from mmreg.hookspecs import hookimpl
 
@@ -59,7 +59,7 @@ class Record:
         return None
 
 
-class ImageSplit(Sequence[Sample]):
+class ImageSplit(Samples):
     """Samples whose images are read from disk on access, so a split holds only paths and texts."""
 
     def __init__(self, records: Sequence[Record]) -> None:
@@ -68,13 +68,7 @@ class ImageSplit(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.records)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def sample(self, index: int) -> Sample:
         record = self.records[index]
         with Image.open(record.image) as image:
             return Sample(image.convert("RGB"), record.caption, record.label)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import overload
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmreg.components import Dataset, Sample
+from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import DataError
 from mmreg.hookspecs import hookimpl
 
@@ -112,7 +110,7 @@ class Attributes:
         return f"where is the {self.colour} {kind}?", where
 
 
-class ShapesSplit(Sequence[Sample]):
+class ShapesSplit(Samples):
     """A split whose samples are drawn on access from (seed, split, index)."""
 
     def __init__(self, seed: int, split: int, size: int, image_size: int, noise: float, caption_kind: bool) -> None:
@@ -122,16 +120,7 @@ class ShapesSplit(Sequence[Sample]):
     def __len__(self) -> int:
         return self.size
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self.size))]
-        if not -self.size <= index < self.size:
-            raise IndexError(index)
-        index %= self.size
+    def sample(self, index: int) -> Sample:
         rng = np.random.default_rng([self.seed, self.split, index])
         a = Attributes.draw(rng)
         image = render(KINDS[a.kind], a.colour, a.size, a.row, a.col, self.image_size, rng, self.noise)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Loss, Step
 from mmreg.hookspecs import hookimpl
+from mmreg.layers import symmetric_infonce
 
 
 class CLIPLossParams(BaseModel):
@@ -30,8 +30,7 @@ class CLIPLoss(Loss):
     def forward(self, step: Step) -> torch.Tensor:
         assert step.scores is not None and step.logit_scale is not None
         logits = step.scores * step.logit_scale.clamp(max=self.max_log_scale).exp()
-        targets = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        return symmetric_infonce(logits)
 
 
 @hookimpl

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Loss, Step
 from mmreg.hookspecs import hookimpl
+from mmreg.layers import symmetric_infonce
 
 
 class InfoNCEParams(BaseModel):
@@ -39,8 +39,7 @@ class InfoNCE(Loss):
     def forward(self, step: Step) -> torch.Tensor:
         assert step.scores is not None
         logits = step.scores * self.scale
-        targets = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        return symmetric_infonce(logits)
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from torch import nn
 
 from mmreg.components import Loss, Modality, Step
 from mmreg.hookspecs import hookimpl
-from mmreg.layers import masked_mean
+from mmreg.layers import masked_mean, symmetric_infonce
 
 
 class MultiViewParams(BaseModel):
@@ -22,12 +22,6 @@ class MultiViewParams(BaseModel):
     max_scale: float = Field(100.0, gt=0, description="upper bound on 1/temperature of the alignment, as CLIP clamps it")
     consistency_weight: float = Field(1.0, ge=0, description="weight of the view-consistency term")
     alignment_weight: float = Field(1.0, ge=0, description="weight of the image-text alignment term")
-
-
-def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with matches on the diagonal, averaged over rows and columns."""
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
 def pooled(view: Modality) -> torch.Tensor:
