@@ -12,7 +12,8 @@ Each repetition gives its median step time (on CUDA, where the hand loop is
 synchronised only at the window's ends, its mean step time); ``mmreg_step_s``
 and ``hand_step_s`` are the medians of those over the repetitions, and
 ``ratio`` = mmreg_step_s / hand_step_s (target <= 1.05). ``ratio_of_mean_steps``
-compares window means instead (periodic costs included, bursts of load too).
+compares window means instead (periodic costs included, bursts of load too);
+``ratio_paired_median`` is the median of the per-repetition ratios.
 Prints progress to stderr and ONE JSON object as the last line of stdout.
 
     python benchmarks/overhead.py                        # CPU default, about 1-2 minutes on 2 cores
@@ -22,11 +23,13 @@ Prints progress to stderr and ONE JSON object as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import itertools
 import json
 import math
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,7 +115,7 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
         stamps[step] = time.perf_counter()
 
     trainer.fit(on_step)
-    window = [stamps[s] for s in range(args.warmup, args.steps + 1)] if args.warmup else [stamps[s] for s in range(1, args.steps + 1)]
+    window = [stamps[s] for s in range(max(args.warmup, 1), args.steps + 1)]
     per_step = [b - a for a, b in itertools.pairwise(window)]
     return (window[-1] - window[0]) / len(per_step), per_step, str(device)
 
@@ -129,6 +132,7 @@ def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, lis
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
     k = len(batches)
+    first = max(args.warmup, 1)  # the window starts at the end of this step, as on the mmreg side
     stamps = [0.0] * (total + 1)
     sync(device)
     stamps[0] = time.perf_counter()
@@ -149,10 +153,9 @@ def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, lis
             optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if step + 1 == args.warmup or step + 1 == total or device.type != "cuda":
+        if step + 1 == first or step + 1 == total or device.type != "cuda":
             sync(device)  # on CUDA only the window's ends: the hand loop has no per-step sync of its own
         stamps[step + 1] = time.perf_counter()
-    first = args.warmup if args.warmup else 1
     window = stamps[first:]
     per_step = [b - a for a, b in itertools.pairwise(window)]
     return (window[-1] - window[0]) / len(per_step), per_step
@@ -171,6 +174,7 @@ def main() -> None:
 
     device = pick_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-overhead-"))
+    atexit.register(shutil.rmtree, tmp, True)  # run directories and checkpoints of the repetitions
     n_batches = max(1, args.batches)
     exp = validate(
         {
@@ -232,6 +236,7 @@ def main() -> None:
         "hand_step_s": round(hand_s, 6),
         "statistic": "median over repetitions of each one's median step" if per_step else "median over repetitions of each one's mean step",
         "ratio_of_mean_steps": round(med("mmreg", 1) / med("hand", 1), 4),
+        "ratio_paired_median": round(statistics.median(m[0] / h[0] for m, h in zip(reps["mmreg"], reps["hand"])), 4),
         "mmreg_reps_step_s": [round(r[0], 6) for r in reps["mmreg"]],
         "hand_reps_step_s": [round(r[0], 6) for r in reps["hand"]],
         "timed_steps_per_rep": args.steps - max(args.warmup, 1),

@@ -17,7 +17,8 @@ step (robust to bursts of load on a shared CPU); ``ratio_of_window_means``
 compares whole-window means instead. After one short untimed run of each,
 repetitions alternate in ABBA order (mmreg, Trainer, Trainer, mmreg, ...).
 ``ratio`` = the median over repetitions of mmreg samples/s / the same of the
-Trainer's (target >= 1.0). Prints progress to stderr and ONE JSON object as
+Trainer's (target >= 1.0); ``ratio_paired_median`` is the median of the
+per-repetition ratios. Prints progress to stderr and ONE JSON object as
 the last line of stdout.
 
     python benchmarks/trainer.py                        # CPU default, about 1-2 minutes on 2 cores
@@ -27,10 +28,12 @@ the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -187,6 +190,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     device = pick_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-trainer-"))
+    atexit.register(shutil.rmtree, tmp, True)  # run directories and checkpoints of the repetitions
     exp = validate(
         {
             "seed": args.seed,
@@ -267,6 +271,7 @@ def main() -> None:
         "trainer_samples_per_s": round(h, 2),
         "statistic": "median over repetitions of batch_size / each one's median step",
         "ratio_of_window_means": round(med("mmreg", 1) / med("hf", 1), 4),
+        "ratio_paired_median": round(statistics.median(m[0] / h[0] for m, h in zip(reps["mmreg"], reps["hf"])), 4),
         "mmreg_reps_samples_per_s": [round(r[0], 2) for r in reps["mmreg"]],
         "trainer_reps_samples_per_s": [round(r[0], 2) for r in reps["hf"]],
         "timed_steps_per_rep": args.steps - max(args.warmup, 1),

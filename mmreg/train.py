@@ -199,8 +199,8 @@ class Trainer:
             )
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader = val_loader
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, self.total, warmup, cfg.schedule)
@@ -269,11 +269,13 @@ class Trainer:
             self.loop.epoch += 1
             self.loop.batch_in_epoch = 0
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-        if self.accelerator.num_processes > 1:  # every process must agree to skip, or DDP hangs
-            finite = self.accelerator.reduce(finite, reduction="mean") >= 1.0
-        return bool(finite.item())
+    def _agree_finite(self, value: float) -> bool:
+        """Whether the loss is finite on every process: all must skip together, or DDP hangs."""
+        finite = math.isfinite(value)
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([float(finite)], device=self.device)
+            finite = bool((self.accelerator.reduce(flag, reduction="mean") >= 1.0).item())
+        return finite
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.bare_model, self.val_loader, self.device, retrieval=self.retrieval)
@@ -314,9 +316,10 @@ class Trainer:
                 no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
                 with no_sync:
                     loss, parts = self.model(batch)
-                    if self._all_finite(loss):
+                    value = loss.item()  # the one host sync of the step
+                    if self._agree_finite(value):
                         accelerator.backward(loss / accum)
-                        window_loss += loss.item() / accum
+                        window_loss += value / accum
                     else:
                         window_bad = True
                 micro += 1
@@ -337,7 +340,7 @@ class Trainer:
                         )
                 else:
                     if cfg.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
                     self.optimizer.step()
                     if not accelerator.optimizer_step_was_skipped:
                         self.scheduler.step()
