@@ -140,8 +140,9 @@ def enable_gradient_checkpointing(model: MultimodalModel) -> None:
     """Turn on activation checkpointing in every encoder part that supports it (transformers or timm)."""
     found = False
     for module in model.encoder.modules():
-        if hasattr(module, "gradient_checkpointing_enable") and getattr(module, "supports_gradient_checkpointing", False):
-            module.gradient_checkpointing_enable()
+        if getattr(module, "supports_gradient_checkpointing", False) and hasattr(module, "gradient_checkpointing_enable"):
+            # transformers 5 renamed it; the old name still works but warns
+            getattr(module, "activation_checkpointing_enable", module.gradient_checkpointing_enable)()
             found = True
         elif hasattr(module, "set_grad_checkpointing") and module is not model.encoder:
             module.set_grad_checkpointing(True)

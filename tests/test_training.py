@@ -230,3 +230,16 @@ def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_wh
         for name, grad in r["grads"].items():
             expected = p.model.get_parameter(name).grad.flatten()[:64]
             torch.testing.assert_close(torch.tensor(grad), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_without_changing_the_result(tmp_path):
+    def final_loss(checkpointing: bool) -> float:
+        train = {**TINY["train"], "max_steps": 3, "gradient_checkpointing": checkpointing}
+        return mmreg.run({**TINY, "runs_dir": str(tmp_path), "train": train}, progress=False)["final_loss"]
+
+    assert final_loss(True) == pytest.approx(final_loss(False), rel=1e-5)
+    from mmreg.train import enable_gradient_checkpointing
+
+    p = prepare(validate(TINY))
+    enable_gradient_checkpointing(p.model)
+    assert p.model.encoder.model.vision_model.encoder.gradient_checkpointing
