@@ -27,7 +27,6 @@ import atexit
 import copy
 import itertools
 import json
-import math
 import platform
 import shutil
 import statistics
@@ -73,20 +72,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def lr_lambda(total: int, warmup: int, schedule: str):
-    """The same warmup + decay as mmreg's schedule, written out for the hand loop."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[float], str]:
     """One mmreg repetition: mean seconds per step over the timed window, per-step durations, device."""
     from mmreg.train import Trainer
@@ -121,14 +106,18 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
 
 
 def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, list[float]]:
-    """The same step written by hand: forward, backward, clip, AdamW, LambdaLR, zero_grad."""
+    """The same step written by hand: forward, backward, clip, AdamW, LambdaLR, zero_grad
+    (mmreg's lr_factor is only the schedule's formula, so both sides decay alike)."""
+    from mmreg.train import lr_factor
+
     cfg = exp.train
     model = copy.deepcopy(base).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = args.steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, int(cfg.warmup_ratio * total), cfg.schedule))
+    warmup = int(cfg.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
     k = len(batches)
