@@ -80,13 +80,6 @@ class MultimodalModel(nn.Module):
             step.logit_scale = self.encoder.logit_scale  # type: ignore[attr-defined]
         return step
 
-    def predict(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Head logits for the matched image-text pairs of a batch."""
-        assert self.head is not None, "predict needs a task head (classification or vqa)"
-        image = self.encode_images(batch["pixel_values"])
-        text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
-        return self.head(self.fusion.fuse(image, text))
-
     def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total loss and each loss's unweighted value."""
         step = self.step(batch)

@@ -64,35 +64,34 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 @torch.inference_mode()
-def encode_split(model: MultimodalModel, loader: DataLoader, device: torch.device) -> tuple[Modality, Modality]:
-    """Encode every image and caption of a split once; scoring reuses them."""
-    images, texts = [], []
-    for batch in loader:
-        batch = to_device(batch, device)
-        images.append(model.encode_images(batch["pixel_values"]))
-        texts.append(model.encode_texts(batch["input_ids"], batch["attention_mask"]))
-    return Modality.cat(images), Modality.cat(texts)
-
-
-@torch.inference_mode()
 def evaluate(
     model: MultimodalModel, loader: DataLoader, device: torch.device, *, retrieval: bool, rows_per_chunk: int = 64
 ) -> dict[str, float]:
     """Head accuracy over matched pairs where the model has a head; retrieval recall@K
-    (every image against every text of the split) where ``retrieval`` is set."""
+    (every image against every text of the split) where ``retrieval`` is set.
+
+    The split is loaded and encoded once; both metrics read the same features.
+    """
     was_training = model.training
     model.eval()
-    metrics: dict[str, float] = {}
-    if model.head is not None:
-        correct = total = 0
-        for batch in loader:
-            batch = to_device(batch, device)
-            predicted = model.predict(batch).argmax(dim=-1)
+    images, texts = [], []
+    correct = total = 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        image = model.encode_images(batch["pixel_values"])
+        text = model.encode_texts(batch["input_ids"], batch["attention_mask"])
+        if model.head is not None:
+            predicted = model.head(model.fusion.fuse(image, text)).argmax(dim=-1)
             correct += (predicted == batch["labels"]).sum().item()
             total += batch["labels"].numel()
+        if retrieval:
+            images.append(image)
+            texts.append(text)
+    metrics: dict[str, float] = {}
+    if model.head is not None:
         metrics["accuracy"] = correct / max(total, 1)
     if retrieval:
-        image, text = encode_split(model, loader, device)
+        image, text = Modality.cat(images), Modality.cat(texts)
         rows = range(0, len(image), rows_per_chunk)
         scores = torch.cat([model.fusion.score(image.index(slice(s, s + rows_per_chunk)), text) for s in rows])
         metrics.update(retrieval_metrics(scores.float().cpu()))
