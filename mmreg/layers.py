@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AttentionBlockParams(BaseModel):
+    """Parameters every attention-block fusion takes; a plugin subclasses it to add its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    heads: int = Field(4, ge=1, description="attention heads (must divide the shared dim)")
+    layers: int = Field(1, ge=1, description="attention blocks")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in attention and feed-forward")
+    ffn_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of the dim")
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

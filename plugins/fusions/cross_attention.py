@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import InvalidParams
 from mmreg.hookspecs import hookimpl
-from mmreg.layers import full_mask, masked_mean
+from mmreg.layers import AttentionBlockParams, full_mask, masked_mean
 
 
-class CrossAttentionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    heads: int = Field(4, ge=1, description="attention heads (must divide the shared dim)")
-    layers: int = Field(1, ge=1, description="cross-attention blocks")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in attention and feed-forward")
-    ffn_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of the dim")
+class CrossAttentionParams(AttentionBlockParams):
+    """``layers`` counts cross-attention blocks, text attending to image tokens."""
 
 
 class CrossBlock(nn.Module):
