@@ -27,10 +27,8 @@ import atexit
 import copy
 import itertools
 import json
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,38 +36,15 @@ from typing import Any
 
 import torch
 
-
-def log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
+import common
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per repetition (default 200)")
-    ap.add_argument("--warmup", type=int, default=20, help="steps not timed at the start of each repetition (default 20)")
-    ap.add_argument("--repetitions", type=int, default=7, help="repetitions of each loop, alternating (default 7)")
-    ap.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
-    ap.add_argument("--batches", type=int, default=8, help="distinct pre-collated batches cycled through (default 8)")
-    ap.add_argument("--fusion", default="none", choices=["none", "gated"], help="fusion of the composed model (default none)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mmreg train.precision; the hand loop autocasts to match (default fp32)")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; default 1, which stays stable on a shared CPU (2 threads on a busy 2-core machine "
-        "slowed steps 10-70x); 0 keeps torch's own choice",
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if not 0 <= args.warmup < args.steps:
-        ap.error("--warmup must be at least 0 and below --steps")
-    return args
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def own(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--batches", type=int, default=8, help="distinct pre-collated batches cycled through (default 8)")
+        ap.add_argument("--fusion", default="none", choices=["none", "gated"], help="fusion of the composed model (default none)")
+        ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mmreg train.precision; the hand loop autocasts to match (default fp32)")
+    return common.parse_args(__doc__.split("\n\n")[0], own, "loop")
 
 
 def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[float], str]:
@@ -96,7 +71,7 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
     stamps: dict[int, float] = {}
 
     def on_step(step: int, total: int, stats: dict[str, float]) -> None:
-        sync(device)
+        common.sync(device)
         stamps[step] = time.perf_counter()
 
     trainer.fit(on_step)
@@ -123,7 +98,7 @@ def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, lis
     k = len(batches)
     first = max(args.warmup, 1)  # the window starts at the end of this step, as on the mmreg side
     stamps = [0.0] * (total + 1)
-    sync(device)
+    common.sync(device)
     stamps[0] = time.perf_counter()
     for step in range(total):
         batch = {name: t.to(device, non_blocking=True) for name, t in batches[step % k].items()}
@@ -143,7 +118,7 @@ def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, lis
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if step + 1 == first or step + 1 == total or device.type != "cuda":
-            sync(device)  # on CUDA only the window's ends: the hand loop has no per-step sync of its own
+            common.sync(device)  # on CUDA only the window's ends: the hand loop has no per-step sync of its own
         stamps[step + 1] = time.perf_counter()
     window = stamps[first:]
     per_step = [b - a for a, b in itertools.pairwise(window)]
@@ -152,10 +127,6 @@ def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, lis
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import accelerate
-    import transformers
 
     from mmreg.api import collate_for, prepare
     from mmreg.config import validate
@@ -190,7 +161,7 @@ def main() -> None:
     collate = collate_for(prepared)
     split = prepared.train_split
     batches = [collate([split[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]) for b in range(n_batches)]
-    log(f"prepared model ({sum(p.numel() for p in base.parameters())} parameters) and {n_batches} batches in {time.perf_counter() - started:.1f}s")
+    common.log(f"prepared model ({sum(p.numel() for p in base.parameters())} parameters) and {n_batches} batches in {time.perf_counter() - started:.1f}s")
 
     # Per repetition: the median of its per-step durations (robust to another process's burst on a
     # shared CPU) and the mean over the window (every cost, periodic ones included). On CUDA the hand
@@ -211,7 +182,7 @@ def main() -> None:
                 mean, steps = run_hand(base, batches, exp, args, device)
             reps[side].append((statistics.median(steps) if per_step else mean, mean))
         m, h = reps["mmreg"][-1][0], reps["hand"][-1][0]
-        log(f"rep {rep + 1}/{args.repetitions}: mmreg {m * 1e3:.2f} ms/step, hand {h * 1e3:.2f} ms/step, ratio {m / h:.3f}")
+        common.log(f"rep {rep + 1}/{args.repetitions}: mmreg {m * 1e3:.2f} ms/step, hand {h * 1e3:.2f} ms/step, ratio {m / h:.3f}")
 
     def med(side: str, i: int) -> float:
         return statistics.median(r[i] for r in reps[side])
@@ -238,11 +209,7 @@ def main() -> None:
         "loss": "infonce",
         "precision": args.precision,
         "device": used,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+        **common.environment(),
     }
     print(json.dumps(result))
 

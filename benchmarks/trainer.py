@@ -32,7 +32,6 @@ import atexit
 import contextlib
 import copy
 import json
-import platform
 import shutil
 import statistics
 import sys
@@ -43,47 +42,26 @@ from typing import Any
 
 import torch
 
-
-def log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
+import common
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per repetition (default 200)")
-    ap.add_argument("--warmup", type=int, default=20, help="steps not timed at the start of each repetition (default 20)")
-    ap.add_argument("--repetitions", type=int, default=7, help="repetitions of each trainer, alternating (default 7)")
-    ap.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
-    ap.add_argument("--examples", type=int, default=1024, help="pre-processed examples in memory (default 1024)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mixed precision on both sides (default fp32)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.0, help="0 makes both identical: Trainer exempts biases/LayerNorm from decay, mmreg does not")
-    ap.add_argument("--schedule", default="linear", choices=["linear", "constant"])
-    ap.add_argument(
-        "--hf-optim",
-        default="adamw_torch",
-        help="TrainingArguments.optim (default adamw_torch, the optimizer mmreg builds; Trainer's own default on torch>=2.8 is adamw_torch_fused)",
-    )
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; default 1, which stays stable on a shared CPU (2 threads on a busy 2-core machine "
-        "slowed steps 10-70x); 0 keeps torch's own choice",
-    )
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if not 0 <= args.warmup < args.steps:
-        ap.error("--warmup must be at least 0 and below --steps")
-    if args.examples < args.batch_size:
-        ap.error("--examples must be at least --batch-size")
-    return args
+    def own(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--examples", type=int, default=1024, help="pre-processed examples in memory (default 1024)")
+        ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="mixed precision on both sides (default fp32)")
+        ap.add_argument("--lr", type=float, default=1e-3)
+        ap.add_argument("--weight-decay", type=float, default=0.0, help="0 makes both identical: Trainer exempts biases/LayerNorm from decay, mmreg does not")
+        ap.add_argument("--schedule", default="linear", choices=["linear", "constant"])
+        ap.add_argument(
+            "--hf-optim",
+            default="adamw_torch",
+            help="TrainingArguments.optim (default adamw_torch, the optimizer mmreg builds; Trainer's own default on torch>=2.8 is adamw_torch_fused)",
+        )
 
+    def check(args: argparse.Namespace) -> str | None:
+        return "--examples must be at least --batch-size" if args.examples < args.batch_size else None
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return common.parse_args(__doc__.split("\n\n")[0], own, "trainer", check)
 
 
 class Examples(torch.utils.data.Dataset):
@@ -130,7 +108,7 @@ def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[tuple
     stamps: dict[int, float] = {}
 
     def on_step(step: int, total: int, stats: dict[str, float]) -> None:
-        sync(device)
+        common.sync(device)
         stamps[step] = time.perf_counter()
 
     trainer.fit(on_step)
@@ -144,7 +122,7 @@ def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) 
 
     class Stamps(TrainerCallback):
         def on_step_end(self, targs, state, control, **kwargs):
-            sync(device)
+            common.sync(device)
             stamps[state.global_step] = time.perf_counter()
 
     targs = TrainingArguments(
@@ -178,9 +156,6 @@ def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) 
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import accelerate
     import transformers
 
     from mmreg.api import prepare
@@ -237,7 +212,7 @@ def main() -> None:
         batch = stack([examples[i] for i in range(args.batch_size)])
         mmreg_loss = base(batch)[0].item()
         hf_loss = clip(**batch, return_loss=True).loss.item()
-    log(
+    common.log(
         f"prepared {len(examples)} examples in {time.perf_counter() - started:.1f}s; trainable parameters "
         f"mmreg {mmreg_params}, CLIPModel {hf_params}; initial loss mmreg {mmreg_loss:.6f}, CLIPModel {hf_loss:.6f}"
     )
@@ -257,7 +232,7 @@ def main() -> None:
                 rates, _, optimizer = run_hf(clip, examples, args, device, tmp / f"hf-{rep}")
             reps[side].append(rates)
         m, h = reps["mmreg"][-1][0], reps["hf"][-1][0]
-        log(f"rep {rep + 1}/{args.repetitions}: mmreg {m:.1f} samples/s, Trainer {h:.1f} samples/s, ratio {m / h:.3f}")
+        common.log(f"rep {rep + 1}/{args.repetitions}: mmreg {m:.1f} samples/s, Trainer {h:.1f} samples/s, ratio {m / h:.3f}")
 
     def med(side: str, i: int) -> float:
         return statistics.median(r[i] for r in reps[side])
@@ -290,11 +265,7 @@ def main() -> None:
         "parameters": hf_params,
         "initial_loss_abs_diff": abs(mmreg_loss - hf_loss),
         "device": used,
-        "threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "python": platform.python_version(),
+        **common.environment(),
     }
     print(json.dumps(result))
 
