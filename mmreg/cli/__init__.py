@@ -51,16 +51,35 @@ def root(
     state.extra_plugins = list(plugin or [])
 
 
+# typer 0.2x raises exceptions of its own vendored click, older ones click's: catch both.
+_CLICK_ERRORS = tuple({click.ClickException, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+_NO_ARGS = tuple(c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
+
+
+def usage_line(exc: Exception) -> str:
+    """One line for a usage error: what click says was wrong, and where the command's help is."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "mmreg"
+    return f"error: {message.rstrip('.')}; see '{command} --help'"
+
+
 def main() -> None:
     """Run the CLI; bad input ends as one line on stderr and exit code 2."""
     state.debug = "--debug" in sys.argv[1:] or os.environ.get("MMREG_DEBUG", "") not in ("", "0")
     try:
         app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: typer/click already say what is wrong
-        exc.show()
-        sys.exit(exc.exit_code)
+    except _CLICK_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" or isinstance(exc, _NO_ARGS):  # `mmreg` alone: the help
+            exc.show()
+            sys.exit(0)
+        if state.debug:
+            traceback.print_exc()
+        typer.echo(usage_line(exc), err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         sys.exit(130)
     except KeyboardInterrupt:
