@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import MmregError, did_you_mean
+from .errors import MmregError, PluginLoadError, did_you_mean
 from .registry import KINDS, Kind, Registry
 
 GROUP = "mmreg"
@@ -160,7 +160,9 @@ def _env_list(var: str) -> list[str]:
 def load_plugins(extra: Iterable[str] = (), *, entry_points: bool = True) -> PluginHost:
     """A host with every installed plugin, plus ``extra`` and ``MMREG_PLUGINS`` modules.
 
-    ``MMREG_DISABLE_PLUGINS`` (comma-separated entry-point names) blocks plugins;
+    A module named in ``extra`` or ``MMREG_PLUGINS`` that fails to load raises
+    PluginLoadError: the user asked for it. ``MMREG_DISABLE_PLUGINS``
+    (comma-separated entry-point names) blocks plugins;
     ``MMREG_STRICT_PLUGINS=1`` turns a failing plugin into an exception.
     """
     host = PluginHost(strict=os.environ.get("MMREG_STRICT_PLUGINS", "") not in ("", "0"))
@@ -168,6 +170,9 @@ def load_plugins(extra: Iterable[str] = (), *, entry_points: bool = True) -> Plu
         host.load_entry_points(disabled=_env_list("MMREG_DISABLE_PLUGINS"))
     for spec in [*_env_list("MMREG_PLUGINS"), *extra]:
         host.load_module(spec)
+        failed = host.plugins[-1]
+        if failed.error:  # named by the user: an error, as `pytest -p` treats it; isolation is for installed ones
+            raise PluginLoadError(failed.name, f"{failed.error}; check the name or path given to --plugin / MMREG_PLUGINS")
     return host
 
 

@@ -243,10 +243,19 @@ DUPLICATE = textwrap.dedent(
 )
 
 
-def test_broken_plugin_is_reported_and_the_rest_works(tmp_path):
-    plugin = tmp_path / "broken_plugin.py"
-    plugin.write_text(BROKEN)
-    env = {"MMREG_PLUGINS": str(plugin)}
+def installed(tmp_path: Path, module: str, source: str) -> dict[str, str]:
+    """Install ``source`` as module ``module`` with an entry point in the ``mmreg`` group, as pip would
+    (a .dist-info beside it on PYTHONPATH); return the environment that sees it."""
+    site = tmp_path / "site"
+    (site / f"{module}-0.1.dist-info").mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (site / f"{module}-0.1.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (site / f"{module}-0.1.dist-info" / "entry_points.txt").write_text(f"[mmreg]\n{module} = {module}\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_broken_installed_plugin_is_reported_and_the_rest_works(tmp_path):
+    env = installed(tmp_path, "broken_plugin", BROKEN)
 
     listed = cli("list", "--json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
@@ -260,6 +269,18 @@ def test_broken_plugin_is_reported_and_the_rest_works(tmp_path):
     assert rows["broken_plugin"]["ok"] is False
     assert "RuntimeError" in rows["broken_plugin"]["error"] and "boom at import" in rows["broken_plugin"]["error"]
     assert rows["encoder-clip"]["ok"] is True and rows["encoder-clip"]["error"] is None
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_a_named_plugin_that_fails_is_an_error(tmp_path, how):
+    """A plugin the user named (--plugin, MMREG_PLUGINS) must load: exit 2, as `pytest -p` treats it."""
+    (tmp_path / "broken_plugin.py").write_text(BROKEN)
+    if how == "env":
+        result = cli("list", cwd=tmp_path, env={"MMREG_PLUGINS": str(tmp_path / "broken_plugin.py")})
+    else:
+        result = cli("--plugin", "broken_plugin.py", "list", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "broken_plugin" in line and "boom at import" in line
 
 
 def test_third_party_plugin_file_registers_a_fusion(tmp_path):
@@ -283,8 +304,7 @@ def test_plugin_option_before_the_command(tmp_path):
 
 
 def test_duplicate_name_fails_that_plugin_naming_both(tmp_path):
-    (tmp_path / "dupgated.py").write_text(DUPLICATE)
-    env = {"MMREG_PLUGINS": str(tmp_path / "dupgated.py")}
+    env = installed(tmp_path, "dupgated", DUPLICATE)
 
     listed = cli("list", "fusions", "--json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from mmreg import hookimpl
+from mmreg.errors import PluginLoadError
 from mmreg.plugins import PluginHost, load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +131,9 @@ def test_env_adds_and_disables_plugins(tmp_path, monkeypatch):
     assert "gated" not in host.registry("fusions")
 
 
-def test_a_missing_plugin_module_is_a_failure_not_a_crash():
-    host = load_plugins(["no_such_module_xyz"])
-    assert [f.name for f in host.failures] == ["no_such_module_xyz"]
-    assert "clip" in host.registry("encoders")
+def test_a_missing_named_plugin_module_is_an_error():
+    with pytest.raises(PluginLoadError, match="no_such_module_xyz"):
+        load_plugins(["no_such_module_xyz"])
 
 
 def test_loading_the_same_plugin_twice_is_refused():
