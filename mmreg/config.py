@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from .errors import ConfigError, did_you_mean
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(4, ge=1, description="passes over the training split")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
@@ -40,17 +41,22 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = Field(False, description="recompute encoder activations in backward to save memory")
     compile: bool = Field(False, description="torch.compile the model")
     log_every: int = Field(10, ge=1, description="write training metrics every N steps")
+    deterministic: bool = Field(
+        True,
+        description="same config, machine, versions, device and process count: same metrics and weights "
+        "(deterministic kernels; see the README for what it costs)",
+    )
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     skip_bad: bool = Field(False, description="skip and count unusable samples instead of stopping before training")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dim: int = Field(64, ge=1, description="shared width both modalities are projected to")
 
@@ -58,23 +64,23 @@ class ModelConfig(BaseModel):
 class Component(BaseModel):
     """A chosen component: its registered name and its parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class WeightedComponent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    weight: float = 1.0
+    weight: float = Field(1.0, gt=0, description="the loss's share of the total; leave a loss out rather than weigh it 0")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class Experiment(BaseModel):
     """Everything a run needs; saved resolved as config.toml in the run directory."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(None, description="run name; the run directory is named after it")
     seed: int = Field(0, ge=0, description="seeds data order, initialisation and augmentation")
@@ -150,7 +156,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
         path = path / "config.toml"
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist; give a .toml or .yaml file (or a run directory)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"experiment file {path} is not UTF-8 text; give a .toml or .yaml file") from None
+    except OSError as exc:
+        raise ConfigError(f"experiment file {path} cannot be read: {exc.strerror}") from None
     if path.suffix == ".toml":
         try:
             data = tomllib.loads(text)
@@ -220,6 +231,8 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
             entries = {}
             for spec in specs:
                 name, weight = parse_weighted(spec)
+                if name in entries:
+                    raise ConfigError(f"--{key} {name} is given twice; give each {key} once, e.g. --{key} {name}:0.5")
                 entries[name] = {**old.get(name, {}), "weight": weight}
             data[key] = entries
     for key in ("seed", "runs_dir", "name", "task"):
@@ -279,6 +292,32 @@ def validate(raw: Mapping[str, Any]) -> Experiment:
             hint = did_you_mean(loc[-1], parent) if parent else ""
             raise ConfigError(f"unknown setting '{where}'{hint}") from exc
         raise ConfigError(f"setting '{where}': {err['msg'].lower()} (got {err.get('input')!r})") from exc
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_numbers(exp: Experiment) -> None:
+    """Refuse a float setting, of the core or of any plugin, that is NaN, infinite or too large for
+    float32 (the dtype models compute in): such a value only fails later, deep inside training.
+
+    Raises ConfigError naming the setting as it is written in a file (``loss.siglip.init_scale``).
+    """
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, where)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConfigError(f"setting '{where}' is {value}; every setting must be a finite number")
+            if abs(value) > FLOAT32_MAX:
+                raise ConfigError(f"setting '{where}' is {value:g}, beyond float32 (at most {FLOAT32_MAX:.3g} in size); give a smaller value")
+
+    walk(to_file_layout(exp), "")
 
 
 def _schema_at(loc: Sequence[str]) -> list[str]:
