@@ -1,19 +1,25 @@
-"""Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically."""
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON; each checkpoint a
+directory made current by one atomic rename, so a kill never leaves a mix of two."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .errors import ConfigError
-from .runs import atomic_path, save_weights, write_json
+from .runs import make_shareable
 
 
 @dataclass
@@ -78,51 +84,156 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_directory(checkpoints: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """Write a whole checkpoint directory and make ``checkpoints/NAME`` point to it in one atomic step.
+
+    ``write`` fills a fresh hidden directory; its files and the directory are
+    fsynced, it is renamed to ``NAME.<unique>``, and the link ``NAME`` is replaced
+    by one ``os.replace`` (then the parent is fsynced). A kill at any moment leaves
+    ``NAME`` pointing to a whole old or a whole new checkpoint; older directories
+    are removed only after the switch. Returns the new directory.
+    """
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    unique = uuid.uuid4().hex[:8]
+    partial = checkpoints / f".{name}.{unique}.partial"
+    partial.mkdir()
+    try:
+        write(partial)
+        for file in partial.iterdir():
+            make_shareable(file)
+            _fsync(file)
+        _fsync(partial)
+        final = checkpoints / f"{name}.{unique}"
+        os.rename(partial, final)
+        link = checkpoints / f".{name}.{unique}.link"
+        os.symlink(final.name, link)
+        current = checkpoints / name
+        if current.is_dir() and not current.is_symlink():  # written by mmreg 0.1 as a plain directory
+            os.rename(current, checkpoints / f"{name}.{unique}-old")
+        os.replace(link, current)
+        _fsync(checkpoints)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    clean_checkpoints(checkpoints)
+    return final
+
+
+def clean_checkpoints(checkpoints: Path) -> None:
+    """Remove what a kill mid-write leaves behind (partial directories, stray links) and every
+    checkpoint directory that ``last`` and ``best`` no longer point to."""
+    if not checkpoints.is_dir():
+        return
+    current = {os.readlink(link) for link in (checkpoints / "last", checkpoints / "best") if link.is_symlink()}
+    for entry in checkpoints.iterdir():
+        if entry.name in ("last", "best") or entry.name in current:
+            continue
+        if entry.name.startswith((".last.", ".best.", "last.", "best.")):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 def save_checkpoint(
-    directory: Path,
+    checkpoints: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: Any,
     loop: LoopState,
+    trajectory: Mapping[str, Any],
 ) -> None:
-    """Write a whole checkpoint. Each file is renamed into place; state.json goes last, so a
-    directory whose state.json names step N holds step N's weights and optimizer."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(model, directory / "model.safetensors")
-    opt_tensors, opt_skeleton = _flatten_optimizer(optimizer.state_dict())
-    rng_tensors, rng_meta = _rng_state()
-    with atomic_path(directory / "optimizer.safetensors") as tmp:
-        save_file(opt_tensors, str(tmp))
-    with atomic_path(directory / "rng.safetensors") as tmp:
-        save_file(rng_tensors, str(tmp))
-    write_json(
-        directory / "state.json",
-        {
+    """Write ``checkpoints/last`` as a whole (see ``commit_directory``): weights and optimizer
+    moments in safetensors, RNG state, and in state.json the loop position, scheduler, scaler and
+    ``trajectory``, the settings that define the run's path (checked again on resume)."""
+
+    def write(directory: Path) -> None:
+        save_model(model, str(directory / "model.safetensors"))
+        opt_tensors, opt_skeleton = _flatten_optimizer(optimizer.state_dict())
+        rng_tensors, rng_meta = _rng_state()
+        save_file(opt_tensors, str(directory / "optimizer.safetensors"))
+        save_file(rng_tensors, str(directory / "rng.safetensors"))
+        state = {
             "loop": asdict(loop),
             "optimizer": opt_skeleton,
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_meta,
-        },
-    )
+            "trajectory": dict(trajectory),
+        }
+        (directory / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+    commit_directory(checkpoints, "last", write)
+
+
+def save_best(checkpoints: Path, model: torch.nn.Module, record: Mapping[str, Any]) -> None:
+    """Write ``checkpoints/best`` (weights and the evaluation that made them best) as a whole."""
+
+    def write(directory: Path) -> None:
+        save_model(model, str(directory / "model.safetensors"))
+        (directory / "state.json").write_text(json.dumps(dict(record), indent=2) + "\n", encoding="utf-8")
+
+    commit_directory(checkpoints, "best", write)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Any failure while reading one checkpoint file becomes one line that names the file."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if not path.exists():
+            problem = "is missing"
+        else:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            problem = f"is damaged or does not match this run ({type(exc).__name__}{': ' + detail[:200] if detail else ''})"
+        raise ConfigError(f"checkpoint file {path} {problem}; the run cannot resume from it") from exc
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    """The state.json of a ``last`` checkpoint; ConfigError when there is none or it is damaged."""
+    path = directory / "state.json"
+    if directory.is_symlink() and not directory.exists():
+        raise ConfigError(f"checkpoint {directory} points to {os.readlink(directory)}, which is missing; the run cannot resume")
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint in {directory} (state.json missing); the run stopped before its first checkpoint")
+    with _reading(path):
+        state = json.loads(path.read_text(encoding="utf-8"))
+        LoopState(**state["loop"])
+        if not isinstance(state["trajectory"], dict):
+            raise ValueError("'trajectory' is not a table")
+        return state
 
 
 def load_checkpoint(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
 ) -> LoopState:
-    """Restore model, optimizer, scheduler, scaler and RNG; return the loop position."""
-    state_path = directory / "state.json"
-    if not state_path.is_file():
-        raise ConfigError(f"no checkpoint in {directory} (state.json missing); the run stopped before its first checkpoint")
-    try:
-        state = json.loads(state_path.read_text())
+    """Restore model, optimizer, scheduler, scaler and RNG from ``directory``; return the loop position.
+
+    Raises ConfigError naming the file when one is missing, truncated, not safetensors
+    (a pickle is never unpickled) or of another shape than this run's.
+    """
+    state = read_state(directory)
+    with _reading(directory / "model.safetensors"):
         load_model(model, str(directory / "model.safetensors"))
+    with _reading(directory / "optimizer.safetensors"):
         optimizer.load_state_dict(_unflatten_optimizer(load_file(str(directory / "optimizer.safetensors")), state["optimizer"]))
+    with _reading(directory / "state.json"):
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
+    with _reading(directory / "rng.safetensors"):
         _set_rng_state(load_file(str(directory / "rng.safetensors")), state["rng"])
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ConfigError(f"checkpoint {directory} cannot be loaded ({type(exc).__name__}: {exc}); it does not match this run") from exc
     return LoopState(**state["loop"])

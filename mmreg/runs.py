@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     import torch
 
 
+def make_shareable(path: Path) -> None:
+    """Give a file the mode the umask allows: writers such as safetensors create 0600 files; runs are for sharing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``, renamed over it on success, so a kill never leaves half a file."""
@@ -23,9 +30,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # writers such as safetensors create 0600 files; runs are for sharing
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -58,6 +63,23 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def check_runs_dir(runs_dir: str | Path) -> None:
+    """Refuse a runs directory that cannot be created or written, before anything is built.
+
+    Raises ConfigError when it, or the nearest existing folder above it, is not a
+    writable directory.
+    """
+    from .errors import ConfigError
+
+    path = Path(runs_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise ConfigError(f"runs directory {runs_dir} {where}; give a directory with --runs-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"runs directory {runs_dir}: {existing} is not writable; give another --runs-dir")
 
 
 def create_run_dir(runs_dir: str | Path, name: str | None, default_name: str) -> Path:

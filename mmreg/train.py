@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import LoopState, load_checkpoint, save_checkpoint
+from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
 from .components import Modality
 from .config import TrainConfig
 from .data import AugmentedSplit, Collate
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .metrics import retrieval_metrics
 from .model import MultimodalModel
-from .runs import append_jsonl, save_weights, write_atomic, write_json
+from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -163,17 +163,20 @@ class Trainer:
         cfg: TrainConfig,
         *,
         seed: int,
-        run_dir: Path,
+        run_dir: Path | None,
         metric: str,
         retrieval: bool,
         num_workers: int = 0,
     ) -> None:
+        """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
+        each checkpoint, is set by the caller (see mmreg.resume)."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
         # A new run in the same process may ask for another precision; the process group stays.
         AcceleratorState._reset_state(reset_partial_state=False)
         self.cfg, self.run_dir, self.metric, self.retrieval = cfg, run_dir, metric, retrieval
+        self.trajectory: dict[str, Any] = {}
         device = pick_device(cfg.device)
         mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
         self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
@@ -229,20 +232,24 @@ class Trainer:
     def save_last(self) -> None:
         if self.main:
             save_checkpoint(
-                self.run_dir / "checkpoints" / "last",
+                self.run_dir / "checkpoints",
                 self.bare_model,
                 self.optimizer,
                 self.scheduler,
                 self.accelerator.scaler,
                 self.loop,
+                self.trajectory,
             )
 
     def resume(self) -> None:
-        """Continue from checkpoints/last, dropping metric lines written after it."""
+        """Continue from checkpoints/last, dropping metric lines written after it and what a kill
+        left of an unfinished checkpoint."""
         self.loop = load_checkpoint(
             self.run_dir / "checkpoints" / "last", self.bare_model, self.optimizer, self.scheduler, self.accelerator.scaler
         )
         path = self.run_dir / "metrics.jsonl"
+        if self.main:
+            clean_checkpoints(self.run_dir / "checkpoints")
         if self.main and path.is_file():
             kept = []
             for line in path.read_text().splitlines():
@@ -290,9 +297,8 @@ class Trainer:
         if self.loop.best is None or value > self.loop.best:
             self.loop.best, self.loop.best_step, self.loop.evals_since_best = value, self.loop.step, 0
             if self.main:
-                best = self.run_dir / "checkpoints" / "best"
-                save_weights(self.bare_model, best / "model.safetensors")
-                write_json(best / "state.json", {"step": self.loop.step, "metric": self.metric, "value": value, "metrics": metrics})
+                record = {"step": self.loop.step, "metric": self.metric, "value": value, "metrics": metrics}
+                save_best(self.run_dir / "checkpoints", self.bare_model, record)
         else:
             self.loop.evals_since_best += 1
         patience = self.cfg.early_stopping_patience
