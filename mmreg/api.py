@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Experiment, validate, write_file
-from .errors import ConfigError, IncompatibleParts
+from .config import Experiment, check_numbers, validate, write_file
+from .errors import ConfigError, IncompatibleParts, did_you_mean
 from .plugins import PluginHost, load_plugins
 from .tasks import Task, check_task, choose_task, make_head
 
@@ -30,7 +30,9 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
             item["params"] = host.registry(kind).get(name).validate(item["params"]).model_dump()
     if not data["loss"]:
         raise IncompatibleParts("no loss chosen; add one with --loss, e.g. --loss infonce")
-    return Experiment.model_validate(data)
+    resolved = Experiment.model_validate(data)
+    check_numbers(resolved)
+    return resolved
 
 
 def declared(factory: Any) -> Any:
@@ -178,7 +180,10 @@ def run(
     """
     from .config import load_experiment
     from .data import AugmentedSplit, make_loader
-    from .runs import package_versions, save_weights, write_json
+    from .determinism import deterministic_kernels
+    from .metrics import retrieval_metric_names
+    from .resume import check_resume, trajectory
+    from .runs import check_runs_dir, package_versions, save_weights, write_json
     from .train import Trainer, pick_device
 
     host = host or load_plugins()
@@ -190,45 +195,55 @@ def run(
     if experiment is None:
         raise ConfigError("nothing to run: give an experiment, or resume=RUN_DIR")
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
+    if resume is not None:
+        check_resume(run_dir, resolve(exp, host))  # an edited config.toml fails before any file changes
+    else:
+        check_runs_dir(exp.runs_dir)
     pick_device(exp.train.device)  # an unusable device fails before anything is built
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
-    if resume is None:
-        run_dir = shared_run_dir(exp)
-    if resume is None and is_main_process():
-        write_file(exp, run_dir / "config.toml")
-        write_json(run_dir / "versions.json", package_versions({i.name: i.version for i in host.plugins if not i.error}))
-        if p.classes:
-            write_json(run_dir / "classes.json", p.classes)
-        model.encoder.save_preprocessing(run_dir / "encoder")
+    # Everything that can refuse the experiment runs before the run directory exists.
+    with deterministic_kernels(exp.train.deterministic):
+        collate = collate_for(p)
+        val_loader = make_loader(
+            p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
+        )
+        metric = exp.train.metric or ("accuracy" if p.task.has_head else "recall@1")
+        computed = (["accuracy"] if p.task.has_head else []) + (retrieval_metric_names() if "scores" in model.needs else [])
+        if metric not in computed:
+            raise ConfigError(f"validation metric '{metric}' is not computed by this run{did_you_mean(metric, computed)} (have: {', '.join(computed)}); set train.metric")
+        trainer = Trainer(
+            model,
+            AugmentedSplit(p.train_split, p.augmenters, exp.seed),
+            collate,
+            val_loader,
+            exp.train,
+            seed=exp.seed,
+            run_dir=None,
+            metric=metric,
+            retrieval="scores" in model.needs,
+            num_workers=exp.data.num_workers,
+        )
+        trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
+        if resume is None:
+            run_dir = shared_run_dir(exp)
+        trainer.run_dir = run_dir
+        if resume is None and is_main_process():
+            write_file(exp, run_dir / "config.toml")
+            write_json(run_dir / "versions.json", package_versions({i.name: i.version for i in host.plugins if not i.error}))
+            if p.classes:
+                write_json(run_dir / "classes.json", p.classes)
+            model.encoder.save_preprocessing(run_dir / "encoder")
+        if resume is not None:
+            trainer.resume()
+        if progress and trainer.main:
+            from .progress import training_progress
 
-    collate = collate_for(p)
-    val_loader = make_loader(
-        p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
-    )
-    metric = exp.train.metric or ("accuracy" if p.task.has_head else "recall@1")
-    trainer = Trainer(
-        model,
-        AugmentedSplit(p.train_split, p.augmenters, exp.seed),
-        collate,
-        val_loader,
-        exp.train,
-        seed=exp.seed,
-        run_dir=run_dir,
-        metric=metric,
-        retrieval="scores" in model.needs,
-        num_workers=exp.data.num_workers,
-    )
-    if resume is not None:
-        trainer.resume()
-    if progress and trainer.main:
-        from .progress import training_progress
-
-        with training_progress() as on_step:
-            result = trainer.fit(on_step)
-    else:
-        result = trainer.fit()
+            with training_progress() as on_step:
+                result = trainer.fit(on_step)
+        else:
+            result = trainer.fit()
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),

@@ -19,6 +19,11 @@ def recall_at_k(scores: torch.Tensor, k: int) -> float:
     return (rank < k).float().mean().item()
 
 
+def retrieval_metric_names(ks: tuple[int, ...] = (1, 5, 10)) -> list[str]:
+    """The keys ``retrieval_metrics`` returns, in its order."""
+    return [f"{kind}recall@{k}" for k in ks for kind in ("i2t_", "t2i_", "")]
+
+
 def retrieval_metrics(scores: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     """Image->text and text->image recall@K, and their mean as ``recall@K``."""
     out: dict[str, float] = {}
