@@ -162,6 +162,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"experiment file {path} is not UTF-8 text; give a .toml or .yaml file") from None
     except OSError as exc:
         raise ConfigError(f"experiment file {path} cannot be read: {exc.strerror}") from None
+    if not text.strip():
+        raise ConfigError(f"experiment file {path} is empty; write settings in it, or run without a file for the defaults")
     if path.suffix == ".toml":
         try:
             data = tomllib.loads(text)

@@ -92,6 +92,8 @@ def read_run(path: str | Path) -> RunRecord:
         try:
             loaded = json.loads(summary_path.read_text(encoding="utf-8"))
             summary = loaded if isinstance(loaded, dict) else None
+            if summary is None:
+                error = error or "summary.json is not readable: it does not hold a JSON object"
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             error = error or f"summary.json is not readable: {exc}"
     status = "unreadable" if not config and error else ("complete" if summary is not None else "incomplete")
@@ -135,7 +137,10 @@ def load_run(path_or_name: str | Path, runs_dir: str | Path = "runs") -> RunReco
     candidates = (given, Path(runs_dir) / given)
     for candidate in candidates:
         if is_run(candidate):
-            return read_run(candidate)
+            record = read_run(candidate)
+            if record.error:  # listing shows such a run; naming it asks for what it cannot give
+                raise ConfigError(f"run {candidate}: {record.error}; restore the file or remove the run")
+            return record
     for candidate in candidates:
         if candidate.is_dir() and (candidate.parent.resolve() == Path(runs_dir).resolve() or len(given.parts) > 1):
             raise ConfigError(f"{candidate} is not a run directory (it has no config.toml)")
@@ -252,7 +257,10 @@ def evaluate_run(
     p = prepare(exp, host)
     classes_path = run_path / "classes.json"
     if p.classes and classes_path.is_file():
-        saved = json.loads(classes_path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(classes_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"run {run_path.name}: {classes_path} is not readable JSON ({exc}); restore it") from None
         if saved != p.classes:
             raise ConfigError(
                 f"run {run_path.name}: the rebuilt dataset's classes differ from its classes.json; "

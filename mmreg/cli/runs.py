@@ -166,8 +166,6 @@ def show_run(run: RunArg, runs_dir: RunsDir = Path("runs"), as_json: AsJson = Fa
 
     console = _console()
     console.print(f"[bold]run {record.name}[/bold]  ({record.status}, created {data['created']})  {record.path}")
-    if record.error:
-        console.print(f"[red]{record.error}[/red]")
     config = Table(title="configuration", title_justify="left")
     config.add_column("setting")
     config.add_column("value")

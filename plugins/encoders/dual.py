@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
+
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,8 +192,16 @@ def load_vision_checkpoint(model: nn.Module, path: str, name: str) -> None:
         raise ConfigError(f"vision_checkpoint '{path}' is not a file; give a .safetensors or .pth state dict")
     fix = "give a state dict saved from that same architecture"
     try:
-        missing = load_checkpoint(model, path, strict=False).missing_keys  # .safetensors or .pth, EMA/"module." unwrapped
+        with warnings.catch_warnings():  # torch's note on the pickle protocol is not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            # .safetensors, or .pth through torch's weights_only unpickler: code in a pickle never runs
+            missing = load_checkpoint(model, path, strict=False).missing_keys
     except Exception as exc:
+        if isinstance(exc, pickle.UnpicklingError) or isinstance(exc.__cause__ or exc.__context__, pickle.UnpicklingError):
+            raise ConfigError(
+                f"vision_checkpoint '{path}' is a pickle holding more than tensors, which mmreg never unpickles; "
+                f"save the state dict as .safetensors (safetensors.torch.save_file)"
+            ) from exc
         raise ConfigError(f"cannot load vision_checkpoint '{path}' into timm model '{name}': {_reason(exc)}; {fix}") from exc
     if missing:
         raise ConfigError(

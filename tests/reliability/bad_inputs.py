@@ -1,0 +1,263 @@
+"""Bad inputs for the real `mmreg` executable, shared by tests/reliability and benchmarks/reliability.py.
+
+Each case lays out its files in an empty directory (and may copy a finished run
+into it), then names the command line. Every case must end with exit code 2, at
+most two lines on stderr, no traceback, no new run directory and every file that
+was there before byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+# A whole run in a few seconds on a CPU: tiny CLIP, 3 steps, checkpoints at each.
+TINY = [
+    "--max-steps", "3", "--batch-size", "8", "--device", "cpu",
+    "--set", "dataset.train_size=32", "--set", "dataset.val_size=16",
+    "--set", "train.eval_batch_size=16", "--set", "encoder.hidden_size=32",
+    "--set", "encoder.projection_dim=32", "--set", "model.dim=32",
+]  # fmt: skip
+
+
+def mmreg(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m mmreg ARGS` in ``cwd`` with no MMREG_* variables of the caller."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mmreg", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+
+
+def make_run(where: Path, name: str = "done") -> Path:
+    """A finished tiny run (config, checkpoints last and best, summary) under where/runs."""
+    result = mmreg("run", *TINY, "--name", name, cwd=where)
+    if result.returncode != 0:
+        raise RuntimeError(f"the tiny run failed: {result.stderr}")
+    return where / "runs" / name
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and link under ``root``: its content hash, or its link target."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+def images(folder: Path, n: int, prefix: str = "img") -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        name = f"{prefix}{i}.png"
+        Image.new("RGB", (24, 24), ((i * 40) % 256, 90, 160)).save(folder / name)
+        names.append(name)
+    return names
+
+
+def pairs_csv(where: Path, extra_rows: list[str] = (), n: int = 24, header: str = "image_path,caption") -> None:
+    """where/pairs.csv with n good image-caption rows, then ``extra_rows``."""
+    names = images(where / "img", n)
+    rows = [header, *(f"img/{name},a picture number {i}" for i, name in enumerate(names)), *extra_rows]
+    (where / "pairs.csv").write_text("\n".join(rows) + "\n")
+
+
+FILES = ["--dataset", "files", "--set", "dataset.train=pairs.csv", "--batch-size", "4", "--max-steps", "1", "--device", "cpu"]
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    setup: Callable[[Path], None] = lambda d: None
+    run: bool = False  # copy a finished run to ./runs/done first
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def write(name: str, content: str | bytes) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        (d / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return setup
+
+
+def damage(rel: str, how: str) -> Callable[[Path], None]:
+    """Damage a file of the copied run: truncate, delete, garbage or pickle."""
+
+    def setup(d: Path) -> None:
+        path = d / "runs" / "done" / rel
+        if how == "truncate":
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        elif how == "delete":
+            path.unlink()
+        elif how == "garbage":
+            path.write_bytes(b"\x00\xffnot what it should be\x13" * 20)
+        elif how == "pickle":
+            path.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+        elif how.startswith("edit:"):
+            old, new = how[5:].split("=>")
+            path.write_text(path.read_text().replace(old, new))
+
+    return setup
+
+
+def csv_with(*rows: str, n: int = 24) -> Callable[[Path], None]:
+    return lambda d: pairs_csv(d, list(rows), n=n)
+
+
+def corrupt_image(content: bytes, name: str = "bad.png") -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        pairs_csv(d, [f"img/{name},a broken picture"])
+        (d / "img" / name).write_bytes(content)
+
+    return setup
+
+
+def payload_pth(d: Path) -> None:
+    """A .pth whose unpickling would create the file PWNED: it must never be unpickled."""
+
+    class Payload:
+        def __reduce__(self):  # noqa: D105
+            return (os.system, (f"touch {d / 'PWNED'}",))
+
+    (d / "vision.pth").write_bytes(pickle.dumps({"state_dict": Payload()}))
+
+
+CASES = [
+    # unknown names of every kind
+    Case("unknown-encoder", ["run", "--encoder", "clipp"]),
+    Case("unknown-fusion", ["run", "--fusion", "gatde"]),
+    Case("unknown-loss", ["run", "--loss", "infonse"]),
+    Case("unknown-augmenter", ["run", "--augment", "strong"]),
+    Case("unknown-peft", ["run", "--peft", "lorra"]),
+    Case("unknown-dataset", ["run", "--dataset", "coco"]),
+    Case("unknown-task", ["run", "--task", "captioning-xyz"]),
+    Case("unknown-device", ["run", "--device", "tpu"]),
+    Case("unknown-precision", ["run", "--precision", "fp8"]),
+    Case("unknown-kind-in-list", ["list", "widgets"]),
+    Case("unknown-name-in-show", ["show", "fusion", "nope"]),
+    Case("unknown-option", ["run", "--epochz", "3"]),
+    # wrong types and out-of-range values of every typed option
+    Case("max-steps-text", ["run", "--max-steps", "abc"]),
+    Case("max-steps-zero", ["run", "--max-steps", "0"]),
+    Case("epochs-negative", ["run", "--epochs", "-1"]),
+    Case("batch-size-text", ["run", "--batch-size", "x"]),
+    Case("batch-size-one", ["run", "--batch-size", "1"]),
+    Case("lr-text", ["run", "--lr", "abc"]),
+    Case("lr-negative", ["run", "--lr", "-0.1"]),
+    Case("lr-inf", ["run", "--lr", "inf"]),
+    Case("lr-nan", ["run", "--lr", "nan"]),
+    Case("seed-negative", ["run", "--seed", "-3"]),
+    Case("seed-text", ["run", "--seed", "x"]),
+    Case("loss-weight-text", ["run", "--loss", "infonce:abc"]),
+    Case("loss-weight-negative", ["run", "--loss", "infonce:-1"]),
+    Case("loss-twice", ["run", "--loss", "infonce", "--loss", "infonce:0.5"]),
+    Case("eval-batch-size-text", ["eval", "done", "--batch-size", "x"], run=True),
+    # experiment files: missing, empty, binary, malformed, wrong shape or values
+    Case("file-missing", ["run", "nothere.toml"]),
+    Case("file-empty", ["run", "exp.toml"], write("exp.toml", "")),
+    Case("file-binary", ["run", "exp.toml"], write("exp.toml", bytes(range(256)) * 4)),
+    Case("file-bad-toml", ["run", "exp.toml"], write("exp.toml", "[train\nlr = ")),
+    Case("file-bad-yaml", ["run", "exp.yaml"], write("exp.yaml", "train: [1, 2\n  lr: : :")),
+    Case("file-yaml-list", ["run", "exp.yaml"], write("exp.yaml", "- 1\n- 2\n")),
+    Case("file-unknown-format", ["run", "exp.json"], write("exp.json", "{}")),
+    Case("file-unknown-key", ["run", "exp.toml"], write("exp.toml", "[train]\nlrr = 0.1\n")),
+    Case("file-wrong-type", ["run", "exp.toml"], write("exp.toml", '[train]\nbatch_size = "many"\n')),
+    Case("file-lr-inf", ["run", "exp.toml"], write("exp.toml", "[train]\nlr = inf\n")),
+    Case("file-lr-inf-string", ["run", "exp.toml"], write("exp.toml", '[train]\nlr = "inf"\n')),
+    Case("file-table-is-value", ["run", "exp.toml"], write("exp.toml", 'fusion = "gated"\n')),
+    # --set overrides
+    Case("set-unknown-key", ["run", "--set", "train.nope=1"]),
+    Case("set-unknown-param", ["run", "--set", "fusion.headz=4"]),
+    Case("set-not-key-value", ["run", "--set", "train.lr"]),
+    Case("set-wrong-type", ["run", "--set", "fusion.heads=many"]),
+    Case("set-temperature-inf", ["run", "--set", "loss.infonce.temperature=inf"]),
+    Case("set-beyond-float32", ["run", "--set", "loss.infonce.temperature=1e39"]),
+    Case("set-unknown-metric", ["run", *TINY, "--set", "train.metric=recal@1"]),
+    # impossible combinations
+    Case("clip-loss-without-logit-scale", ["run", "--encoder", "dual", "--loss", "clip"]),
+    Case("multiview-without-views", ["run", "--loss", "multiview"]),
+    Case("labels-missing", ["run", *FILES, "--loss", "ce"], csv_with()),
+    Case("fewer-samples-than-a-step", ["run", *TINY, "--batch-size", "40"]),
+    Case("resume-with-flags", ["run", "--resume", "runs/done", "--lr", "0.1"], run=True),
+    # datasets: missing, empty, header-only, missing columns, bad images, bad text
+    Case("files-missing", ["run", *FILES]),
+    Case("files-empty", ["run", *FILES], write("pairs.csv", "")),
+    Case("files-header-only", ["run", *FILES], write("pairs.csv", "image_path,caption\n")),
+    Case("files-missing-column", ["run", *FILES], lambda d: pairs_csv(d, header="path,caption")),
+    Case("files-corrupt-image", ["run", *FILES], corrupt_image(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50)),
+    Case("files-zero-byte-image", ["run", *FILES], corrupt_image(b"")),
+    Case("files-mislabelled-image", ["run", *FILES], corrupt_image(b"this is a text file, not a PNG\n")),
+    Case("files-missing-image", ["run", *FILES], csv_with("img/nothere.png,a missing picture")),
+    Case("files-non-utf8", ["run", *FILES], lambda d: (csv_with()(d), (d / "pairs.csv").open("ab").write(b"img/img0.png,caf\xe9\n"))),
+    Case("folder-missing", ["run", "--dataset", "folder", "--set", "dataset.root=nothere"]),
+    Case("folder-empty", ["run", "--dataset", "folder", "--set", "dataset.root=empty"], lambda d: (d / "empty").mkdir()),
+    # plugins and places
+    Case("plugin-file-missing", ["--plugin", "./nothere.py", "list"]),
+    Case("plugin-module-missing", ["list"], env={"MMREG_PLUGINS": "no_such_plugin_module"}),
+    Case("runs-dir-under-a-file", ["run", *TINY, "--runs-dir", "afile/runs"], write("afile", "x")),
+    Case("vision-checkpoint-pickle", ["run", "--encoder", "dual", "--set", "encoder.vision_checkpoint=vision.pth", "--fusion", "none"], payload_pth),
+    # resume from a non-run or a damaged run
+    Case("resume-not-a-run", ["run", "--resume", "."]),
+    Case("resume-no-dir", ["run", "--resume", "nothere"]),
+    Case("resume-optimizer-truncated", ["run", "--resume", "runs/done"], damage("checkpoints/last/optimizer.safetensors", "truncate"), run=True),
+    Case("resume-model-truncated", ["run", "--resume", "runs/done"], damage("checkpoints/last/model.safetensors", "truncate"), run=True),
+    Case("resume-model-pickle", ["run", "--resume", "runs/done"], damage("checkpoints/last/model.safetensors", "pickle"), run=True),
+    Case("resume-rng-deleted", ["run", "--resume", "runs/done"], damage("checkpoints/last/rng.safetensors", "delete"), run=True),
+    Case("resume-state-garbage", ["run", "--resume", "runs/done"], damage("checkpoints/last/state.json", "garbage"), run=True),
+    Case("resume-state-deleted", ["run", "--resume", "runs/done"], damage("checkpoints/last/state.json", "delete"), run=True),
+    Case("resume-config-garbage", ["run", "--resume", "runs/done"], damage("config.toml", "garbage"), run=True),
+    Case("resume-config-edited", ["run", "--resume", "runs/done"], damage("config.toml", "edit:batch_size = 8=>batch_size = 12"), run=True),
+    # eval and runs on damaged runs
+    Case("eval-unknown-run", ["eval", "nope"], run=True),
+    Case("eval-model-truncated", ["eval", "done"], damage("checkpoints/best/model.safetensors", "truncate"), run=True),
+    Case("eval-model-pickle", ["eval", "done", "--checkpoint", "final"], damage("model.safetensors", "pickle"), run=True),
+    Case("eval-config-garbage", ["eval", "done"], damage("config.toml", "garbage"), run=True),
+    Case("eval-unknown-split", ["eval", "done", "--split", "test"], run=True),
+    Case("runs-show-summary-garbage", ["runs", "show", "done"], damage("summary.json", "garbage"), run=True),
+    Case("runs-show-config-garbage", ["runs", "show", "done"], damage("config.toml", "garbage"), run=True),
+    Case("runs-compare-one-broken", ["runs", "compare", "done", "done"], damage("summary.json", "truncate"), run=True),
+]
+
+
+def prepare_case(case: Case, where: Path, finished_run: Path | None) -> None:
+    """Lay out a case's files in ``where`` (an empty directory)."""
+    if case.run:
+        assert finished_run is not None
+        shutil.copytree(finished_run, where / "runs" / "done", symlinks=True)
+    case.setup(where)
+
+
+def check_refused(case: Case, where: Path) -> str | None:
+    """Run the case in ``where``; None if mmreg refused it as promised, else what went wrong."""
+    runs_before = sorted(p.name for p in (where / "runs").iterdir()) if (where / "runs").is_dir() else []
+    before = snapshot(where)
+    result = mmreg(*case.args, cwd=where, env=case.env)
+    lines = result.stderr.strip().splitlines()
+    runs_after = sorted(p.name for p in (where / "runs").iterdir()) if (where / "runs").is_dir() else []
+    if result.returncode != 2:
+        return f"exit {result.returncode}: {result.stderr[-600:]}"
+    if not 1 <= len(lines) <= 2 or "Traceback" in result.stderr:
+        return f"stderr is not one or two lines: {result.stderr[-600:]}"
+    if runs_after != runs_before:
+        return f"a run directory was created: {sorted(set(runs_after) - set(runs_before))}"
+    if snapshot(where) != before:
+        changed = {k for k in set(before) | set(snapshot(where)) if before.get(k) != snapshot(where).get(k)}
+        return f"files changed: {sorted(changed)[:5]}"
+    if (where / "PWNED").exists():
+        return "a pickle was unpickled"
+    return None
