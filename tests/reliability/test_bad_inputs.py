@@ -4,7 +4,7 @@ lines on stderr, no traceback, no run directory, and every file already there le
 from __future__ import annotations
 
 import pytest
-from bad_inputs import CASES, check_refused, make_run, prepare_case
+from harness import CASES, check_refused, make_run, prepare_case
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Bad inputs for the real `mmreg` executable, shared by tests/reliability and benchmarks/reliability.py.
+"""Bad inputs and faults for the real `mmreg` executable, shared by tests/reliability and benchmarks/reliability.py.
 
 Each case lays out its files in an empty directory (and may copy a finished run
 into it), then names the command line. Every case must end with exit code 2, at
@@ -9,11 +9,15 @@ was there before byte-identical.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,3 +265,76 @@ def check_refused(case: Case, where: Path) -> str | None:
     if (where / "PWNED").exists():
         return "a pickle was unpickled"
     return None
+
+
+# -- faults ------------------------------------------------------------------------
+
+# A run whose every step writes a checkpoint, so kills land inside writes too.
+KILLED = [*TINY, "--max-steps", "30", "--set", "dataset.train_size=64", "--set", "train.checkpoint_every=1",
+          "--set", "train.eval_every=10", "--set", "train.log_every=1"]  # fmt: skip
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
+    return subprocess.Popen([sys.executable, "-m", "mmreg", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def writing(checkpoints: Path) -> bool:
+    """Whether a checkpoint is being written: its hidden directory or link exists."""
+    return checkpoints.is_dir() and any(p.name.startswith((".last.", ".best.")) for p in checkpoints.iterdir())
+
+
+def kill_at_a_random_moment(proc: subprocess.Popen, checkpoints: Path, rng: random.Random, mid_write: bool) -> bool | None:
+    """Once a checkpoint exists, SIGKILL after a random delay (or as soon as a checkpoint write is
+    under way); return whether a write was under way, or None when the run ended first."""
+    while not (checkpoints / "last").exists():
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.002)
+    deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+    while time.monotonic() < deadline or (mid_write and time.monotonic() < deadline + 5):
+        if proc.poll() is not None:
+            return None
+        if mid_write and writing(checkpoints):
+            break
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return writing(checkpoints)
+
+
+def kill_and_resume(where: Path, kills: int = 10, seed: int = 0) -> dict[str, object]:
+    """Train ``KILLED`` once whole, then again SIGKILLed ``kills`` times (every other kill as soon as a
+    checkpoint write is under way), resuming after each kill and checking that ``checkpoints/last`` is
+    whole. Returns the counts and whether the final weights and metrics equal the whole run's."""
+    from mmreg.checkpoint import read_state
+
+    whole = mmreg("run", *KILLED, "--name", "whole", cwd=where)
+    assert whole.returncode == 0, whole.stderr
+    rng = random.Random(seed)
+    run_dir = where / "runs" / "killed"
+    checkpoints = run_dir / "checkpoints"
+    proc = start("run", *KILLED, "--name", "killed", cwd=where)
+    done, inside_a_write, whole_checkpoints = 0, 0, 0
+    while done < kills:
+        landed = kill_at_a_random_moment(proc, checkpoints, rng, mid_write=done % 2 == 0)
+        if landed is None:  # the run finished before the kill
+            break
+        done += 1
+        inside_a_write += landed
+        read_state(checkpoints / "last")  # raises unless the checkpoint is whole
+        files = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+        whole_checkpoints += all((checkpoints / "last" / f).is_file() for f in files)
+        proc = start("run", "--resume", str(run_dir), cwd=where)
+    finished = proc.wait(timeout=600) == 0
+    same_weights = finished and (run_dir / "model.safetensors").read_bytes() == (where / "runs" / "whole" / "model.safetensors").read_bytes()
+    read = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    return {
+        "kills": done,
+        "kills_inside_a_checkpoint_write": inside_a_write,
+        "whole_checkpoints_after_kills": whole_checkpoints,
+        "finished": finished,
+        "same_weights": same_weights,
+        "same_metrics": finished and read(run_dir) == read(where / "runs" / "whole"),
+        "leftovers": sorted(p.name for p in checkpoints.iterdir() if p.name.startswith((".last.", ".best."))),
+    }
