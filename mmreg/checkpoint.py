@@ -207,8 +207,10 @@ def read_state(directory: Path) -> dict[str, Any]:
     path = directory / "state.json"
     if directory.is_symlink() and not directory.exists():
         raise ConfigError(f"checkpoint {directory} points to {os.readlink(directory)}, which is missing; the run cannot resume")
+    if not directory.exists():
+        raise ConfigError(f"no checkpoint in {directory.parent}; the run stopped before its first checkpoint, start it anew")
     if not path.is_file():
-        raise ConfigError(f"no checkpoint in {directory} (state.json missing); the run stopped before its first checkpoint")
+        raise ConfigError(f"checkpoint file {path} is missing; the run cannot resume from it")
     with _reading(path):
         state = json.loads(path.read_text(encoding="utf-8"))
         LoopState(**state["loop"])
