@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def match_head(dim: int) -> torch.nn.Module:
+    """The learned pair scorer of a pairwise fusion: [N, dim] joint features -> [N] scores.
+
+    Linear -> GELU -> Linear without bias: a constant added to every pair's score
+    changes no softmax-based contrastive loss (InfoNCE, CLIP), so such a bias
+    would only ever get a gradient of rounding noise; SigLIP's loss has its own bias.
+    """
+    return torch.nn.Sequential(
+        torch.nn.Linear(dim, dim), torch.nn.GELU(), torch.nn.Linear(dim, 1, bias=False), torch.nn.Flatten(0)
+    )
+
+
 class AttentionBlockParams(BaseModel):
     """Parameters every attention-block fusion takes; a plugin subclasses it to add its own."""
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.hookspecs import hookimpl
+from mmreg.layers import match_head
 
 
 class ConcatParams(BaseModel):
@@ -46,7 +47,7 @@ class ConcatFusion(PairwiseFusion):
         blocks.append(nn.Linear(width, dim))
         self.mlp = nn.Sequential(*blocks)
         self.norm = nn.LayerNorm(dim)
-        self.match_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1), nn.Flatten(0))
+        self.match_head = match_head(dim)
 
     def features(self, image: Modality, text: Modality) -> torch.Tensor:
         """The MLP's input: [v, t, v*t, |v-t|], or [v, t] without interactions."""

@@ -8,7 +8,7 @@ from torch import nn
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import InvalidParams
 from mmreg.hookspecs import hookimpl
-from mmreg.layers import AttentionBlockParams, full_mask, masked_mean
+from mmreg.layers import AttentionBlockParams, full_mask, masked_mean, match_head
 
 
 class GatedParams(AttentionBlockParams):
@@ -50,7 +50,7 @@ class GatedFusion(PairwiseFusion):
         self.blocks = nn.ModuleList(JointBlock(dim, heads, dropout, ffn_mult) for _ in range(layers))
         self.gate = nn.Sequential(nn.Linear(2 * dim, dim), nn.Sigmoid())
         self.norm = nn.LayerNorm(dim)
-        self.match_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1), nn.Flatten(0))
+        self.match_head = match_head(dim)
 
     def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
         assert image.tokens is not None and text.tokens is not None, "gated fusion needs token sequences"
