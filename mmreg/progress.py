@@ -32,6 +32,6 @@ def training_progress(console: Console | None = None, notes: Sequence[str] = ())
         progress.update(task, completed=step, total=total, loss=stats["loss"], lr=stats["lr"], rate=stats["samples_per_s"])
 
     for line in notes:
-        progress.console.print(line, markup=False, highlight=False)
+        progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
     with progress:
         yield on_step
