@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .components import Augmenter, Dataset, Encoder, Sample
+from .components import Augmenter, Dataset, Encoder, Sample, Samples
 from .errors import DataError
 from .images import RGB, WHITE, to_rgb
 
@@ -60,7 +60,7 @@ class Collate:
         return batch
 
 
-class SplitView(Sequence[Sample]):
+class SplitView(Samples):
     """A split as the model reads it: unusable samples (``data.skip_bad``) left out, and every
     image in RGB as a viewer shows it (``mmreg.images.to_rgb`` onto ``background``)."""
 
@@ -70,7 +70,7 @@ class SplitView(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.keep)
 
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+    def sample(self, index: int) -> Sample:
         sample = self.samples[self.keep[index]]
         return dataclasses.replace(sample, image=to_rgb(sample.image, self.background))
 
