@@ -19,6 +19,14 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "inspect_data":
+        from .inspection import inspect_data
+
+        return inspect_data
+    if name in ("open_image", "to_rgb", "load_image"):
+        from . import images
+
+        return getattr(images, name)
     if name in ("load_experiment", "Experiment"):
         from . import config
 
@@ -30,4 +38,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmreg' has no attribute '{name}'")
 
 
-__all__ = ["Experiment", "PluginHost", "__version__", "hookimpl", "load_experiment", "load_plugins", "resolve", "run"]
+__all__ = [
+    "Experiment",
+    "PluginHost",
+    "__version__",
+    "hookimpl",
+    "inspect_data",
+    "load_experiment",
+    "load_image",
+    "load_plugins",
+    "open_image",
+    "resolve",
+    "run",
+    "to_rgb",
+]

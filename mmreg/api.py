@@ -95,12 +95,19 @@ class Prepared:
     classes: list[str]  # the head's classes or answers; empty for retrieval
     augmenters: list[Augmenter]
     model: MultimodalModel
-    skipped: dict[str, int]  # unusable samples left out per split (data.skip_bad)
+    skipped: dict[str, list[str]]  # per split, the unusable samples left out (data.skip_bad), as "where: problem"
+    text_fit: dict[str, dict[str, Any] | None]  # per split, texts truncated by the tokenizer (mmreg.textfit.measure)
 
 
-def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None = None) -> Prepared:
-    """Validate, check compatibility, then build data and model; bad input fails before any weight exists."""
+def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None = None, *, strict: bool = True) -> Prepared:
+    """Validate, check compatibility, then build data and model; bad input fails before any weight exists.
+
+    ``strict=False`` (`mmreg data inspect`) leaves out unusable samples and lets
+    truncation merge texts, reporting both in the result instead of refusing them.
+    """
+    from . import textfit
     from .data import require_samples, without_bad
+    from .images import parse_colour
     from .model import MultimodalModel
 
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
@@ -111,10 +118,11 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
     check_task(task, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
-    train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", exp.data.skip_bad)
-    val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", exp.data.skip_bad)
-    require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size)
-    require_samples(val_split, exp.dataset.name, "val", 2)
+    skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
+    train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background)
+    val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", skip, background)
+    require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size if strict else 1)
+    require_samples(val_split, exp.dataset.name, "val", 2 if strict else 1)
     if task.name == "classification":
         classes = list(dataset.classes or [])
     elif task.name == "vqa":
@@ -123,6 +131,9 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
         classes = []
 
     encoder = host.registry("encoders").build(exp.encoder.name, exp.encoder.params, captions=dataset.texts("train", task.text))
+    text_fit = {split: textfit.measure(encoder, dataset.texts(split, task.text), task.text) for split in ("train", "val")}
+    if strict:
+        textfit.check(text_fit, exp.data.max_merged_by_truncation, encoder)
     encoder = host.registry("peft").build(exp.peft.name, exp.peft.params).apply(encoder)
     fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
     losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
@@ -130,7 +141,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     head = make_head(task, fusion.out_dim, classes)
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, head)
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model, skipped)
+    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model, skipped, text_fit)
 
 
 def collate_for(prepared: Prepared) -> Any:
@@ -182,6 +193,7 @@ def run(
     from .data import AugmentedSplit, make_loader
     from .determinism import deterministic_kernels
     from .metrics import retrieval_metric_names
+    from .precision import check_precision, used_precision
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
     from .train import Trainer, pick_device
@@ -199,7 +211,7 @@ def run(
         check_resume(run_dir, resolve(exp, host))  # an edited config.toml fails before any file changes
     else:
         check_runs_dir(exp.runs_dir)
-    pick_device(exp.train.device)  # an unusable device fails before anything is built
+    check_precision(exp.train.precision, pick_device(exp.train.device))  # fails before anything is built
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
@@ -239,8 +251,9 @@ def run(
             trainer.resume()
         if progress and trainer.main:
             from .progress import training_progress
+            from .textfit import note
 
-            with training_progress() as on_step:
+            with training_progress(notes=[line for line in [note(p.text_fit)] if line]) as on_step:
                 result = trainer.fit(on_step)
         else:
             result = trainer.fit()
@@ -256,7 +269,8 @@ def run(
     if p.classes:
         summary["classes"] = len(p.classes)
     if any(p.skipped.values()):
-        summary["skipped"] = p.skipped
+        summary["skipped"] = {split: len(problems) for split, problems in p.skipped.items()}
+    summary["text"] = p.text_fit
     summary.update(
         {
             "best": {"metric": metric, "value": result.best, "step": result.best_step},
@@ -268,7 +282,7 @@ def run(
             "train_seconds": round(result.seconds, 2),
             "samples_per_second": round(result.samples / max(result.seconds, 1e-9), 1),
             "device": str(trainer.device),
-            "precision": exp.train.precision,
+            "precision": used_precision(trainer.accelerator),
             "processes": trainer.accelerator.num_processes,
             "parameters": sum(t.numel() for t in model.parameters()),
             "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),

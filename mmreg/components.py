@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 import torch
 from torch import nn
@@ -77,6 +77,11 @@ class Encoder(nn.Module):
     image_pooled_dim: int
     text_token_dim: int
     text_pooled_dim: int
+    # Where the encoder uses a transformers tokenizer, setting these lets the core
+    # report text that does not fit (``token_ids``) and show tokens as text (``decode``).
+    tokenizer: Any = None
+    max_length: int | None = None  # tokens kept per text; longer texts are truncated
+    max_length_setting: str | None = None  # the setting that raises max_length, where it can be raised
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
@@ -85,6 +90,22 @@ class Encoder(nn.Module):
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""
         raise NotImplementedError
+
+    def image_normalization(self) -> tuple[list[float], list[float]] | None:
+        """The per-channel (mean, std) ``preprocess`` normalises with, on the 0-1 scale; None if unknown."""
+        return None
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]] | None:
+        """Each text's token ids before truncation, special tokens included; None without ``tokenizer``."""
+        if self.tokenizer is None:
+            return None
+        return self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+
+    def decode(self, input_ids: torch.Tensor) -> list[str] | None:
+        """[N, L] token ids back to text, as the model reads it (special tokens dropped); None without ``tokenizer``."""
+        if self.tokenizer is None:
+            return None
+        return self.tokenizer.batch_decode(input_ids.tolist(), skip_special_tokens=True)
 
     def use(self, *, tokens: bool, pooled: bool) -> None:
         """Called once by the model with the outputs it will read.
@@ -203,7 +224,13 @@ class PeftStrategy:
 @dataclass(frozen=True)
 class Sample:
     """One example: an image, its caption, and where the dataset has them a class
-    label and a question with its answer (for visual question answering)."""
+    label and a question with its answer (for visual question answering).
+
+    ``image`` may be in any PIL mode: the core turns it into RGB as a viewer shows
+    it (``mmreg.images.to_rgb``: 16-bit scaled, transparency composited onto
+    ``data.background``) before augmentation. Open files with
+    ``mmreg.images.open_image``, which applies the EXIF orientation.
+    """
 
     image: Image.Image
     caption: str
@@ -252,12 +279,15 @@ class Dataset:
 
     def check(self, name: str) -> list[tuple[int, str]]:
         """(index, problem) for each sample of a split that cannot be used, found
-        before training. The default loads every sample; file-backed datasets
-        override it with a cheaper check that names the file and row."""
+        before training. The default makes every sample and its RGB image
+        (``mmreg.images.to_rgb``); file-backed datasets override it with a check
+        that names the file and row."""
+        from .images import to_rgb
+
         split, bad = self.split(name), []
         for i in range(len(split)):
             try:
-                split[i].image.load()
+                to_rgb(split[i].image)
             except Exception as exc:  # any failure to produce a sample makes it unusable
                 bad.append((i, f"{type(exc).__name__}: {exc}"))
         return bad

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, did_you_mean
 
@@ -53,6 +53,21 @@ class DataConfig(BaseModel):
 
     skip_bad: bool = Field(False, description="skip and count unusable samples instead of stopping before training")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+    background: str = Field("white", description="colour transparent pixels are composited onto: a name or #rrggbb")
+    max_merged_by_truncation: float = Field(
+        0.05, ge=0, le=1, description="refuse a run when truncation makes more than this share of a split's distinct texts identical"
+    )
+
+    @field_validator("background")
+    @classmethod
+    def _is_a_colour(cls, value: str) -> str:
+        from .images import parse_colour
+
+        try:
+            parse_colour(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class ModelConfig(BaseModel):

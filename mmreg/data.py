@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .components import Augmenter, Dataset, Encoder, Sample
+from .components import Augmenter, Dataset, Encoder, Sample, Samples
 from .errors import DataError
+from .images import RGB, WHITE, to_rgb
 
 
 class AugmentedSplit(torch.utils.data.Dataset):
@@ -58,33 +60,36 @@ class Collate:
         return batch
 
 
-class Subset(Sequence[Sample]):
-    """A split without the samples found unusable (``data.skip_bad``)."""
+class SplitView(Samples):
+    """A split as the model reads it: unusable samples (``data.skip_bad``) left out, and every
+    image in RGB as a viewer shows it (``mmreg.images.to_rgb`` onto ``background``)."""
 
-    def __init__(self, samples: Sequence[Sample], drop: set[int]) -> None:
-        self.samples, self.keep = samples, [i for i in range(len(samples)) if i not in drop]
+    def __init__(self, samples: Sequence[Sample], drop: set[int], background: RGB = WHITE) -> None:
+        self.samples, self.keep, self.background = samples, [i for i in range(len(samples)) if i not in drop], background
 
     def __len__(self) -> int:
         return len(self.keep)
 
-    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        return self.samples[self.keep[index]]
+    def sample(self, index: int) -> Sample:
+        sample = self.samples[self.keep[index]]
+        return dataclasses.replace(sample, image=to_rgb(sample.image, self.background))
 
 
-def without_bad(dataset: Dataset, name: str, split: str, skip_bad: bool) -> tuple[Sequence[Sample], int]:
-    """The split, checked before training: unusable samples are an error, or skipped and counted."""
+def without_bad(
+    dataset: Dataset, name: str, split: str, skip_bad: bool, background: RGB = WHITE
+) -> tuple[SplitView, list[str]]:
+    """The split, checked before training, and the problems found: unusable samples are an
+    error, or (``skip_bad``) left out and returned as "where: problem" lines."""
     samples = dataset.split(split)
     bad = dataset.check(split)
-    if not bad:
-        return samples, 0
-    if not skip_bad:
+    if bad and not skip_bad:
         shown = "; ".join(problem for _, problem in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise DataError(
             f"dataset '{name}' split '{split}': {len(bad)} of {len(samples)} samples unusable: {shown}{more}; "
             f"fix them, or skip them with --set data.skip_bad=true"
         )
-    return Subset(samples, {i for i, _ in bad}), len(bad)
+    return SplitView(samples, {i for i, _ in bad}, background), [problem for _, problem in bad]
 
 
 def require_samples(samples: Sequence[Sample], dataset: str, split: str, minimum: int = 1) -> None:

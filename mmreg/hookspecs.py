@@ -104,4 +104,8 @@ def mmreg_register_datasets(register: Register) -> None:
     """Register image-caption datasets.
 
     Factory: ``factory(**params, seed: int) -> mmreg.components.Dataset``.
+    Open image files with ``mmreg.images.open_image`` (EXIF orientation, first
+    frame, whole file decoded) and return them in their own mode: the core makes
+    every sample's image RGB with ``mmreg.images.to_rgb`` (16-bit scaled,
+    transparency composited onto ``data.background``) before augmentation.
     """

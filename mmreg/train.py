@@ -304,6 +304,16 @@ class Trainer:
         patience = self.cfg.early_stopping_patience
         return patience is not None and self.loop.evals_since_best >= patience
 
+    def _diverged_message(self) -> str:
+        """What is true of a run stopped by non-finite losses: where it stopped, whether a checkpoint exists."""
+        loop, last = self.loop, self.run_dir / "checkpoints" / "last"
+        said = f"loss was not finite for {loop.bad_in_a_row} steps in a row (last at step {loop.step + 1}); "
+        if loop.step + 1 == loop.bad_in_a_row:  # no step ever had a finite loss: the settings, not the training
+            return said + "no step had a finite loss and no checkpoint was written; check the loss settings and the data"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
+        fp16 = ", or use --precision bf16 instead of fp16" if self.cfg.precision == "fp16" else ""
+        return said + f"{kept}; lower train.lr or keep train.max_grad_norm set{fp16}"
+
     def fit(self, on_step: ProgressFn | None = None) -> TrainResult:
         cfg, loop, accelerator = self.cfg, self.loop, self.accelerator
         accum = cfg.grad_accum
@@ -339,11 +349,7 @@ class Trainer:
                     loop.skipped_steps += 1
                     self._log({"step": loop.step + 1, "split": "train", "skipped": "non-finite loss"})
                     if loop.bad_in_a_row >= cfg.max_bad_steps:
-                        raise TrainingDiverged(
-                            f"loss was not finite for {loop.bad_in_a_row} steps in a row (last at step {loop.step + 1}); "
-                            f"kept the last good checkpoint; lower train.lr, keep train.max_grad_norm set, or use "
-                            f"--precision bf16 instead of fp16"
-                        )
+                        raise TrainingDiverged(self._diverged_message())
                 else:
                     if cfg.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import mmreg
 from mmreg.api import collate_for, prepare
 from mmreg.config import validate
+from mmreg.errors import TrainingDiverged
 from mmreg.train import Trainer, lr_factor
 
 HERE = Path(__file__).resolve().parent
@@ -144,10 +145,23 @@ def test_non_finite_losses_are_skipped_then_stop_keeping_the_last_good_checkpoin
     assert proc.returncode == 1, err
     line = err.strip().splitlines()[-1]
     assert "loss was not finite for 3 steps in a row (last at step 7)" in line and "lower train.lr" in line
+    assert f"the last good checkpoint is {Path('runs') / 'n' / 'checkpoints' / 'last'}" in line and "fp16" not in line
     state = json.loads((tmp_path / "runs" / "n" / "checkpoints" / "last" / "state.json").read_text())
     assert state["loop"]["step"] == 4  # the checkpoint before the bad steps was kept
     skipped = [json.loads(x) for x in (tmp_path / "runs" / "n" / "metrics.jsonl").read_text().splitlines() if "skipped" in x]
     assert [r["step"] for r in skipped] == [5, 6, 7]
+
+
+def test_a_loss_never_finite_says_no_checkpoint_exists(tmp_path):
+    (tmp_path / "nanloss.py").write_text(NAN_LOSS.replace("self.calls > 4", "True"))
+    exp = {**TINY, "runs_dir": str(tmp_path / "runs"), "loss": {"nan-after": {}}, "train": {**TINY["train"], "max_steps": 5}}
+    with pytest.raises(TrainingDiverged) as caught:
+        mmreg.run(exp, host=mmreg.load_plugins([str(tmp_path / "nanloss.py")]), progress=False)
+    assert str(caught.value) == (
+        "loss was not finite for 3 steps in a row (last at step 3); no step had a finite loss and no checkpoint "
+        "was written; check the loss settings and the data"
+    )
+    assert not list((tmp_path / "runs").glob("*/checkpoints/last"))
 
 
 def first_step_gradients(tmp_path: Path, batch: int, accum: int) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import MmregError
-from . import listing, run, runs
+from . import data, listing, run, runs
 from .state import state
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("show")(listing.show_command)
 app.add_typer(listing.plugins_app, name="plugins")
 app.command("eval")(runs.eval_command)
 app.add_typer(runs.runs_app, name="runs")
+app.add_typer(data.data_app, name="data")
 
 
 def _version(value: bool) -> None:

@@ -10,20 +10,30 @@ import typer
 
 from .state import state
 
+# Options shared with the commands that read an experiment as `mmreg run` does (`mmreg data inspect`).
+ExperimentArg = Annotated[
+    Path | None, typer.Argument(help="Experiment file (.toml/.yaml) or a run directory to rerun.", show_default=False)
+]
+EncoderOpt = Annotated[str | None, typer.Option(help="Encoder name (see `mmreg list encoders`).", show_default=False)]
+AugmentOpt = Annotated[list[str] | None, typer.Option(help="Augmenter name; repeatable.", show_default=False)]
+DatasetOpt = Annotated[str | None, typer.Option(help="Dataset name.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any setting: dotted.key=value, e.g. fusion.heads=8; repeatable."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def run_command(
-    experiment: Annotated[
-        Path | None, typer.Argument(help="Experiment file (.toml/.yaml) or a run directory to rerun.", show_default=False)
-    ] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder name (see `mmreg list encoders`).", show_default=False)] = None,
+    experiment: ExperimentArg = None,
+    encoder: EncoderOpt = None,
     fusion: Annotated[str | None, typer.Option(help="Fusion head name.", show_default=False)] = None,
     loss: Annotated[
         list[str] | None, typer.Option(help="Loss name, optionally NAME:WEIGHT; repeatable.", show_default=False)
     ] = None,
-    augment: Annotated[list[str] | None, typer.Option(help="Augmenter name; repeatable.", show_default=False)] = None,
+    augment: AugmentOpt = None,
     peft: Annotated[str | None, typer.Option(help="PEFT strategy name.", show_default=False)] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name.", show_default=False)] = None,
+    dataset: DatasetOpt = None,
     task: Annotated[
         str | None,
         typer.Option(help="retrieval, classification or vqa [default: classification if a loss reads logits, else retrieval].", show_default=False),
@@ -38,13 +48,10 @@ def run_command(
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.", show_default=False)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override any setting: dotted.key=value, e.g. fusion.heads=8; repeatable."),
-    ] = None,
+    set_: SetOpt = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created [default: runs].", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Run name (the run directory's name).", show_default=False)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train and evaluate one experiment; defaults: clip + gated + infonce on shapes."""
     from ..api import is_main_process, run
@@ -104,6 +111,6 @@ def _print_summary(summary: dict) -> None:
         console.print(table)
     console.print(
         f"{summary['steps']} steps in {summary['train_seconds']:.1f}s ({summary['samples_per_second']:.0f} samples/s "
-        f"on {summary['device']}), final loss {summary['final_loss']:.4f}"
+        f"on {summary['device']} in {summary['precision']}), final loss {summary['final_loss']:.4f}"
     )
     console.print(f"run directory: {summary['run_dir']}")

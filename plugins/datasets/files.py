@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import ConfigError, DataError
 from mmreg.hookspecs import hookimpl
+from mmreg.images import load_image, open_image
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -44,15 +44,17 @@ class Record:
     def problem(self) -> str | None:
         """Why this sample's image cannot be used, or None.
 
-        Decodes the whole image: ``Image.open`` reads only the header, so a
-        truncated or corrupt file would otherwise pass here and fail mid-training.
+        Decodes the whole image as training will (``mmreg.images.load_image``):
+        ``Image.open`` reads only the header, so a truncated or corrupt file, or
+        a mode with no RGB rendering, would otherwise pass here and fail mid-training.
         """
         prefix = f"{self.where}: " if self.where else ""
         if not self.image.is_file():
             return f"{prefix}image {self.image} not found"
         try:
-            with Image.open(self.image) as image:
-                image.load()
+            load_image(self.image)
+        except DataError as exc:  # decoded, but in a mode that has no RGB rendering
+            return f"{prefix}image {self.image}: {exc}"
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             reason = " ".join(str(exc).split()) or type(exc).__name__
             return f"{prefix}image {self.image} is not a readable image ({reason})"
@@ -70,8 +72,7 @@ class ImageSplit(Samples):
 
     def sample(self, index: int) -> Sample:
         record = self.records[index]
-        with Image.open(record.image) as image:
-            return Sample(image.convert("RGB"), record.caption, record.label)
+        return Sample(open_image(record.image), record.caption, record.label)
 
     def check(self) -> list[tuple[int, str]]:
         return [(i, problem) for i, record in enumerate(self.records) if (problem := record.problem()) is not None]
@@ -173,7 +174,7 @@ def read_rows(path: Path, format: str, columns: tuple[str, str, str | None], set
 def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) for each CSV data row; the header names the columns."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, restval="")  # a short row's missing cells are empty, as in a spreadsheet
         try:
             for number, record in enumerate(reader, start=1):
                 yield f"{path} row {number}", record
@@ -208,12 +209,28 @@ def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str
             setting = {image_column: "image_column", caption_column: "caption_column"}.get(column, "label_column")
             raise DataError(f"{where}: no column '{column}' (columns: {present}); set dataset.{setting} to one of them")
         value = record[column]
-        text = "" if value is None else str(value).strip()
+        wanted = (str, int) if column == label_column else str  # labels may be class numbers
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise DataError(_not_text(where, column, value))
+        text = str(value).strip()
         if not text:
             raise DataError(f"{where}: empty {column}; fill it in or remove the row")
         values[column] = text
     image = Path(values[image_column])
     return Row(path.parent / image, values[caption_column], values.get(label_column) if label_column else None, where)
+
+
+def _not_text(where: str, column: str, value: Any) -> str:
+    """Why a JSON value is refused where text belongs (the CSV reader gives only text)."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return (
+            f"{where}: {column} is a list of {len(value)} texts; several captions of one image are not supported yet: "
+            f"write one line per caption, repeating the image"
+        )
+    kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list"}
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return f"{where}: {column} is {kind.get(type(value), type(value).__name__)} ({shown}), not text; write it as a JSON string"
 
 
 @hookimpl

@@ -50,12 +50,12 @@ class ClipEncoder(Encoder):
     gives_tokens = True
     gives_logit_scale = True  # CLIPModel's learnable logit scale, for the `clip` loss
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, max_length_setting: str | None = None) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.max_length = max_length
+        self.max_length, self.max_length_setting = max_length, max_length_setting
         config = model.config
         self.image_token_dim = config.vision_config.hidden_size
         self.text_token_dim = config.text_config.hidden_size
@@ -82,6 +82,9 @@ class ClipEncoder(Encoder):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Resize, centre-crop and normalise exactly as the checkpoint was trained."""
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def image_normalization(self) -> tuple[list[float], list[float]]:
+        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pad to the batch's longest so short batches stay cheap; truncate at ``max_length``."""
@@ -133,7 +136,7 @@ def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:
         size={"shortest_edge": params.image_size},
         crop_size={"height": params.image_size, "width": params.image_size},
     )
-    return ClipEncoder(CLIPModel(config), tokenizer, processor, params.max_length)
+    return ClipEncoder(CLIPModel(config), tokenizer, processor, params.max_length, "encoder.max_length")
 
 
 def load_pretrained(pretrained: str) -> ClipEncoder:

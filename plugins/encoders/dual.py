@@ -88,6 +88,7 @@ class DualEncoder(Encoder):
         self.data_config = data_config
         self.transform = create_transform(**data_config)
         self.text_pooling, self.max_length = text_pooling, max_length
+        self.max_length_setting = "encoder.max_length"  # up to the text model's own limit
         self.image_token_dim = vision.num_features
         # The pre-logits width: wider than num_features where the head has its own layer (MobileNetV3's conv_head).
         self.image_pooled_dim = getattr(vision, "head_hidden_size", vision.num_features)
@@ -97,6 +98,9 @@ class DualEncoder(Encoder):
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """timm's eval transform for this model: resize, centre crop, normalise with its mean and std."""
         return torch.stack([self.transform(image.convert("RGB")) for image in images])
+
+    def image_normalization(self) -> tuple[list[float], list[float]]:
+        return list(self.data_config["mean"]), list(self.data_config["std"])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pad to the batch's longest so short batches stay cheap; truncate at ``max_length``."""
