@@ -13,6 +13,7 @@ import typer
 from .. import __version__
 from ..errors import MmregError
 from . import listing, run, runs
+from .export import export_command
 from .state import state
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.command("show")(listing.show_command)
 app.add_typer(listing.plugins_app, name="plugins")
 app.command("eval")(runs.eval_command)
 app.add_typer(runs.runs_app, name="runs")
+app.command("export")(export_command)
 
 
 def _version(value: bool) -> None:
