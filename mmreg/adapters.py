@@ -7,6 +7,7 @@ import dataclasses
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +159,11 @@ class TowerAdapters(PeftStrategy):
                 module.requires_grad_(False)
             elif value != "full":
                 config = make_config(self.method, value, tower, module, f"{self.where}.{name}")  # type: ignore[arg-type]
-                tower.replace(encoder, get_peft_model(module, config))
+                with warnings.catch_warnings():
+                    # peft asks transformers 5 for is_gradient_checkpointing by its deprecated name: nothing for the user to do
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    wrapped = get_peft_model(module, config)
+                tower.replace(encoder, wrapped)
         return encoder
 
 
