@@ -111,6 +111,8 @@ def make_config(method: str, fields: Mapping[str, Any], tower: Tower, module: nn
             fields["feedforward_modules"] = []  # IA3 scales these inputs; none unless asked (peft cannot guess for a tower)
     targets = fields["target_modules"]
     present = target_names(module)
+    if not targets:
+        raise ConfigError(f"{where}.target_modules: this tower declares no default targets; name some (modules: {', '.join(present)})")
     if isinstance(targets, str):  # peft reads a string as a regex over full module names
         if not any(re.fullmatch(targets, name) for name, _ in module.named_modules()):
             raise ConfigError(f"{where}.target_modules: the regex '{targets}' matches no module of the tower")
