@@ -192,6 +192,8 @@ class Trainer:
             collate_fn=collate,
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
+            # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
+            generator=torch.Generator().manual_seed(seed),
         )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:

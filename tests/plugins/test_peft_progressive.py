@@ -59,8 +59,9 @@ def test_the_frozen_tower_gets_gradients_exactly_from_the_switch_step(tmp_path: 
     assert got["vision"] == set(range(SWITCH, 6)), "vision must train from step 3 on, and not before"
 
 
-def test_resume_across_the_switch_ends_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = mmreg.run({**experiment(tmp_path), "name": "whole"}, progress=False)
+@pytest.mark.parametrize("under", ["full", "lora"])
+def test_resume_across_the_switch_ends_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, under: str) -> None:
+    whole = mmreg.run({**experiment(tmp_path, under=under), "name": "whole"}, progress=False)
 
     original = Progressive.on_step_start
 
@@ -71,7 +72,7 @@ def test_resume_across_the_switch_ends_bit_identical(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(Progressive, "on_step_start", stop_before_step_2)
     with pytest.raises(KeyboardInterrupt):
-        mmreg.run({**experiment(tmp_path), "name": "cut"}, progress=False)
+        mmreg.run({**experiment(tmp_path, under=under), "name": "cut"}, progress=False)
     monkeypatch.setattr(Progressive, "on_step_start", original)
     resumed = mmreg.run(resume=tmp_path / "cut", progress=False)
 
