@@ -32,7 +32,7 @@ def method_config(method: str) -> type[PeftConfig]:
     """
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    methods = tower_methods(PEFT_TYPE_TO_CONFIG_MAPPING)
+    methods = _tower_methods(PEFT_TYPE_TO_CONFIG_MAPPING)
     key = method.lower()
     if key not in methods:
         raise ConfigError(
@@ -42,7 +42,7 @@ def method_config(method: str) -> type[PeftConfig]:
     return methods[key]
 
 
-def tower_methods(mapping: Mapping[Any, type[PeftConfig]]) -> dict[str, type[PeftConfig]]:
+def _tower_methods(mapping: Mapping[Any, type[PeftConfig]]) -> dict[str, type[PeftConfig]]:
     from peft import PromptLearningConfig
 
     return {

@@ -35,13 +35,14 @@ def export_run(
     from safetensors.torch import save_file
 
     from .adapters import merge_adapters, peft_towers
-    from .history import check_eval, rebuild_run
+    from .history import load_run, rebuild_run, weights_for
     from .runs import write_json
 
     out = Path(out_dir)
     if out.exists():
         raise ConfigError(f"{out} already exists; give a new directory to export into (nothing is overwritten)")
-    run_path, weights, used = check_eval(run, "val", checkpoint, runs_dir)
+    run_path = load_run(run, runs_dir).path
+    weights, used = weights_for(run_path, checkpoint)
     p = rebuild_run(run_path, weights, host)
     model, encoder = p.model.eval(), p.model.encoder
     merged = sorted(peft_towers(encoder))
