@@ -17,6 +17,7 @@ from .tasks import Task, check_task, choose_task, make_head
 if TYPE_CHECKING:
     from .components import Augmenter, Dataset, Sample
     from .model import MultimodalModel
+    from .train import EvalFn
 
 
 def resolve(exp: Experiment, host: PluginHost) -> Experiment:
@@ -182,12 +183,15 @@ def run(
     host: PluginHost | None = None,
     progress: bool = True,
     resume: str | Path | None = None,
+    on_eval: EvalFn | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one experiment; return its summary (also written to summary.json).
 
     ``resume`` continues the run in that directory from its last checkpoint, with
     the experiment it saved; nothing else in the directory is replaced until the
-    run moves past that checkpoint.
+    run moves past that checkpoint. ``on_eval(step, metrics, run_dir)`` is called
+    after each evaluation (`mmreg search` reports to its pruner there); what it
+    raises ends the run.
     """
     from .config import load_experiment
     from .data import AugmentedSplit, make_loader
@@ -236,6 +240,7 @@ def run(
             metric=metric,
             retrieval="scores" in model.needs,
             num_workers=exp.data.num_workers,
+            on_eval=on_eval,
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         if resume is None:

@@ -28,6 +28,9 @@ from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# Called after each evaluation with (step, validation metrics, run directory); may raise to stop
+# the run (a search trial's pruner does: optuna.TrialPruned).
+EvalFn = Callable[[int, dict[str, float], Path], None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -167,9 +170,10 @@ class Trainer:
         metric: str,
         retrieval: bool,
         num_workers: int = 0,
+        on_eval: EvalFn | None = None,
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
-        each checkpoint, is set by the caller (see mmreg.resume)."""
+        each checkpoint, is set by the caller (see mmreg.resume). ``on_eval`` sees every evaluation."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
@@ -177,6 +181,7 @@ class Trainer:
         AcceleratorState._reset_state(reset_partial_state=False)
         self.cfg, self.run_dir, self.metric, self.retrieval = cfg, run_dir, metric, retrieval
         self.trajectory: dict[str, Any] = {}
+        self.on_eval = on_eval
         device = pick_device(cfg.device)
         mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
         self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
@@ -301,6 +306,8 @@ class Trainer:
                 save_best(self.run_dir / "checkpoints", self.bare_model, record)
         else:
             self.loop.evals_since_best += 1
+        if self.on_eval is not None:
+            self.on_eval(self.loop.step, metrics, self.run_dir)
         patience = self.cfg.early_stopping_patience
         return patience is not None and self.loop.evals_since_best >= patience
 

@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import MmregError
-from . import data, listing, run, runs
+from . import data, listing, run, runs, search
 from .state import state
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(listing.plugins_app, name="plugins")
 app.command("eval")(runs.eval_command)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(data.data_app, name="data")
+app.command("search")(search.search_command)
 
 
 def _version(value: bool) -> None:
