@@ -52,6 +52,8 @@ class Plan:
     study_dir: Path
     metric: str | None
     storage: str
+    experiment: str
+    settings: dict[str, Any]  # plan_search's keywords, for --jobs workers to plan the same search
 
     @property
     def host(self) -> PluginHost:
@@ -156,8 +158,9 @@ def plan_search(
     base = resolve(validate(raw), host)
     space = Space(table or {}, raw, host)
     check_runs_dir(base.runs_dir)
+    make_sampler(sampler, space, seed=base.seed)  # a grid without steps fails here, before any file exists
     name = study or Path(experiment).stem
-    study_dir = Path(base.runs_dir) / name
+    study_dir = (Path(base.runs_dir) / name).absolute()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by mmreg, reasons included
     store, address = open_storage(storage, study_dir, heartbeat)
     opened = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True)
@@ -166,7 +169,12 @@ def plan_search(
     opened.sampler = make_sampler(sampler, space, seed=base.seed + len(opened.trials))  # a rerun draws anew
     opened.pruner = make_pruner(pruner)
     study_dir.mkdir(parents=True, exist_ok=True)
-    return Plan(space, opened, study_dir, metric, address)
+    settings = {
+        "study": study, "storage": storage, "sampler": sampler, "pruner": pruner, "metric": metric,
+        "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
+        "plugins": list(plugins),
+    }  # fmt: skip
+    return Plan(space, opened, study_dir, metric, address, str(experiment), settings)
 
 
 def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
@@ -285,22 +293,20 @@ def search(
     """
     if trials < 1 or jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1")
-    settings = {
-        "study": study, "storage": storage, "sampler": sampler, "pruner": pruner, "metric": metric,
-        "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
-        "plugins": list(plugins),
-    }  # fmt: skip
-    plan = plan_search(experiment, host=host, **settings)
-    if jobs == 1:
-        finished = optimize(plan, trials, timeout, on_trial)
-    else:
-        finished = _run_workers(plan, str(experiment), settings, trials, timeout, jobs, on_trial)
+    plan = plan_search(
+        experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
+        runs_dir=runs_dir, overrides=overrides, heartbeat=heartbeat, host=host, plugins=plugins,
+    )  # fmt: skip
+    return execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=on_trial)
+
+
+def execute(plan: Plan, trials: int, *, timeout: float | None = None, jobs: int = 1, on_trial: TrialFn | None = None) -> dict[str, Any]:
+    """Run a planned search (see ``search``) and summarise the study."""
+    finished = optimize(plan, trials, timeout, on_trial) if jobs == 1 else _run_workers(plan, trials, timeout, jobs, on_trial)
     return summarize(plan, interrupted=not finished)
 
 
-def _run_workers(
-    plan: Plan, experiment: str, settings: dict[str, Any], trials: int, timeout: float | None, jobs: int, on_trial: TrialFn | None
-) -> bool:
+def _run_workers(plan: Plan, trials: int, timeout: float | None, jobs: int, on_trial: TrialFn | None) -> bool:
     """Start ``jobs`` processes on the study, report trials as they finish; False if interrupted."""
     import torch
 
@@ -308,7 +314,7 @@ def _run_workers(
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     shares = [trials // jobs + (i < trials % jobs) for i in range(jobs)]
     workers = [
-        context.Process(target=_worker, args=(experiment, settings, n, timeout, str(i % gpus) if gpus > 1 else None))
+        context.Process(target=_worker, args=(plan.experiment, plan.settings, n, timeout, str(i % gpus) if gpus > 1 else None))
         for i, n in enumerate(shares)
         if n
     ]
@@ -425,4 +431,4 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     return made
 
 
-__all__ = ["DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "open_storage", "plan_search", "search", "summarize", "trial_row"]
+__all__ = ["DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "search", "summarize", "trial_row"]

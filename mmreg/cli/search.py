@@ -21,9 +21,9 @@ def _cell(value: Any) -> str:
 
 def search_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment file with a [search] table.", show_default=False)],
-    trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 20,
+    trials: Annotated[int, typer.Option(min=1, help="Trials to add to the study.")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.", show_default=False)] = None,
-    jobs: Annotated[int, typer.Option(help="Worker processes on this machine (one GPU each when several).")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one GPU each when several).")] = 1,
     storage: Annotated[
         str | None,
         typer.Option(help="Optuna RDB URL (e.g. postgresql://...) shared by workers on many machines, or a journal file path [default: RUNS_DIR/STUDY/study.journal].", show_default=False),
@@ -43,7 +43,7 @@ def search_command(
     from rich.live import Live
     from rich.table import Table
 
-    from ..search import search
+    from ..search import execute, plan_search
 
     console = Console(stderr=as_json)
     table = Table(title=f"trials of {study or experiment.stem}", title_justify="left")
@@ -54,13 +54,12 @@ def search_command(
         params = ", ".join(f"{k}={_cell(v)}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), row["state"], _cell(row["value"]), _cell(row["steps"]), params, row["reason"] or "")
 
-    kwargs = dict(
-        trials=trials, timeout=timeout, jobs=jobs, storage=storage, study=study, sampler=sampler, pruner=pruner,
-        metric=metric, direction=direction, runs_dir=runs_dir, overrides=set_ or [], heartbeat=heartbeat,
-        plugins=state.extra_plugins, host=state.host(),
-    )  # fmt: skip
+    plan = plan_search(
+        experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
+        runs_dir=runs_dir, overrides=set_ or [], heartbeat=heartbeat, host=state.host(), plugins=state.extra_plugins,
+    )  # fmt: skip: every refusal comes before the table shows
     with Live(table, console=console, refresh_per_second=2, transient=as_json):
-        summary = search(experiment, on_trial=add, **kwargs)  # type: ignore[arg-type]
+        summary = execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=add)
     if as_json:
         typer.echo(json.dumps(summary))
     else:
