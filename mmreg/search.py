@@ -76,19 +76,26 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int) -> tuple[Any,
         return JournalStorage(JournalFileBackend(str(path))), str(path)
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"pool_pre_ping": True},
-            )
-    except Exception as exc:  # sqlalchemy's errors: a missing driver, a refused connection, a bad URL
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"storage {url} cannot be opened: {first}; check the URL, the server and its driver") from exc
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    engine_kwargs={"pool_pre_ping": True},
+                )
+            break
+        except ImportError as exc:
+            raise ConfigError(f"storage {url} needs its database driver; for PostgreSQL: pip install sqlalchemy 'psycopg[binary]'") from exc
+        except Exception as exc:  # sqlalchemy's: a refused connection, a bad URL, or workers creating the tables at once
+            if attempt < 2:
+                time.sleep(1.0 + attempt)  # a worker that lost the race to create Optuna's tables finds them made
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage {url} cannot be opened: {first}; check the URL and that the server runs") from exc
     return storage, url
 
 
