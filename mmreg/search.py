@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .components import LoopCallback
 from .config import apply_overrides, read_file, to_file_layout, validate, write_file
 from .errors import ConfigError, MmregError, TrainingInterrupted, did_you_mean
 from .space import Space
@@ -189,7 +190,6 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
     import optuna
 
     from .api import check_components, resolve, run
-    from .runs import write_json
 
     def trial_fn(trial: optuna.Trial) -> float:
         raw = plan.space.draw(trial)
@@ -205,19 +205,8 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
         trial.set_user_attr("experiment", to_file_layout(exp))
         trial.set_user_attr("run_dir", str(plan.study_dir / "trials" / raw["name"]))
 
-        def report(step: int, metrics: dict[str, float], run_dir: Path) -> None:
-            name = plan.metric or ("accuracy" if "accuracy" in metrics else "recall@1")
-            if trial.user_attrs.get("run_dir") != str(run_dir):
-                trial.set_user_attr("run_dir", str(run_dir))
-            trial.report(metrics[name], step)
-            if trial.should_prune():
-                reason = f"pruned by the {type(plan.study.pruner).__name__} at step {step}: {name} {metrics[name]:.4f}"
-                write_json(run_dir / "pruned.json", {"step": step, "metric": name, "value": metrics[name], "reason": reason})
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-
         try:
-            summary = run(exp, host=plan.host, progress=False, on_eval=report)
+            summary = run(exp, host=plan.host, progress=False, callbacks=[PruningReport(trial, plan)])
         except TrainingInterrupted as exc:  # Ctrl-C: this trial is failed, the search stops
             trial.set_user_attr("fail_reason", "interrupted")
             raise KeyboardInterrupt from exc
@@ -241,6 +230,29 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
         return value
 
     return trial_fn
+
+
+class PruningReport(LoopCallback):
+    """Reports the validation metric at each evaluation to the trial; stops the run when the pruner says so,
+    leaving ``pruned.json`` (step, metric, value, reason) in its run directory."""
+
+    def __init__(self, trial: optuna.Trial, plan: Plan) -> None:
+        self.trial, self.plan = trial, plan
+
+    def on_eval(self, step: int, metrics: dict[str, float], run_dir: Path) -> None:
+        import optuna
+
+        from .runs import write_json
+
+        trial, name = self.trial, self.plan.metric or ("accuracy" if "accuracy" in metrics else "recall@1")
+        if trial.user_attrs.get("run_dir") != str(run_dir):
+            trial.set_user_attr("run_dir", str(run_dir))
+        trial.report(metrics[name], step)
+        if trial.should_prune():
+            reason = f"pruned by the {type(self.plan.study.pruner).__name__} at step {step}: {name} {metrics[name]:.4f}"
+            write_json(run_dir / "pruned.json", {"step": step, "metric": name, "value": metrics[name], "reason": reason})
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
 
 
 def _free_gpu_memory() -> None:

@@ -18,19 +18,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .components import Modality
-from .config import TrainConfig
+from .components import LoopCallback, Modality
+from .config import OptimConfig, TrainConfig
 from .data import AugmentedSplit, Collate
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .metrics import retrieval_metrics
 from .model import MultimodalModel
+from .optim import param_groups
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
-# Called after each evaluation with (step, validation metrics, run directory); may raise to stop
-# the run (a search trial's pruner does: optuna.TrialPruned).
-EvalFn = Callable[[int, dict[str, float], Path], None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -170,10 +168,11 @@ class Trainer:
         metric: str,
         retrieval: bool,
         num_workers: int = 0,
-        on_eval: EvalFn | None = None,
+        optim: OptimConfig | None = None,
+        callbacks: Sequence[LoopCallback] = (),
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
-        each checkpoint, is set by the caller (see mmreg.resume). ``on_eval`` sees every evaluation."""
+        each checkpoint, is set by the caller (see mmreg.resume)."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
@@ -181,7 +180,6 @@ class Trainer:
         AcceleratorState._reset_state(reset_partial_state=False)
         self.cfg, self.run_dir, self.metric, self.retrieval = cfg, run_dir, metric, retrieval
         self.trajectory: dict[str, Any] = {}
-        self.on_eval = on_eval
         device = pick_device(cfg.device)
         mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
         self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
@@ -197,6 +195,8 @@ class Trainer:
             collate_fn=collate,
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
+            # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
+            generator=torch.Generator().manual_seed(seed),
         )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
@@ -208,7 +208,7 @@ class Trainer:
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader = val_loader
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg, optim or OptimConfig()), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, self.total, warmup, cfg.schedule)
@@ -218,6 +218,9 @@ class Trainer:
             prepared = torch.compile(prepared)  # type: ignore[assignment]
         self.model, self.optimizer = self.accelerator.prepare(prepared, optimizer)
         self.loop = LoopState()
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            callback.on_train_start(self.total, self.steps_per_epoch)
 
     # -- files (main process only) ---------------------------------------------
 
@@ -306,8 +309,8 @@ class Trainer:
                 save_best(self.run_dir / "checkpoints", self.bare_model, record)
         else:
             self.loop.evals_since_best += 1
-        if self.on_eval is not None:
-            self.on_eval(self.loop.step, metrics, self.run_dir)
+        for callback in self.callbacks:
+            callback.on_eval(self.loop.step, metrics, self.run_dir)
         patience = self.cfg.early_stopping_patience
         return patience is not None and self.loop.evals_since_best >= patience
 
@@ -335,6 +338,9 @@ class Trainer:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
                 batch = to_device(next(batches), self.device)
+                if micro % accum == 0:  # the first micro-batch of an optimizer step
+                    for callback in self.callbacks:
+                        callback.on_step_start(loop.step)
                 sync = (micro + 1) % accum == 0
                 no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
                 with no_sync:
