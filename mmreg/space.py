@@ -67,7 +67,8 @@ class Dimension:
             return self.choices[labels.index(trial.suggest_categorical(self.key, labels))]
         if self.is_int:
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)  # type: ignore[arg-type]
+        value = trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)  # type: ignore[arg-type]
+        return round(value, 12) if self.step else value  # 0.1 + 2 * 0.1 is written 0.3, not 0.30000000000000004
 
     def grid(self) -> list[Any]:
         """The values of a grid search: every choice, or every step of a stepped range."""
@@ -77,7 +78,7 @@ class Dimension:
             raise ConfigError(f"search '{self.key}': a grid search needs choices or a step; add step = ... or use --sampler tpe")
         step = self.step or 1
         count = int(round((self.high - self.low) / step)) + 1  # type: ignore[operator]
-        return [self.low + i * step for i in range(count)]  # type: ignore[operator]
+        return [round(self.low + i * step, 12) for i in range(count)]  # type: ignore[operator]
 
     @property
     def picks_component(self) -> bool:
@@ -110,11 +111,14 @@ def chosen(raw: Mapping[str, Any], key: str) -> list[str]:
 
 
 def owner(key: str) -> tuple[str, str | None, str] | None:
-    """(component key, loss/augment name or None, parameter) for a component's parameter, else None."""
+    """(component key, loss/augment name or None, parameter) for a component's parameter, else None.
+
+    A key may reach inside a parameter (``peft.vision.r``): the parameter is then ``vision``.
+    """
     parts = key.split(".")
-    if parts[0] in SINGLE and len(parts) == 2:
+    if parts[0] in SINGLE and len(parts) >= 2:
         return parts[0], None, parts[1]
-    if parts[0] in MULTI and len(parts) == 3:
+    if parts[0] in MULTI and len(parts) >= 3:
         return parts[0], parts[1], parts[2]
     return None
 
@@ -199,7 +203,8 @@ class Space:
             section, name, param = own
             registry = self.host.registry(find_kind(KIND_OF[section]))
             names = [name] if name else self._candidates(section)
-            hints = [search_hint(registry.get(n).params.model_fields[param]) for n in names if _has_param(self.host, section, n, param)]
+            nested = len(key.split(".")) > (3 if name else 2)
+            hints = [] if nested else [search_hint(registry.get(n).params.model_fields[param]) for n in names if _has_param(self.host, section, n, param)]
             hint = next((h for h in hints if h), None)
         if hint is None:
             raise ConfigError(f"search '{key}': no default range is declared for it; give one, e.g. {{low = ..., high = ...}} or {{choices = [...]}}")
