@@ -207,9 +207,12 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
 
         try:
             summary = run(exp, host=plan.host, progress=False, callbacks=[PruningReport(trial, plan)])
-        except TrainingInterrupted as exc:  # Ctrl-C: this trial is failed, the search stops
+        except TrainingInterrupted as exc:  # Ctrl-C during training: this trial is failed, the search stops
             trial.set_user_attr("fail_reason", "interrupted")
             raise KeyboardInterrupt from exc
+        except KeyboardInterrupt:  # Ctrl-C while the run was being built
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
         except optuna.TrialPruned:
             raise
         except MmregError as exc:
@@ -263,15 +266,11 @@ def _free_gpu_memory() -> None:
 
 def optimize(plan: Plan, trials: int, timeout: float | None = None, on_trial: TrialFn | None = None) -> bool:
     """Run ``trials`` trials (fewer if ``timeout`` seconds pass) in this process; False if interrupted."""
-    import optuna
-
     callbacks = [lambda study, frozen: on_trial(trial_row(frozen))] if on_trial else []
     try:
         plan.study.optimize(objective(plan), n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=callbacks)
     except KeyboardInterrupt:
         return False
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
     return True
 
 
@@ -366,7 +365,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     retried = trial.system_attrs.get("failed_trial")
     reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
     if reason is None and trial.state.name == "FAIL":
-        reason = "its worker stopped sending heartbeats" if trial.system_attrs.get("fail_reason") is None else trial.system_attrs["fail_reason"]
+        reason = "no reason recorded: its worker was killed (no heartbeat) or lost"
     return {
         "number": trial.number,
         "state": trial.state.name.lower(),
