@@ -287,35 +287,23 @@ def search(
     trials: int = 20,
     timeout: float | None = None,
     jobs: int = 1,
-    study: str | None = None,
-    storage: str | None = None,
-    sampler: str = "tpe",
-    pruner: str = "median",
-    metric: str | None = None,
-    direction: str = "maximize",
-    runs_dir: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    heartbeat: int = 10,
-    plugins: Sequence[str] = (),
-    host: PluginHost | None = None,
     on_trial: TrialFn | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Search the experiment's ``[search]`` space with ``trials`` more trials; return the study summary.
 
-    Rerunning with the same study and storage continues it. ``jobs`` worker
-    processes share the trials (each on its own GPU when several are visible);
-    ``on_trial`` sees each finished trial's row. Writes, in the study directory
-    (``RUNS_DIR/STUDY``): ``best.toml`` (runnable with `mmreg run`), PNGs of the
-    optimisation history, parameter importances and intermediate values, and
-    ``summary.json``. Raises ConfigError for a bad space or setting before any trial.
+    ``settings`` are ``plan_search``'s keywords (study, storage, sampler, pruner,
+    metric, direction, runs_dir, overrides, heartbeat, host, plugins). Rerunning
+    with the same study and storage continues it. ``jobs`` worker processes share
+    the trials (each on its own GPU when several are visible); ``on_trial`` sees
+    each finished trial's row. Writes, in the study directory (``RUNS_DIR/STUDY``):
+    ``best.toml`` (runnable with `mmreg run`), PNGs of the optimisation history,
+    parameter importances and intermediate values, and ``summary.json``. Raises
+    ConfigError for a bad space or setting before any trial.
     """
     if trials < 1 or jobs < 1:
-        raise ConfigError("--trials and --jobs must be at least 1")
-    plan = plan_search(
-        experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
-        runs_dir=runs_dir, overrides=overrides, heartbeat=heartbeat, host=host, plugins=plugins,
-    )  # fmt: skip
-    return execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=on_trial)
+        raise ConfigError("trials and jobs must be at least 1")
+    return execute(plan_search(experiment, **settings), trials, timeout=timeout, jobs=jobs, on_trial=on_trial)
 
 
 def execute(plan: Plan, trials: int, *, timeout: float | None = None, jobs: int = 1, on_trial: TrialFn | None = None) -> dict[str, Any]:

@@ -20,20 +20,20 @@ def _cell(value: Any) -> str:
 
 
 def search_command(
-    experiment: Annotated[Path, typer.Argument(help="Experiment file with a [search] table.", show_default=False)],
+    experiment: Annotated[Path, typer.Argument(help="Experiment file with a \\[search] table.", show_default=False)],
     trials: Annotated[int, typer.Option(min=1, help="Trials to add to the study.")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.", show_default=False)] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one GPU each when several).")] = 1,
     storage: Annotated[
         str | None,
-        typer.Option(help="Optuna RDB URL (e.g. postgresql://...) shared by workers on many machines, or a journal file path [default: RUNS_DIR/STUDY/study.journal].", show_default=False),
+        typer.Option(help="Optuna RDB URL (e.g. postgresql://...) shared by workers on many machines, or a journal file path \\[default: RUNS_DIR/STUDY/study.journal].", show_default=False),
     ] = None,
-    study: Annotated[str | None, typer.Option(help="Study name [default: the experiment file's name].", show_default=False)] = None,
+    study: Annotated[str | None, typer.Option(help="Study name \\[default: the experiment file's name].", show_default=False)] = None,
     sampler: Annotated[str, typer.Option(help="tpe, random, grid or cmaes.")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median, hyperband, successive-halving or none.")] = "median",
-    metric: Annotated[str | None, typer.Option(help="Validation metric to optimise [default: the run's].", show_default=False)] = None,
+    metric: Annotated[str | None, typer.Option(help="Validation metric to optimise \\[default: the run's].", show_default=False)] = None,
     direction: Annotated[str, typer.Option(help="maximize or minimize.")] = "maximize",
-    runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes [default: the file's runs_dir].", show_default=False)] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes \\[default: the file's runs_dir].", show_default=False)] = None,
     heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats on an RDB storage; a trial silent for twice this is failed and retried.")] = 10,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
