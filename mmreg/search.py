@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -436,5 +437,15 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
             plt.close("all")
     return made
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes it the attribute ``mmreg.search``; calling it is ``search(...)``,
+    so ``mmreg.search(path, trials=...)`` works before and after that import."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "search", "summarize", "trial_row"]

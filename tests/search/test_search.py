@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 PLUGIN = str(Path(__file__).with_name("search_plugin.py"))
 
 # A whole trial in a few seconds on a CPU: tiny CLIP, 3 steps, 32 training samples.
@@ -98,8 +96,12 @@ def test_pruning_stops_clearly_bad_trials_early(tmp_path):
     assert summary["best"]["params"]["fusion"] == "none"
 
 
-@pytest.mark.parametrize("jobs", [2])
-def test_jobs_share_the_trials_of_one_study(tmp_path, jobs):
-    summary = search(tmp_path, '"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n', "--trials", "2", "--jobs", str(jobs), "--pruner", "none")
+def test_python_api_with_two_worker_processes_sharing_the_trials(tmp_path):
+    import mmreg
+
+    (tmp_path / "s.toml").write_text(TINY + '\n[search]\n"train.lr" = {low = 1e-4, high = 1e-2, log = true}\n')
+    seen = []
+    summary = mmreg.search(tmp_path / "s.toml", trials=2, jobs=2, pruner="none", runs_dir=tmp_path / "runs", on_trial=seen.append)
     assert summary["trials"] == 2 and summary["states"] == {"complete": 2}
-    assert len({r["run_dir"] for r in summary["rows"]}) == 2
+    assert sorted(r["number"] for r in seen) == [0, 1]  # reported live from the workers' storage
+    assert len({r["run_dir"] for r in summary["rows"]}) == 2 and Path(summary["best"]["experiment"]).is_file()
