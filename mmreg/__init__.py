@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "search":
+        from .search import search
+
+        return search
     if name == "inspect_data":
         from .inspection import inspect_data
 
@@ -50,5 +54,6 @@ __all__ = [
     "open_image",
     "resolve",
     "run",
+    "search",
     "to_rgb",
 ]

@@ -15,7 +15,7 @@ from .plugins import PluginHost, load_plugins
 from .tasks import Task, check_task, choose_task, make_head
 
 if TYPE_CHECKING:
-    from .components import Augmenter, Dataset, PeftStrategy, Sample
+    from .components import Augmenter, Dataset, LoopCallback, PeftStrategy, Sample
     from .model import MultimodalModel
 
 
@@ -185,12 +185,15 @@ def run(
     host: PluginHost | None = None,
     progress: bool = True,
     resume: str | Path | None = None,
+    callbacks: Sequence[LoopCallback] = (),
 ) -> dict[str, Any]:
     """Train and evaluate one experiment; return its summary (also written to summary.json).
 
     ``resume`` continues the run in that directory from its last checkpoint, with
     the experiment it saved; nothing else in the directory is replaced until the
-    run moves past that checkpoint.
+    run moves past that checkpoint. ``callbacks`` (mmreg.components.LoopCallback)
+    see the loop, every evaluation included (`mmreg search` reports to its pruner
+    there); what one raises ends the run.
     """
     from .adapters import parameter_counts, save_adapters
     from .config import load_experiment
@@ -241,7 +244,7 @@ def run(
             retrieval="scores" in model.needs,
             num_workers=exp.data.num_workers,
             optim=exp.optim,
-            callbacks=[p.strategy],
+            callbacks=[p.strategy, *callbacks],
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         if resume is None:

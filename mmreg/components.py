@@ -277,6 +277,10 @@ class LoopCallback:
     def on_step_start(self, step: int) -> None:
         """Called before each optimizer step."""
 
+    def on_eval(self, step: int, metrics: dict[str, float], run_dir: Path) -> None:
+        """Called after each evaluation with the validation metrics (what ``mmreg.metrics`` computes)
+        and the run directory; raising stops the run (a search trial's pruner raises optuna.TrialPruned)."""
+
 
 class PeftStrategy(LoopCallback):
     """Decides which encoder weights train (all, adapters only, a tower frozen for a while).

@@ -21,7 +21,9 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     batch_size: int = Field(32, ge=2, description="samples per step; contrastive losses need at least 2")
     eval_batch_size: int = Field(128, ge=1, description="samples per batch when encoding the validation split")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    lr: float = Field(
+        1e-3, gt=0, description="AdamW learning rate", json_schema_extra={"search": {"low": 1e-5, "high": 1e-2, "log": True}}
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
@@ -309,8 +311,12 @@ def load_experiment(
     flags: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
 ) -> Experiment:
-    """Build the experiment from a file, then flags, then --set overrides."""
+    """Build the experiment from a file, then flags, then --set overrides.
+
+    A file's ``[search]`` table is `mmreg search`'s; a run uses the experiment around it.
+    """
     raw = read_file(path) if path is not None else {}
+    raw.pop("search", None)
     raw = apply_flags(raw, flags or {})
     raw = apply_overrides(raw, overrides)
     return validate(raw)

@@ -24,9 +24,13 @@ class AttentionBlockParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    heads: int = Field(4, ge=1, description="attention heads (must divide the shared dim)")
-    layers: int = Field(1, ge=1, description="attention blocks")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in attention and feed-forward")
+    heads: int = Field(
+        4, ge=1, description="attention heads (must divide the shared dim)", json_schema_extra={"search": {"choices": [1, 2, 4, 8]}}
+    )
+    layers: int = Field(1, ge=1, description="attention blocks", json_schema_extra={"search": {"low": 1, "high": 3}})
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout in attention and feed-forward", json_schema_extra={"search": {"low": 0.0, "high": 0.3}}
+    )
     ffn_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of the dim")
 
 

@@ -68,6 +68,7 @@ class Entry:
                     "default": default,
                     "required": field.is_required(),
                     "help": field.description or "",
+                    "search": search_hint(field),
                 }
             )
         return out
@@ -92,6 +93,13 @@ class Entry:
                 f"{self.kind.label} '{self.name}' parameter '{where}': {err['msg'].lower()}"
                 f" (got {err.get('input')!r})"
             ) from exc
+
+
+def search_hint(field: pydantic.fields.FieldInfo) -> dict[str, Any] | None:
+    """The default search range a schema declares for a field (``json_schema_extra={"search": {...}}``):
+    ``{"low", "high", "log"?, "step"?}`` or ``{"choices": [...]}``; used by `mmreg search`."""
+    extra = field.json_schema_extra
+    return extra.get("search") if isinstance(extra, dict) else None  # type: ignore[return-value]
 
 
 def _type_name(annotation: Any) -> str:

@@ -309,6 +309,8 @@ class Trainer:
                 save_best(self.run_dir / "checkpoints", self.bare_model, record)
         else:
             self.loop.evals_since_best += 1
+        for callback in self.callbacks:
+            callback.on_eval(self.loop.step, metrics, self.run_dir)
         patience = self.cfg.early_stopping_patience
         return patience is not None and self.loop.evals_since_best >= patience
 

@@ -11,7 +11,7 @@ from mmreg.registry import KINDS, Registry, find_kind
 
 class P(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    width: int = Field(8, ge=1, description="the width")
+    width: int = Field(8, ge=1, description="the width", json_schema_extra={"search": {"low": 1, "high": 16}})
     name: str = "x"
 
 
@@ -70,7 +70,9 @@ def test_remove_plugin_rolls_back_its_entries(reg):
 
 def test_describe_params_gives_type_default_help(reg):
     described = reg.get("gated").describe_params()
-    assert described[0] == {"name": "width", "type": "int", "default": 8, "required": False, "help": "the width"}
+    assert described[0] == {
+        "name": "width", "type": "int", "default": 8, "required": False, "help": "the width", "search": {"low": 1, "high": 16},
+    }  # fmt: skip
 
 
 def test_params_must_be_a_pydantic_model_and_factory_callable(reg):

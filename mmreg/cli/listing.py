@@ -67,11 +67,22 @@ def show_command(
     if entry.help:
         console.print(entry.help)
     table = Table()
-    for col in ("parameter", "type", "default", "help"):
+    for col in ("parameter", "type", "default", "search range", "help"):
         table.add_column(col)
     for p in data["params"]:
-        table.add_row(p["name"], p["type"], "(required)" if p["required"] else repr(p["default"]), p["help"])
+        default = "(required)" if p["required"] else repr(p["default"])
+        table.add_row(p["name"], p["type"], default, _range_text(p["search"]), p["help"])
     console.print(table if data["params"] else "no parameters")
+
+
+def _range_text(hint: dict[str, Any] | None) -> str:
+    """A declared default search range as `mmreg show` prints it: 1e-05..0.01 (log), or one of [1, 2, 4]."""
+    if not hint:
+        return "-"
+    if "choices" in hint:
+        return f"one of {hint['choices']}"
+    text = f"{hint['low']:g}..{hint['high']:g}"
+    return text + "".join(f" ({k})" for k in ("log",) if hint.get(k)) + (f" step {hint['step']:g}" if hint.get("step") else "")
 
 
 @plugins_app.command("list")

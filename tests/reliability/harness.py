@@ -241,6 +241,21 @@ CASES = [
     Case("runs-show-summary-garbage", ["runs", "show", "done"], damage("summary.json", "garbage"), run=True),
     Case("runs-show-config-garbage", ["runs", "show", "done"], damage("config.toml", "garbage"), run=True),
     Case("runs-compare-one-broken", ["runs", "compare", "done", "done"], damage("summary.json", "truncate"), run=True),
+    # search spaces refused before any trial (and before the study directory exists)
+    Case("search-no-table", ["search", "s.toml"], write("s.toml", "seed = 1\n")),
+    Case("search-unknown-setting", ["search", "s.toml"], write("s.toml", '[search]\n"train.lrr" = {low = 1e-4, high = 1e-2}\n')),
+    Case("search-unknown-param", ["search", "s.toml"], write("s.toml", '[search]\nfusion = ["gated", "cross-attention"]\n"fusion.headz" = [2, 4]\n')),
+    Case("search-unknown-fusion", ["search", "s.toml"], write("s.toml", '[search]\nfusion = ["none", "gatde"]\n')),
+    Case("search-range-below-constraint", ["search", "s.toml"], write("s.toml", '[search]\n"fusion.heads" = {low = 0, high = 4}\n')),
+    Case("search-lr-not-positive", ["search", "s.toml"], write("s.toml", '[search]\n"train.lr" = {low = -1.0, high = 1.0}\n')),
+    Case("search-log-from-zero", ["search", "s.toml"], write("s.toml", '[search]\n"train.lr" = {low = 0.0, high = 1.0, log = true}\n')),
+    Case("search-low-above-high", ["search", "s.toml"], write("s.toml", '[search]\n"train.lr" = {low = 1e-2, high = 1e-4}\n')),
+    Case("search-range-typo", ["search", "s.toml"], write("s.toml", '[search]\n"train.lr" = {lo = 1e-4, high = 1e-2}\n')),
+    Case("search-no-declared-range", ["search", "s.toml"], write("s.toml", '[search]\n"train.weight_decay" = {}\n')),
+    Case("search-grid-without-step", ["search", "s.toml", "--sampler", "grid"], write("s.toml", '[search]\n"train.lr" = {low = 1e-4, high = 1e-2}\n')),
+    Case("search-unknown-sampler", ["search", "s.toml", "--sampler", "bayes"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    Case("search-param-of-unchosen-loss", ["search", "s.toml"], write("s.toml", '[search]\n"loss.ce.weight" = {low = 0.1, high = 1.0}\n')),
+    Case("search-bad-storage", ["search", "s.toml", "--storage", "postgresql://nobody@127.0.0.1:1/none"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
 ]
 
 

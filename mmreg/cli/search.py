@@ -1,0 +1,82 @@
+"""`mmreg search`: Optuna over the experiment file's [search] table; a live table of trials, then the best."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .run import JsonOpt, SetOpt
+from .state import state
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def search_command(
+    experiment: Annotated[Path, typer.Argument(help="Experiment file with a \\[search] table.", show_default=False)],
+    trials: Annotated[int, typer.Option(min=1, help="Trials to add to the study.")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (one GPU each when several).")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna RDB URL (e.g. postgresql://...) shared by workers on many machines, or a journal file path \\[default: RUNS_DIR/STUDY/study.journal].", show_default=False),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name \\[default: the experiment file's name].", show_default=False)] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, random, grid or cmaes.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median, hyperband, successive-halving or none.")] = "median",
+    metric: Annotated[str | None, typer.Option(help="Validation metric to optimise \\[default: the run's].", show_default=False)] = None,
+    direction: Annotated[str, typer.Option(help="maximize or minimize.")] = "maximize",
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes \\[default: the file's runs_dir].", show_default=False)] = None,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats on an RDB storage; a trial silent for twice this is failed and retried.")] = 10,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search plugins and their parameters with Optuna; every trial is a full run, poor ones pruned."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from ..search import execute, plan_search
+
+    console = Console(stderr=as_json)
+    table = Table(title=f"trials of {study or experiment.stem}", title_justify="left")
+    for col in ("#", "state", "value", "steps", "params", "reason"):
+        table.add_column(col, overflow="fold")
+
+    def add(row: dict[str, Any]) -> None:
+        params = ", ".join(f"{k}={_cell(v)}" for k, v in row["params"].items())
+        table.add_row(str(row["number"]), row["state"], _cell(row["value"]), _cell(row["steps"]), params, row["reason"] or "")
+
+    plan = plan_search(
+        experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
+        runs_dir=runs_dir, overrides=set_ or [], heartbeat=heartbeat, host=state.host(), plugins=state.extra_plugins,
+    )  # fmt: skip: every refusal comes before the table shows
+    with Live(table, console=console, refresh_per_second=2, transient=as_json):
+        summary = execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=add)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        _print_best(console, summary)
+    if summary["interrupted"]:
+        sys.exit(130)
+
+
+def _print_best(console: Any, summary: dict[str, Any]) -> None:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(summary["states"].items()))
+    console.print(f"study {summary['study']}: {summary['trials']} trials ({states}) in {summary['storage']}")
+    best = summary["best"]
+    if best is None:
+        console.print("no trial completed yet")
+        return
+    console.print(f"best: trial {best['number']}, value [bold]{best['value']:.4f}[/bold]")
+    for key, value in best["params"].items():
+        console.print(f"  {key} = {value!r}")
+    console.print(f"rerun it with: mmreg run {best['experiment']}")
+    console.print(f"study directory: {summary['study_dir']}")

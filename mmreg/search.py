@@ -1,0 +1,451 @@
+"""`mmreg search`: Optuna over an experiment file's ``[search]`` space; every trial is a full `mmreg.run`.
+
+The pruner reads the validation metric at each evaluation (``mmreg.run(on_eval=...)``);
+the study lives in Optuna's own storages: a journal file in the runs directory by
+default (safe for several processes on one machine), or any RDB URL (PostgreSQL)
+shared by workers on many machines, with heartbeats so a killed worker's trial is
+failed and retried (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import multiprocessing
+import os
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .components import LoopCallback
+from .config import apply_overrides, read_file, to_file_layout, validate, write_file
+from .errors import ConfigError, MmregError, TrainingInterrupted, did_you_mean
+from .space import Space
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .plugins import PluginHost
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+DIRECTIONS = ("maximize", "minimize")
+JOURNAL = "study.journal"
+TrialFn = Callable[[dict[str, Any]], None]
+
+
+def _pick(what: str, value: str, known: Sequence[str]) -> str:
+    if value not in known:
+        raise ConfigError(f"unknown {what} '{value}'{did_you_mean(value, known)} (known: {', '.join(known)})")
+    return value
+
+
+@dataclass
+class Plan:
+    """Everything one search worker needs: the space, the study and where trials write."""
+
+    space: Space
+    study: optuna.Study
+    study_dir: Path
+    metric: str | None
+    storage: str
+    experiment: str
+    settings: dict[str, Any]  # plan_search's keywords, for --jobs workers to plan the same search
+
+    @property
+    def host(self) -> PluginHost:
+        return self.space.host
+
+
+def open_storage(url: str | None, study_dir: Path, heartbeat: int) -> tuple[Any, str]:
+    """Optuna storage and its printable address: ``url`` if it has a scheme (an RDB, with heartbeats
+    every ``heartbeat`` seconds and stale trials retried), else a journal file (default: in ``study_dir``).
+
+    Raises ConfigError when the database cannot be reached.
+    """
+    import optuna
+
+    if url is None or "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url) if url else study_dir / JOURNAL
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path))), str(path)
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    engine_kwargs={"pool_pre_ping": True},
+                )
+            break
+        except ImportError as exc:
+            raise ConfigError(f"storage {url} needs its database driver; for PostgreSQL: pip install sqlalchemy 'psycopg[binary]'") from exc
+        except Exception as exc:  # sqlalchemy's: a refused connection, a bad URL, or workers creating the tables at once
+            if attempt < 2:
+                time.sleep(1.0 + attempt)  # a worker that lost the race to create Optuna's tables finds them made
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"storage {url} cannot be opened: {first}; check the URL and that the server runs") from exc
+    return storage, url
+
+
+def make_sampler(name: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's TPE (default), random, grid (every choice or step) or CMA-ES (numbers; choices drawn at random)."""
+    import optuna
+
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """Median (after 2 finished trials; Optuna's default waits for 5), Hyperband, successive halving, or none."""
+    import optuna
+
+    return {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
+        "successive-halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+        "none": optuna.pruners.NopPruner,
+    }[name]()
+
+
+def plan_search(
+    experiment: str | Path,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    metric: str | None = None,
+    direction: str = "maximize",
+    runs_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    heartbeat: int = 10,
+    host: PluginHost | None = None,
+    plugins: Sequence[str] = (),
+) -> Plan:
+    """Read and check the experiment and its space, then open (or create) the study; no trial runs.
+
+    Raises ConfigError (and the other typed errors of mmreg.errors) for any bad input.
+    """
+    import optuna
+
+    from .api import resolve
+    from .plugins import load_plugins
+    from .runs import check_runs_dir
+
+    _pick("sampler", sampler, SAMPLERS)
+    _pick("pruner", pruner, PRUNERS)
+    _pick("direction", direction, DIRECTIONS)
+    host = host or load_plugins(plugins)
+    raw = read_file(experiment)
+    table = raw.pop("search", None)
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"'search' in {experiment} must be a table of dimensions")
+    raw = apply_overrides(raw, overrides)
+    if runs_dir is not None:
+        raw["runs_dir"] = str(runs_dir)
+    base = resolve(validate(raw), host)
+    space = Space(table or {}, raw, host)
+    check_runs_dir(base.runs_dir)
+    make_sampler(sampler, space, seed=base.seed)  # a grid without steps fails here, before any file exists
+    name = study or Path(experiment).stem
+    study_dir = (Path(base.runs_dir) / name).absolute()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by mmreg, reasons included
+    store, address = open_storage(storage, study_dir, heartbeat)
+    opened = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True)
+    if opened.direction.name.lower() != direction:
+        raise ConfigError(f"study '{name}' in {address} was made to {opened.direction.name.lower()}; drop --direction or use another --study")
+    opened.sampler = make_sampler(sampler, space, seed=base.seed + len(opened.trials))  # a rerun draws anew
+    opened.pruner = make_pruner(pruner)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "study": study, "storage": storage, "sampler": sampler, "pruner": pruner, "metric": metric,
+        "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
+        "plugins": list(plugins),
+    }  # fmt: skip
+    return Plan(space, opened, study_dir, metric, address, str(experiment), settings)
+
+
+def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
+    """One trial: draw, refuse an impossible combination (pruned, with the reason), run, report each evaluation."""
+    import optuna
+
+    from .api import check_components, resolve, run
+
+    def trial_fn(trial: optuna.Trial) -> float:
+        raw = plan.space.draw(trial)
+        raw["runs_dir"], raw["name"] = str(plan.study_dir / "trials"), f"trial-{trial.number:04d}"
+        if plan.metric:
+            raw.setdefault("train", {})["metric"] = plan.metric
+        try:
+            exp = resolve(validate(raw), plan.host)
+            check_components(exp, plan.host)
+        except MmregError as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from exc
+        trial.set_user_attr("experiment", to_file_layout(exp))
+        trial.set_user_attr("run_dir", str(plan.study_dir / "trials" / raw["name"]))
+
+        try:
+            summary = run(exp, host=plan.host, progress=False, callbacks=[PruningReport(trial, plan)])
+        except TrainingInterrupted as exc:  # Ctrl-C during training: this trial is failed, the search stops
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise KeyboardInterrupt from exc
+        except KeyboardInterrupt:  # Ctrl-C while the run was being built
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+        except optuna.TrialPruned:
+            raise
+        except MmregError as exc:
+            if exc.exit_code != 2:  # diverged: the trial failed
+                trial.set_user_attr("fail_reason", str(exc))
+                raise
+            trial.set_user_attr("pruned_reason", str(exc))  # bad input found while building: this draw cannot run
+            raise optuna.TrialPruned(str(exc)) from exc
+        except Exception as exc:  # a raising plugin, out of memory: failures are data
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _free_gpu_memory()
+        trial.set_user_attr("run_dir", summary["run_dir"])
+        value = summary["metrics"][summary["best"]["metric"]]
+        if not math.isfinite(value):
+            trial.set_user_attr("fail_reason", f"{summary['best']['metric']} is {value}")
+        return value
+
+    return trial_fn
+
+
+class PruningReport(LoopCallback):
+    """Reports the validation metric at each evaluation to the trial; stops the run when the pruner says so,
+    leaving ``pruned.json`` (step, metric, value, reason) in its run directory."""
+
+    def __init__(self, trial: optuna.Trial, plan: Plan) -> None:
+        self.trial, self.plan = trial, plan
+
+    def on_eval(self, step: int, metrics: dict[str, float], run_dir: Path) -> None:
+        import optuna
+
+        from .runs import write_json
+
+        trial, name = self.trial, self.plan.metric or ("accuracy" if "accuracy" in metrics else "recall@1")
+        if trial.user_attrs.get("run_dir") != str(run_dir):
+            trial.set_user_attr("run_dir", str(run_dir))
+        trial.report(metrics[name], step)
+        if trial.should_prune():
+            reason = f"pruned by the {type(self.plan.study.pruner).__name__} at step {step}: {name} {metrics[name]:.4f}"
+            write_json(run_dir / "pruned.json", {"step": step, "metric": name, "value": metrics[name], "reason": reason})
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+
+def _free_gpu_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def optimize(plan: Plan, trials: int, timeout: float | None = None, on_trial: TrialFn | None = None) -> bool:
+    """Run ``trials`` trials (fewer if ``timeout`` seconds pass) in this process; False if interrupted."""
+    callbacks = [lambda study, frozen: on_trial(trial_row(frozen))] if on_trial else []
+    try:
+        plan.study.optimize(objective(plan), n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=callbacks)
+    except KeyboardInterrupt:
+        return False
+    return True
+
+
+def _worker(experiment: str, settings: dict[str, Any], trials: int, timeout: float | None, device: str | None) -> None:
+    """One `--jobs` worker process: its own GPU when there are several, its share of the trials."""
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    optimize(plan_search(experiment, **settings), trials, timeout)
+
+
+def search(
+    experiment: str | Path,
+    *,
+    trials: int = 20,
+    timeout: float | None = None,
+    jobs: int = 1,
+    on_trial: TrialFn | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Search the experiment's ``[search]`` space with ``trials`` more trials; return the study summary.
+
+    ``settings`` are ``plan_search``'s keywords (study, storage, sampler, pruner,
+    metric, direction, runs_dir, overrides, heartbeat, host, plugins). Rerunning
+    with the same study and storage continues it. ``jobs`` worker processes share
+    the trials (each on its own GPU when several are visible); ``on_trial`` sees
+    each finished trial's row. Writes, in the study directory (``RUNS_DIR/STUDY``):
+    ``best.toml`` (runnable with `mmreg run`), PNGs of the optimisation history,
+    parameter importances and intermediate values, and ``summary.json``. Raises
+    ConfigError for a bad space or setting before any trial.
+    """
+    if trials < 1 or jobs < 1:
+        raise ConfigError("trials and jobs must be at least 1")
+    return execute(plan_search(experiment, **settings), trials, timeout=timeout, jobs=jobs, on_trial=on_trial)
+
+
+def execute(plan: Plan, trials: int, *, timeout: float | None = None, jobs: int = 1, on_trial: TrialFn | None = None) -> dict[str, Any]:
+    """Run a planned search (see ``search``) and summarise the study."""
+    finished = optimize(plan, trials, timeout, on_trial) if jobs == 1 else _run_workers(plan, trials, timeout, jobs, on_trial)
+    return summarize(plan, interrupted=not finished)
+
+
+def _run_workers(plan: Plan, trials: int, timeout: float | None, jobs: int, on_trial: TrialFn | None) -> bool:
+    """Start ``jobs`` processes on the study, report trials as they finish; False if interrupted."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    shares = [trials // jobs + (i < trials % jobs) for i in range(jobs)]
+    workers = [
+        context.Process(target=_worker, args=(plan.experiment, plan.settings, n, timeout, str(i % gpus) if gpus > 1 else None))
+        for i, n in enumerate(shares)
+        if n
+    ]
+    for w in workers:
+        w.start()
+    seen = {t.number for t in plan.study.get_trials(deepcopy=False) if t.state.is_finished()}
+    try:
+        while any(w.is_alive() for w in workers):
+            time.sleep(1.0)
+            seen |= _report_new(plan, seen, on_trial)
+    except KeyboardInterrupt:  # the workers got the same SIGINT and stop their trials cleanly
+        for w in workers:
+            w.join(timeout=60)
+        return False
+    _report_new(plan, seen, on_trial)
+    return True
+
+
+def _report_new(plan: Plan, seen: set[int], on_trial: TrialFn | None) -> set[int]:
+    new = [t for t in plan.study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in seen]
+    for t in new:
+        if on_trial:
+            on_trial(trial_row(t))
+    return {t.number for t in new}
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One trial as plain data: number, state, value, params, run directory and the reason it did not complete."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
+    retried = trial.system_attrs.get("failed_trial")
+    reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
+    if reason is None and trial.state.name == "FAIL":
+        reason = "no reason recorded: its worker was killed (no heartbeat) or lost"
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "value": trial.value if trial.values else None,
+        "params": trial.params,
+        "steps": max(trial.intermediate_values) if trial.intermediate_values else None,
+        "seconds": seconds,
+        "run_dir": trial.user_attrs.get("run_dir"),
+        "reason": reason,
+        "retry_of": retried,
+    }
+
+
+def summarize(plan: Plan, *, interrupted: bool = False) -> dict[str, Any]:
+    """The study as plain data; writes best.toml, the PNGs and summary.json into the study directory."""
+    from .runs import write_json
+
+    study, study_dir = plan.study, plan.study_dir
+    trials = study.get_trials(deepcopy=False)
+    rows = [trial_row(t) for t in trials]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "storage": plan.storage,
+        "study_dir": str(study_dir),
+        "direction": study.direction.name.lower(),
+        "trials": len(rows),
+        "states": counts,
+        "interrupted": interrupted,
+        "best": None,
+        "rows": rows,
+    }
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if complete:
+        best = study.best_trial
+        exp = validate(copy.deepcopy(best.user_attrs["experiment"]))
+        exp = exp.model_copy(update={"name": "best", "runs_dir": str(study_dir)})
+        write_file(exp, study_dir / "best.toml")
+        summary["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs.get("run_dir"),
+            "experiment": str(study_dir / "best.toml"),
+        }
+    summary["plots"] = write_plots(study, study_dir)
+    write_json(study_dir / "summary.json", summary)
+    return summary
+
+
+def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
+    """Optuna's matplotlib figures as PNG: history, importances, intermediate values; each that cannot
+    be drawn yet (too few finished trials) is named with the reason instead of a path."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # files only; never switch the backend of a session that already plots
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ov
+
+    made: dict[str, str] = {}
+    for name, draw in (
+        ("history", ov.plot_optimization_history),
+        ("importances", ov.plot_param_importances),
+        ("intermediate", ov.plot_intermediate_values),
+    ):
+        path = out / f"{name}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = draw(study)
+            figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            figure.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            made[name] = str(path)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances need 2 complete trials
+            made[name] = f"not drawn: {exc}"
+            plt.close("all")
+    return made
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes it the attribute ``mmreg.search``; calling it is ``search(...)``,
+    so ``mmreg.search(path, trials=...)`` works before and after that import."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "search", "summarize", "trial_row"]
