@@ -6,7 +6,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 start_postgres() {
     if [ -n "${MMREG_TEST_POSTGRES_URL:-}" ]; then return 0; fi
-    if [ -z "$(pg_bin)" ] && [ "$(id -u)" = 0 ] && apt-cache policy postgresql 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    if [ -z "$(pg_bin)" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then  # lists first: a new machine may have none
         (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql) </dev/null >/tmp/mmreg-apt-postgres.log 2>&1 \
             || echo "ci: installing postgresql failed (see /tmp/mmreg-apt-postgres.log)"
     fi
