@@ -82,14 +82,16 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
 
 def run_hand(base, batches, exp, args, device: torch.device) -> tuple[float, list[float]]:
     """The same step written by hand: forward, backward, clip, AdamW, LambdaLR, zero_grad
-    (mmreg's lr_factor is only the schedule's formula, so both sides decay alike)."""
+    (mmreg's lr_factor is only the schedule's formula, so both sides decay alike; mmreg's
+    parameter groups, so both sides step the same AdamW groups)."""
+    from mmreg.optim import param_groups
     from mmreg.train import lr_factor
 
     cfg = exp.train
     model = copy.deepcopy(base).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg, exp.optim), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = args.steps
     warmup = int(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))

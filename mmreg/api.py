@@ -15,7 +15,7 @@ from .plugins import PluginHost, load_plugins
 from .tasks import check_task, choose_task, task_class
 
 if TYPE_CHECKING:
-    from .components import Augmenter, Dataset, Sample, Task
+    from .components import Augmenter, Dataset, PeftStrategy, Sample, Task
     from .model import MultimodalModel
 
 
@@ -104,6 +104,7 @@ class Prepared:
     model: MultimodalModel
     skipped: dict[str, list[str]]  # per split, the unusable samples left out (data.skip_bad), as "where: problem"
     text_fit: dict[str, dict[str, Any] | None]  # per split, texts truncated by the tokenizer (mmreg.textfit.measure)
+    strategy: PeftStrategy  # applied to model.encoder; a loop callback during training
 
     @property
     def classes(self) -> list[str]:
@@ -141,14 +142,16 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     text_fit = {split: textfit.measure(encoder, dataset.texts(split, task.text), task.text) for split in ("train", "val")}
     if strict:
         textfit.check(text_fit, exp.data.max_merged_by_truncation, encoder)
-    encoder = host.registry("peft").build(exp.peft.name, exp.peft.params).apply(encoder)
+    strategies = host.registry("peft")
+    strategy = strategies.build(exp.peft.name, exp.peft.params, strategies=strategies)
     fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
     losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
     head = task.build_head(fusion.out_dim, dataset, encoder)
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
+    strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task_name, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit)
+    return Prepared(exp, task_name, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy)
 
 
 def collate_for(prepared: Prepared) -> Any:
@@ -194,6 +197,7 @@ def run(
     the experiment it saved; nothing else in the directory is replaced until the
     run moves past that checkpoint.
     """
+    from .adapters import parameter_counts, save_adapters
     from .config import load_experiment
     from .data import AugmentedSplit, make_loader
     from .determinism import deterministic_kernels
@@ -239,6 +243,8 @@ def run(
             run_dir=None,
             metric=metric,
             num_workers=exp.data.num_workers,
+            optim=exp.optim,
+            callbacks=[p.strategy],
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         if resume is None:
@@ -287,14 +293,14 @@ def run(
             "device": str(trainer.device),
             "precision": used_precision(trainer.accelerator),
             "processes": trainer.accelerator.num_processes,
-            "parameters": sum(t.numel() for t in model.parameters()),
-            "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),
+            **parameter_counts(model, model.encoder),
         }
     )
     if trainer.main:
         from .plot import plot_curves
 
         save_weights(trainer.bare_model, run_dir / "model.safetensors")
+        save_adapters(model.encoder, run_dir / "adapters")
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)
     return summary

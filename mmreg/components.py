@@ -65,11 +65,45 @@ class Modality:
         return Modality(pooled, torch.cat(tokens), torch.cat(masks))
 
 
+@dataclass(frozen=True)
+class Tower:
+    """Where one modality's tower sits in an encoder, for PEFT strategies and per-tower learning rates.
+
+    ``path`` is the dotted attribute path from the encoder to the tower module
+    (``"model.vision_model"``); ``targets`` are the names of the sub-modules a
+    LoRA-style method adapts by default (``("q_proj", "v_proj")`` for
+    transformers' CLIP, ``("qkv",)`` for a timm ViT). Weights outside every
+    tower (projections, a logit scale) are not part of any tower.
+    """
+
+    path: str
+    targets: tuple[str, ...]
+
+    def module(self, encoder: nn.Module) -> nn.Module:
+        """The tower module as the encoder holds it now (possibly wrapped by peft)."""
+        return self.module_at(encoder, self.path)
+
+    def replace(self, encoder: nn.Module, new: nn.Module) -> None:
+        """Put ``new`` (a peft-wrapped or merged tower) where the tower was."""
+        parent, _, name = self.path.rpartition(".")
+        setattr(self.module_at(encoder, parent), name, new)
+
+    @staticmethod
+    def module_at(encoder: nn.Module, path: str) -> nn.Module:
+        module = encoder
+        for part in filter(None, path.split(".")):
+            module = getattr(module, part)
+        return module
+
+
 class Encoder(nn.Module):
     """Turns images and captions into features, and owns their preprocessing.
 
     Subclasses set the four ``*_dim`` attributes and ``gives_tokens``; the model
-    projects whatever widths they give to the shared width.
+    projects whatever widths they give to the shared width. ``towers()`` names
+    the vision and text towers so PEFT strategies and parameter groups work on
+    any encoder; ``export(directory)`` hands the trained towers back to their
+    own libraries.
     """
 
     gives_tokens: bool = True
@@ -124,6 +158,19 @@ class Encoder(nn.Module):
 
     def save_preprocessing(self, directory: Path) -> None:
         """Write the tokenizer and image processor so a run can be reloaded exactly."""
+
+    def towers(self) -> dict[str, Tower]:
+        """``{"vision": Tower(...), "text": Tower(...)}``: the encoder's towers and their
+        default LoRA targets. An encoder without separable towers returns ``{}``
+        and works only with strategies that need none (``full``)."""
+        return {}
+
+    def export(self, directory: Path) -> None:
+        """Write the towers in their own libraries' formats (transformers
+        ``save_pretrained``, timm weights + config), loadable without mmreg.
+        Adapters are already merged when this is called. Raise ConfigError if
+        the encoder cannot be exported."""
+        raise NotImplementedError
 
 
 class Fusion(nn.Module):
@@ -216,8 +263,32 @@ class Augmenter:
         raise NotImplementedError
 
 
-class PeftStrategy:
-    """Decides which encoder weights train (all, adapters only, ...)."""
+class LoopCallback:
+    """Code run around the training loop, never inside its branches.
+
+    ``on_train_start`` is called once the step budget is known (raise
+    ConfigError for a setting the budget makes impossible); ``on_step_start``
+    before the first micro-batch of each optimizer step, ``step`` counting the
+    steps already taken. Both must depend only on their arguments, so a resumed
+    run behaves exactly as an uninterrupted one.
+    """
+
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Called once, before the first step, with the run's step budget."""
+
+    def on_step_start(self, step: int) -> None:
+        """Called before each optimizer step."""
+
+
+class PeftStrategy(LoopCallback):
+    """Decides which encoder weights train (all, adapters only, a tower frozen for a while).
+
+    ``apply(encoder)`` is called once the model is composed (after
+    ``Encoder.use``); it freezes weights or wraps towers (``encoder.towers()``)
+    with peft and returns the encoder. As a ``LoopCallback`` a strategy may
+    change what trains during the run; the optimizer holds every weight that
+    was trainable after ``apply``.
+    """
 
     def apply(self, encoder: Encoder) -> Encoder:
         raise NotImplementedError

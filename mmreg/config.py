@@ -86,6 +86,28 @@ class EvalConfig(BaseModel):
     prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
 
 
+class GroupLR(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    vision: float | None = Field(None, gt=0, description="learning rate of the vision tower; unset: train.lr")
+    text: float | None = Field(None, gt=0, description="learning rate of the text tower; unset: train.lr")
+    fusion: float | None = Field(
+        None, gt=0, description="learning rate of what lies between towers and head (projections, fusion, temperatures); unset: train.lr"
+    )
+    head: float | None = Field(None, gt=0, description="learning rate of the task head; unset: train.lr")
+
+
+class OptimConfig(BaseModel):
+    """Parameter groups of the optimizer (see mmreg/optim.py)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    lr: GroupLR = GroupLR()
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="layer-wise lr decay inside each tower: layer k of L gets lr * decay^(L+1-k); unset: none"
+    )
+
+
 class Component(BaseModel):
     """A chosen component: its registered name and its parameters."""
 
@@ -123,6 +145,7 @@ class Experiment(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    optim: OptimConfig = OptimConfig()
 
 
 SINGLE = ("encoder", "fusion", "peft", "dataset")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
+    from .api import Prepared
     from .plugins import PluginHost
 
 CHECKPOINTS = ("best", "last", "final")
@@ -224,6 +225,45 @@ def check_eval(path: str | Path, split: str, checkpoint: str, runs_dir: str | Pa
     return run_path, weights, used
 
 
+def rebuild_run(run_path: Path, weights: Path, host: PluginHost | None = None) -> Prepared:
+    """Build a run's model exactly as the run built it (PEFT strategy included) and load ``weights``.
+
+    Raises ConfigError when the rebuilt data or model no longer fit what the run saved.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from .api import prepare
+    from .config import load_experiment
+
+    p = prepare(load_experiment(run_path / "config.toml"), host)
+    classes_path = run_path / "classes.json"
+    if p.classes and classes_path.is_file():
+        try:
+            saved = json.loads(classes_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"run {run_path.name}: {classes_path} is not readable JSON ({exc}); restore it") from None
+        if saved != p.classes:
+            raise ConfigError(
+                f"run {run_path.name}: the rebuilt dataset's classes differ from its classes.json; "
+                f"the dataset plugin no longer builds the data this run trained on"
+            )
+    try:
+        missing, unexpected = load_model(p.model, str(weights), strict=False)
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(f"run {run_path.name}: {weights} is not readable safetensors: {exc}") from None
+    except RuntimeError as exc:  # a tensor of another shape: the components have changed since the run
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"run {run_path.name}: {weights} does not fit the rebuilt model ({first})") from None
+    if missing or unexpected:
+        keys = sorted(missing)[:2] + sorted(unexpected)[:2]
+        raise ConfigError(
+            f"run {run_path.name}: {weights} does not fit the rebuilt model "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {', '.join(keys)})"
+        )
+    return p
+
+
 def evaluate_run(
     path: str | Path,
     split: str = "val",
@@ -244,42 +284,13 @@ def evaluate_run(
     """
     run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
 
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    from .api import collate_for, prepare
-    from .config import load_experiment
+    from .api import collate_for
     from .data import make_loader
     from .train import evaluate, pick_device
 
-    exp = load_experiment(run_path / "config.toml")
     torch_device = pick_device(device)
-    p = prepare(exp, host)
-    classes_path = run_path / "classes.json"
-    if p.classes and classes_path.is_file():
-        try:
-            saved = json.loads(classes_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"run {run_path.name}: {classes_path} is not readable JSON ({exc}); restore it") from None
-        if saved != p.classes:
-            raise ConfigError(
-                f"run {run_path.name}: the rebuilt dataset's classes differ from its classes.json; "
-                f"the dataset plugin no longer builds the data this run trained on"
-            )
-    model = p.model
-    try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
-    except (SafetensorError, OSError) as exc:
-        raise ConfigError(f"run {run_path.name}: {weights} is not readable safetensors: {exc}") from None
-    except RuntimeError as exc:  # a tensor of another shape: the components have changed since the run
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"run {run_path.name}: {weights} does not fit the rebuilt model ({first})") from None
-    if missing or unexpected:
-        keys = sorted(missing)[:2] + sorted(unexpected)[:2]
-        raise ConfigError(
-            f"run {run_path.name}: {weights} does not fit the rebuilt model "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {', '.join(keys)})"
-        )
+    p = rebuild_run(run_path, weights, host)
+    exp, model = p.exp, p.model
     model.to(torch_device)
 
     samples = p.val_split if split == "val" else p.train_split  # the bare split: no augmentation
@@ -312,4 +323,5 @@ __all__ = [
     "load_run",
     "metric_table",
     "read_run",
+    "rebuild_run",
 ]

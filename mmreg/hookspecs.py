@@ -50,6 +50,9 @@ def mmreg_register_encoders(register: Register) -> None:
     """Register image+text encoders.
 
     Factory: ``factory(**params, captions: Sequence[str]) -> mmreg.components.Encoder``.
+    An encoder whose towers are separable declares them in ``towers()`` (see
+    ``mmreg_register_peft_strategies``) and writes them in their libraries' own
+    formats in ``export(directory)``.
     ``captions`` are the training split's texts the model will read (captions,
     or questions for VQA), for encoders that build a vocabulary; an encoder
     with its own tokenizer ignores them. A factory may carry
@@ -94,8 +97,18 @@ def mmreg_register_augmenters(register: Register) -> None:
 def mmreg_register_peft_strategies(register: Register) -> None:
     """Register parameter-efficient fine-tuning strategies.
 
-    Factory: ``factory(**params) -> mmreg.components.PeftStrategy``; its
-    ``apply(encoder)`` decides which encoder weights train.
+    Factory: ``factory(**params, strategies: Registry) -> mmreg.components.PeftStrategy``;
+    its ``apply(encoder)`` decides which encoder weights train, and as a
+    ``LoopCallback`` it may change that during the run. ``strategies`` is this
+    registry, for a strategy that runs over another one
+    (``strategies.build(name, params, strategies=strategies)``); others ignore it.
+
+    Strategies act on towers, not on an encoder's insides: an encoder declares
+    ``towers()`` -> ``{"vision": Tower(path, targets), "text": ...}``, where
+    ``path`` is the attribute path to the tower module and ``targets`` the module
+    names a LoRA-style method adapts by default (``q_proj``/``v_proj`` in
+    transformers' CLIP, ``qkv`` in a timm ViT). Per-tower learning rates
+    (``optim.lr.vision``) read the same declaration.
     """
 
 

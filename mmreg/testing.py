@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .adapters import target_names
 from .components import Encoder, Fusion, Modality, PairwiseFusion
 
 
@@ -60,7 +61,8 @@ def check_fusion(fusion: Fusion, dim: int) -> None:
 
 
 def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
-    """Outputs have the widths the encoder declares, and token masks agree with the tokenizer."""
+    """Outputs have the widths the encoder declares, token masks agree with the tokenizer, and
+    declared towers are distinct modules of the encoder holding their default LoRA targets."""
     encoder.eval()
     with torch.no_grad():
         image = encoder.encode_images(encoder.preprocess(images))
@@ -74,3 +76,17 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
         assert text.tokens is not None and text.tokens.shape[:2] == batch["input_ids"].shape
         assert text.tokens.shape[2] == encoder.text_token_dim
         assert text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool())
+    check_towers(encoder)
+
+
+def check_towers(encoder: Encoder) -> None:
+    """Each declared tower's path leads to a module whose default targets it holds; no weight is in two towers."""
+    owner: dict[int, str] = {}
+    for name, tower in encoder.towers().items():
+        module = tower.module(encoder)
+        present = target_names(module)
+        missing = [t for t in tower.targets if t not in present]
+        assert tower.targets and not missing, f"{name} tower: default targets {missing or '(none)'} not among its modules {present}"
+        for p in module.parameters():
+            assert id(p) not in owner, f"a weight is in both the {owner[id(p)]} and the {name} tower"
+            owner[id(p)] = name

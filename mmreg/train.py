@@ -18,10 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .config import TrainConfig
+from .components import LoopCallback
+from .config import OptimConfig, TrainConfig
 from .data import AugmentedSplit, Collate
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
+from .optim import param_groups
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 
@@ -147,6 +149,8 @@ class Trainer:
         run_dir: Path | None,
         metric: str,
         num_workers: int = 0,
+        optim: OptimConfig | None = None,
+        callbacks: Sequence[LoopCallback] = (),
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
         each checkpoint, is set by the caller (see mmreg.resume)."""
@@ -172,6 +176,8 @@ class Trainer:
             collate_fn=collate,
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
+            # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
+            generator=torch.Generator().manual_seed(seed),
         )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
@@ -183,7 +189,7 @@ class Trainer:
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader = val_loader
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg, optim or OptimConfig()), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, self.total, warmup, cfg.schedule)
@@ -193,6 +199,9 @@ class Trainer:
             prepared = torch.compile(prepared)  # type: ignore[assignment]
         self.model, self.optimizer = self.accelerator.prepare(prepared, optimizer)
         self.loop = LoopState()
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            callback.on_train_start(self.total, self.steps_per_epoch)
 
     # -- files (main process only) ---------------------------------------------
 
@@ -308,6 +317,9 @@ class Trainer:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
                 batch = to_device(next(batches), self.device)
+                if micro % accum == 0:  # the first micro-batch of an optimizer step
+                    for callback in self.callbacks:
+                        callback.on_step_start(loop.step)
                 sync = (micro + 1) % accum == 0
                 no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
                 with no_sync:

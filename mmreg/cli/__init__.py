@@ -13,6 +13,7 @@ import typer
 from .. import __version__
 from ..errors import MmregError
 from . import data, listing, run, runs
+from .export import export_command
 from .state import state
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(listing.plugins_app, name="plugins")
 app.command("eval")(runs.eval_command)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(data.data_app, name="data")
+app.command("export")(export_command)
 
 
 def _version(value: bool) -> None:

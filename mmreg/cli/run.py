@@ -113,4 +113,11 @@ def _print_summary(summary: dict) -> None:
         f"{summary['steps']} steps in {summary['train_seconds']:.1f}s ({summary['samples_per_second']:.0f} samples/s "
         f"on {summary['device']} in {summary['precision']}), final loss {summary['final_loss']:.4f}"
     )
+    console.print(
+        f"trainable parameters: {summary['trainable_parameters']:,} of {summary['parameters']:,} "
+        f"({summary['trainable_percent']:.2f}%)"
+        + "".join(
+            f"; {name} tower {t['trainable_parameters']:,} of {t['parameters']:,}" for name, t in summary.get("towers", {}).items()
+        )
+    )
     console.print(f"run directory: {summary['run_dir']}")

@@ -178,8 +178,19 @@ def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             for number, record in enumerate(reader, start=1):
                 yield f"{path} row {number}", record
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"{path} line {reader.line_num}: not valid UTF-8 CSV ({exc}); fix or re-export the file") from exc
+        except UnicodeDecodeError as exc:  # raised per buffered chunk: find the line by decoding each one
+            line = next(i for i, raw in enumerate(path.read_bytes().splitlines(), start=1) if not _decodes(raw))
+            raise DataError(f"{path} line {line}: not valid UTF-8 ({exc.reason}); re-export the file as UTF-8") from exc
+        except csv.Error as exc:
+            raise DataError(f"{path} line {reader.line_num}: not valid CSV ({exc}); fix or re-export the file") from exc
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mmreg.components import Encoder, Modality
+from mmreg.components import Encoder, Modality, Tower
 from mmreg.errors import ConfigError, DataError
 from mmreg.hookspecs import hookimpl
 from mmreg.text import EOS, build_word_tokenizer
@@ -105,6 +105,16 @@ class ClipEncoder(Encoder):
         """Write tokenizer and image processor beside the weights so ``pretrained=directory`` reloads them."""
         self.tokenizer.save_pretrained(directory)
         self.image_processor.save_pretrained(directory)
+
+    def towers(self) -> dict[str, Tower]:
+        """CLIPModel's two transformers; LoRA adapts the attention's query and value projections (the docs' choice)."""
+        return {"vision": Tower("model.vision_model", ("q_proj", "v_proj")), "text": Tower("model.text_model", ("q_proj", "v_proj"))}
+
+    def export(self, directory: Path) -> None:
+        """A transformers directory: ``CLIPModel.from_pretrained(directory)`` (or AutoModel,
+        AutoTokenizer, AutoImageProcessor) gives this encoder's pooled embeddings."""
+        self.model.save_pretrained(directory)
+        self.save_preprocessing(directory)
 
 
 def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:

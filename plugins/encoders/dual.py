@@ -14,7 +14,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from mmreg.components import Encoder, Modality
+from mmreg.adapters import default_targets
+from mmreg.components import Encoder, Modality, Tower
 from mmreg.errors import ConfigError, DataError, did_you_mean
 from mmreg.hookspecs import hookimpl
 from mmreg.layers import masked_mean
@@ -27,6 +28,11 @@ TINY = "tiny"
 TINY_IMAGE_SIZE = 32
 # The tiny vision preset: timm's ViT-Ti architecture shrunk to two 64-wide layers over 8-pixel patches.
 TINY_VIT = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4}
+# Default LoRA targets, by what the built tower contains: attention (ViT, Swin, ...), then the
+# MLP of ConvNeXt-like nets, MobileNet/EfficientNet pointwise convs, ResNet's 3x3 convs; text:
+# CLIP-like, BERT-like and DistilBERT-like attention projections.
+VISION_TARGETS = (("qkv",), ("fc1", "fc2"), ("conv_pw", "conv_pwl"), ("conv2",))
+TEXT_TARGETS = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"))
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256}
 
 
@@ -94,6 +100,7 @@ class DualEncoder(Encoder):
         self.image_pooled_dim = getattr(vision, "head_hidden_size", vision.num_features)
         self.text_token_dim = self.text_pooled_dim = text.config.hidden_size
         self.read_tokens = self.read_pooled = True
+        self.targets = {"vision": default_targets(vision, VISION_TARGETS), "text": default_targets(text, TEXT_TARGETS)}
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """timm's eval transform for this model: resize, centre crop, normalise with its mean and std."""
@@ -166,6 +173,19 @@ class DualEncoder(Encoder):
         """Write the text tokenizer and timm's data config, so the run records exactly how inputs were prepared."""
         self.tokenizer.save_pretrained(directory)
         (Path(directory) / "vision_data_config.json").write_text(json.dumps(self.data_config, indent=2) + "\n")
+
+    def towers(self) -> dict[str, Tower]:
+        return {"vision": Tower("vision", self.targets["vision"]), "text": Tower("text", self.targets["text"])}
+
+    def export(self, directory: Path) -> None:
+        """``vision/``: timm's ``save_for_hf`` (model.safetensors + config.json with the architecture,
+        its arguments and the preprocessing), loaded by ``timm.create_model("local-dir:vision", pretrained=True)``;
+        ``text/``: a transformers directory (model and tokenizer) for ``AutoModel.from_pretrained``."""
+        from timm.models import save_for_hf
+
+        save_for_hf(self.vision, str(Path(directory) / "vision"), safe_serialization=True, data_config=self.data_config)
+        self.text.save_pretrained(Path(directory) / "text")
+        self.tokenizer.save_pretrained(Path(directory) / "text")
 
 
 def build_vision(p: DualParams, image_size: int | None) -> nn.Module:

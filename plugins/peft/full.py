@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmreg.components import Encoder, PeftStrategy
 from mmreg.hookspecs import hookimpl
 
 
 class FullFineTuning(PeftStrategy):
+    """Leaves the encoder as composed: every weight the model reads trains."""
+
+    def __init__(self, **_context: Any) -> None:
+        pass
+
     def apply(self, encoder: Encoder) -> Encoder:
-        encoder.requires_grad_(True)
         return encoder
 
 

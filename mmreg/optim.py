@@ -1,0 +1,93 @@
+"""AdamW parameter groups: a learning rate per part of the model (vision, text, fusion, head),
+layer-wise decay inside each tower, and no weight decay on norms, biases, embeddings and temperatures."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .config import OptimConfig, TrainConfig
+from .errors import ConfigError
+from .model import MultimodalModel
+
+GROUPS = ("fusion", "head", "vision", "text")  # fusion first: its rate is the one the loop logs as "lr"
+LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks|h)\.(\d+)\.")
+NO_DECAY_NAMES = ("bias", "norm", "embed", "logit_scale", "temperature", "cls_token", "pos_embed")
+
+
+def excluded_from_decay(name: str, param: torch.Tensor) -> bool:
+    """Norms, biases, embeddings and temperatures (anything under 2-D, or named so): as open_clip
+    (``training/main.py``: ``p.ndim < 2 or "bn"/"ln"/"bias"/"logit_scale" in name``) plus embeddings."""
+    return param.ndim < 2 or any(word in name.lower() for word in NO_DECAY_NAMES)
+
+
+def layer_ids(named: list[tuple[str, torch.Tensor]]) -> tuple[list[int], int]:
+    """The depth of each weight in a tower: 0 before the first numbered layer (embeddings),
+    k + 1 in layer k, L + 1 after the last (final norm). Returns (ids, L + 1)."""
+    ids: list[int | None] = []
+    seen_layer = False
+    for name, _ in named:
+        match = LAYER.search(name)
+        if match:
+            seen_layer = True
+            ids.append(int(match.group(1)) + 1)
+        else:
+            ids.append(None if seen_layer else 0)
+    top = max((i for i in ids if i is not None), default=0) + 1
+    return [top if i is None else i for i in ids], top
+
+
+def _named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    groups: dict[str, list[tuple[str, torch.Tensor]]] = {name: [] for name in GROUPS}
+    owner: dict[int, str] = {}
+    for tower_name, tower in model.encoder.towers().items():
+        for p in tower.module(model.encoder).parameters():
+            owner[id(p)] = tower_name
+    if model.head is not None:
+        for p in model.head.parameters():
+            owner[id(p)] = "head"
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[owner.get(id(p), "fusion")].append((name, p))
+    return groups
+
+
+def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups over the trainable weights, each named ``group/decay|no_decay[/layerK]``.
+
+    Unset group rates take ``train.lr``; with ``optim.layer_decay`` = d, layer k of a
+    tower with L layers gets its group's rate times d^(L+1-k) (BEiT, Bao et al., 2021;
+    ELECTRA, Clark et al., 2020). The schedule multiplies every group's rate alike.
+    Raises ConfigError when a rate is set for a group holding no trainable weight.
+    """
+    named = _named_by_group(model)
+    for group in GROUPS:
+        if getattr(optim.lr, group) is not None and not named[group]:
+            have = ", ".join(g for g in GROUPS if named[g])
+            raise ConfigError(
+                f"optim.lr.{group} is set but no trainable weight is in the {group} group (groups with weights: {have}); "
+                f"unset optim.lr.{group}"
+            )
+    out: list[dict[str, Any]] = []
+    for group in GROUPS:
+        lr = getattr(optim.lr, group) or train.lr
+        params = named[group]
+        if optim.layer_decay is not None and group in ("vision", "text"):
+            ids, top = layer_ids(params)
+            scales = [optim.layer_decay ** (top - i) for i in ids]
+            labels = [f"/layer{i}" for i in ids]
+        else:
+            scales, labels = [1.0] * len(params), [""] * len(params)
+        buckets: dict[str, dict[str, Any]] = {}
+        for (name, p), scale, label in zip(params, scales, labels, strict=True):
+            decay = not excluded_from_decay(name, p)
+            key = f"{group}/{'decay' if decay else 'no_decay'}{label}"
+            bucket = buckets.setdefault(
+                key, {"name": key, "params": [], "lr": lr * scale, "weight_decay": train.weight_decay if decay else 0.0}
+            )
+            bucket["params"].append(p)
+        out += buckets.values()
+    return out
+

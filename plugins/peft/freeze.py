@@ -1,0 +1,36 @@
+"""`freeze`: frozen towers, so only projections, fusion, head and temperatures train (a linear probe)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.adapters import encoder_towers
+from mmreg.components import Encoder, PeftStrategy
+from mmreg.hookspecs import hookimpl
+
+
+class FreezeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    towers: list[Literal["vision", "text"]] = Field(
+        ["vision", "text"], min_length=1, description="towers to freeze; the others train in full"
+    )
+
+
+class FreezeTowers(PeftStrategy):
+    """Linear probing (Radford et al., 2021, CLIP section 3.2): the towers' weights stay as loaded."""
+
+    def __init__(self, towers: list[str], **_context: Any) -> None:
+        self.towers = towers
+
+    def apply(self, encoder: Encoder) -> Encoder:
+        for tower in encoder_towers(encoder, self.towers, "peft.towers").values():
+            tower.module(encoder).requires_grad_(False)
+        return encoder
+
+
+@hookimpl
+def mmreg_register_peft_strategies(register):
+    register("freeze", FreezeTowers, params=FreezeParams, help="freeze the towers: a linear probe on projections/fusion/head")

@@ -1,0 +1,45 @@
+"""`lora`: peft's LoRA on each tower with its own settings, as the docs fine-tune CLIP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core.core_schema import ValidationInfo
+
+from mmreg.adapters import TowerAdapters, TowerSetting, check_setting
+from mmreg.hookspecs import hookimpl
+
+# The docs' settings (LoRA on CLIP): target_modules unset takes the encoder's declared
+# defaults for the tower (q_proj/v_proj on CLIP, qkv on a timm ViT).
+VISION = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1}
+TEXT = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1}
+
+
+class LoraParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    vision: TowerSetting = Field(
+        default_factory=lambda: dict(VISION),
+        description="LoraConfig fields for the vision tower (over r=16, lora_alpha=32, lora_dropout=0.1), or 'full' / 'freeze'",
+    )
+    text: TowerSetting = Field(
+        default_factory=lambda: dict(TEXT),
+        description="LoraConfig fields for the text tower (over r=8, lora_alpha=16, lora_dropout=0.1), or 'full' / 'freeze'",
+    )
+
+    @field_validator("vision", "text")
+    @classmethod
+    def _over_defaults(cls, value: TowerSetting, info: ValidationInfo) -> TowerSetting:
+        if isinstance(value, dict):
+            value = {**(VISION if info.field_name == "vision" else TEXT), **value}
+        return check_setting("lora", value, f"peft.{info.field_name}")
+
+
+def build(*, vision: TowerSetting, text: TowerSetting, **_context: Any) -> TowerAdapters:
+    return TowerAdapters("lora", {"vision": vision, "text": text})
+
+
+@hookimpl
+def mmreg_register_peft_strategies(register):
+    register("lora", build, params=LoraParams, help="LoRA adapters per tower (peft), base weights frozen")

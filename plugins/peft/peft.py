@@ -1,0 +1,34 @@
+"""`peft`: any other peft method that adapts tower modules (IA3, LoHa, LoKr, DoRA, ...) by name, per tower."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmreg.adapters import TowerAdapters, TowerSetting, check_setting, method_config
+from mmreg.hookspecs import hookimpl
+
+
+class PeftParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("ia3", description="the peft method (its PeftType): ia3, loha, lokr, lora (use_dora=true for DoRA), ...")
+    vision: TowerSetting = Field(default_factory=dict, description="the method's config fields for the vision tower, or 'full' / 'freeze'")
+    text: TowerSetting = Field(default_factory=dict, description="the method's config fields for the text tower, or 'full' / 'freeze'")
+
+    @model_validator(mode="after")
+    def _fields_of_the_method(self) -> PeftParams:
+        method_config(self.method)
+        for name in ("vision", "text"):
+            check_setting(self.method, getattr(self, name), f"peft.{name}")
+        return self
+
+
+def build(*, method: str, vision: TowerSetting, text: TowerSetting, **_context: Any) -> TowerAdapters:
+    return TowerAdapters(method.lower(), {"vision": vision, "text": text})
+
+
+@hookimpl
+def mmreg_register_peft_strategies(register):
+    register("peft", build, params=PeftParams, help="any peft method by name per tower (ia3, loha, lokr, DoRA via lora + use_dora)")
