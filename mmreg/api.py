@@ -95,7 +95,6 @@ class Prepared:
     """A validated experiment with everything built, before any file is written."""
 
     exp: Experiment
-    task_name: str
     task: Task
     dataset: Dataset
     train_split: Sequence[Sample]
@@ -131,6 +130,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
     task = host.registry("tasks").build(task_name, settings=exp.eval)
+    task.name = task_name
     check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
     train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background)
@@ -151,7 +151,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
     strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task_name, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy)
+    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy)
 
 
 def collate_for(prepared: Prepared) -> Any:
@@ -269,7 +269,7 @@ def run(
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "task": p.task_name,
+        "task": p.task.name,
         "metrics": result.metrics,
         "val_size": len(p.val_split),
         "train_size": len(p.train_split),

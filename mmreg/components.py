@@ -410,6 +410,7 @@ class Task:
     (refused on an encoder giving only pooled vectors).
     """
 
+    name: str = ""  # the registered name, set when the task is built
     text: ClassVar[str] = "caption"
     target: ClassVar[str | None] = None
     needs_fields: ClassVar[frozenset[str]] = frozenset({"image", "caption"})

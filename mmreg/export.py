@@ -61,7 +61,7 @@ def export_run(
         write_json(
             tmp / "head" / "config.json",
             {
-                "task": p.task_name,
+                "task": p.task.name,
                 "encoder": p.exp.encoder.model_dump(),
                 "fusion": p.exp.fusion.model_dump(),
                 "loss": {name: item.model_dump() for name, item in p.exp.loss.items()},

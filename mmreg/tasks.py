@@ -52,13 +52,12 @@ def check_task(
             f"choose a dataset with {missing[0]}s or another --task"
         )
     for loss, needs in losses.items():
-        lacking = sorted((needs & HEAD_INPUTS) - task.provides)
-        if lacking:
+        if (needs & HEAD_INPUTS) - task.provides:
+            out = sorted(needs & HEAD_INPUTS - {"labels"})[0]
             givers = [e.name for e in host.registry("tasks") if needs & HEAD_INPUTS <= declared_needs(e, "provides")]
             way = " or ".join(f"--task {g}" for g in givers) or "another task"
-            raise IncompatibleParts(
-                f"loss '{loss}' reads {lacking[0]} but task '{name}' gives none; use {way}, or a contrastive loss"
-            )
+            has = "has no head" if not task.provides else f"gives no {out}"
+            raise IncompatibleParts(f"loss '{loss}' reads head {out} but task '{name}' {has}; use {way}, or a contrastive loss")
     if task.provides and not any(needs & task.provides for needs in losses.values()):
         readers = [
             e.name for e in host.registry("losses")

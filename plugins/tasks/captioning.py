@@ -89,6 +89,8 @@ class Captioning(Task):
         when ``num_beams`` is 1. Unset arguments come from the ``eval`` settings."""
         settings = self.settings
         prompt_ids = self.prompt_ids if prompt is None else self.tokenizer(prompt)["input_ids"][:-1]
+        if prompt is not None:
+            self._check_words(prompt)
         if len(prompt_ids) >= MAX_TOKENS:
             raise ConfigError(f"the prompt is {len(prompt_ids)} tokens, the decoder reads at most {MAX_TOKENS}; shorten it")
         n = len(image)
@@ -105,6 +107,16 @@ class Captioning(Task):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         return self.tokenizer.batch_decode(out.tolist(), skip_special_tokens=True)
+
+    def _check_words(self, prompt: str) -> None:
+        """Refuse a prompt with a word the decoder never learnt (its vocabulary is the training captions')."""
+        normalised = self.tokenizer.backend_tokenizer.normalizer.normalize_str(prompt)
+        for word, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(normalised):
+            if word not in self.tokenizer.get_vocab():
+                raise ConfigError(
+                    f"prompt word '{word}' is not in the decoder's vocabulary (the training captions and eval.prompt); "
+                    f"use known words, or train with this prompt as eval.prompt"
+                )
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [CaptionEvaluation(self)]
