@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name == "caption_images":
+        from .captions import caption_images
+
+        return caption_images
     if name == "inspect_data":
         from .inspection import inspect_data
 
@@ -42,6 +46,7 @@ __all__ = [
     "Experiment",
     "PluginHost",
     "__version__",
+    "caption_images",
     "hookimpl",
     "inspect_data",
     "load_experiment",

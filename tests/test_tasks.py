@@ -3,6 +3,7 @@ keep their metrics; captioning generates, resumes and refuses what cannot work."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -227,3 +228,21 @@ def test_captioning_run_resumes_exactly_and_reports_bleu_and_cider(tmp_path):
     a = second.bare_model.state_dict()
     saved = load_file(whole / "checkpoints" / "last" / "model.safetensors")
     assert all(torch.equal(saved[k], a[k]) for k in saved)
+
+
+def test_caption_and_eval_commands_on_a_trained_run(tmp_path):
+    from test_cli import cli, one_error_line
+
+    summary = mmreg.run({**CAPTION, "runs_dir": str(tmp_path / "runs")}, progress=False)
+    p = prepare(validate(CAPTION))
+    image = tmp_path / "shape.png"
+    p.val_split[0].image.save(image)
+    direct = mmreg.caption_images(summary["run_dir"], [image], beams=2, device="cpu")
+    shown = cli("caption", summary["run_dir"], str(image), "--beams", "2", "--device", "cpu", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == direct and direct[0]["image"] == str(image)
+    evaluated = cli("eval", summary["run_dir"], "--device", "cpu", "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["cider"] == pytest.approx(summary["metrics"]["cider"])
+    missing = one_error_line(cli("caption", summary["run_dir"], "nowhere.png", cwd=tmp_path))
+    assert "nowhere.png" in missing
