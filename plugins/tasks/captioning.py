@@ -53,6 +53,19 @@ class CaptionDecoder(nn.Module):
         return out.logits
 
 
+class EncoderDecoder(CaptionDecoder):
+    """The encoder's own image-grounded decoder (BLIP's), referenced rather than owned, so its
+    weights are saved, loaded and adapted once, as the encoder's."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        nn.Module.__init__(self)
+        self._decoder = [decoder]  # a list hides it from nn.Module's registration
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self._decoder[0]
+
+
 class Captioning(Task):
     """Image captioning: the decoder is trained by a token-level loss (``lm``) to write the
     caption after ``eval.prompt``; evaluation generates one caption per image (greedy, or beam
@@ -64,17 +77,43 @@ class Captioning(Task):
     needs_image_tokens = True
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
+        """The encoder's own decoder where it has one (``text_decoder``, e.g. `blip`), else a new
+        one at the fused width over a word vocabulary of the training captions and the prompt."""
         prompt = self.settings.prompt if self.settings is not None else ""
-        self.tokenizer = build_word_tokenizer([*dataset.texts("train", "caption"), prompt], MAX_TOKENS)
-        # The prompt's tokens without [EOS]: generation continues from them.
-        self.prompt_ids = self.tokenizer(prompt)["input_ids"][:-1]
-        return CaptionDecoder(self.tokenizer, width, encoder.image_token_dim)
+        shared = getattr(encoder, "text_decoder", None)
+        if shared is not None:
+            self.tokenizer, self.bos_token_id = encoder.tokenizer, encoder.decoder_bos_token_id
+            head: nn.Module = EncoderDecoder(shared)
+        else:
+            self.tokenizer = build_word_tokenizer([*dataset.texts("train", "caption"), prompt], MAX_TOKENS)
+            self.bos_token_id = self.tokenizer.bos_token_id
+            head = CaptionDecoder(self.tokenizer, width, encoder.image_token_dim)
+        # BLIP ends a caption at [SEP] where the tokenizer has no end-of-sequence token
+        eos = self.tokenizer.eos_token_id
+        self.eos_token_id = eos if eos is not None else self.tokenizer.sep_token_id
+        self.prompt_ids = self._prompt_ids(prompt)
+        return head
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's tokens after the decoder's start token, without the end one: generation continues
+        from them. A word the vocabulary lacks is refused (the tiny decoder knows only the training captions)."""
+        tokens = self.tokenizer(prompt, return_offsets_mapping=True)
+        ids = tokens["input_ids"][:-1]
+        for i, (start, end) in zip(ids, tokens["offset_mapping"], strict=False):
+            if i == self.tokenizer.unk_token_id:
+                raise ConfigError(
+                    f"prompt word '{prompt[start:end]}' is not in the decoder's vocabulary (the training captions and "
+                    f"eval.prompt); use known words, or train with this prompt as eval.prompt"
+                )
+        return [self.bos_token_id, *ids[1:]]
 
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         prompt = self.settings.prompt if self.settings is not None else ""
         texts = [f"{prompt} {s.caption}".strip() for s in samples]
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        return {"caption_ids": tokens["input_ids"], "caption_mask": tokens["attention_mask"]}
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        ids = tokens["input_ids"]
+        ids[:, 0] = self.bos_token_id  # BLIP's decoder starts from its own [DEC] token, not [CLS]
+        return {"caption_ids": ids, "caption_mask": tokens["attention_mask"]}
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, mask = batch["caption_ids"], batch["caption_mask"]
@@ -88,9 +127,7 @@ class Captioning(Task):
         """One caption per image (image tokens [N, T, D_enc]), starting with the prompt; greedy
         when ``num_beams`` is 1. Unset arguments come from the ``eval`` settings."""
         settings = self.settings
-        prompt_ids = self.prompt_ids if prompt is None else self.tokenizer(prompt)["input_ids"][:-1]
-        if prompt is not None:
-            self._check_words(prompt)
+        prompt_ids = self.prompt_ids if prompt is None else self._prompt_ids(prompt)
         if len(prompt_ids) >= MAX_TOKENS:
             raise ConfigError(f"the prompt is {len(prompt_ids)} tokens, the decoder reads at most {MAX_TOKENS}; shorten it")
         n = len(image)
@@ -103,20 +140,10 @@ class Captioning(Task):
             num_beams=num_beams or settings.num_beams,
             max_new_tokens=min(settings.max_new_tokens, MAX_TOKENS - len(prompt_ids)),
             do_sample=False,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         return self.tokenizer.batch_decode(out.tolist(), skip_special_tokens=True)
-
-    def _check_words(self, prompt: str) -> None:
-        """Refuse a prompt with a word the decoder never learnt (its vocabulary is the training captions')."""
-        normalised = self.tokenizer.backend_tokenizer.normalizer.normalize_str(prompt)
-        for word, _ in self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(normalised):
-            if word not in self.tokenizer.get_vocab():
-                raise ConfigError(
-                    f"prompt word '{word}' is not in the decoder's vocabulary (the training captions and eval.prompt); "
-                    f"use known words, or train with this prompt as eval.prompt"
-                )
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [CaptionEvaluation(self)]
