@@ -17,7 +17,7 @@ from torch import nn
 
 import mmreg
 from mmreg.api import collate_for, prepare
-from mmreg.components import LoopCallback, Dataset, Encoded, Encoder, Evaluation, Fusion, Loss, Sample, Step, Task
+from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, LoopCallback, Loss, Sample, Step, Task
 from mmreg.config import validate
 from mmreg.data import AugmentedSplit, make_loader
 from mmreg.errors import ConfigError, IncompatibleParts, TrainingInterrupted
@@ -81,15 +81,6 @@ class MeanSquaredError(Loss):
         return ((step.logits.squeeze(-1) - step.labels) ** 2).mean()
 
 
-class PooledOnly(Encoder):
-    gives_tokens = False
-    built = 0
-
-    def __init__(self, *, captions):
-        PooledOnly.built += 1
-        super().__init__()
-
-
 @hookimpl
 def mmreg_register_tasks(register):
     register("shape-size", ShapeSize, help="regress the fraction of the image the shape covers")
@@ -98,11 +89,6 @@ def mmreg_register_tasks(register):
 @hookimpl
 def mmreg_register_losses(register):
     register("mse", MeanSquaredError)
-
-
-@hookimpl
-def mmreg_register_encoders(register):
-    register("pooled-only", PooledOnly)
 
 
 @pytest.fixture
@@ -155,6 +141,9 @@ CAPTION = {
 
 
 def test_pooled_only_encoder_is_refused_for_captioning_before_any_weight(host):
+    from test_combinations import PooledOnly
+
+    host.register_object("pooled-only-encoder", __import__("test_combinations"))
     PooledOnly.built = 0
     with pytest.raises(IncompatibleParts, match=re.escape("task 'captioning' reads image tokens but encoder 'pooled-only'")):
         prepare(validate({**CAPTION, "encoder": {"name": "pooled-only"}}), host)
