@@ -64,7 +64,7 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
     samples = range(args.steps * args.batch_size)
     trainer = Trainer(
         copy.deepcopy(base), samples, collate, None, cfg,  # type: ignore[arg-type]
-        seed=exp.seed, run_dir=run_dir, metric="recall@1", retrieval=True,
+        seed=exp.seed, run_dir=run_dir, metric="recall@1",
     )
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # not timed; skip the work
     device = trainer.device

@@ -84,7 +84,7 @@ def step_time(deterministic: bool, args: argparse.Namespace, run_dir: Path) -> f
     with deterministic_kernels(exp.train.deterministic):
         trainer = Trainer(
             p.model, AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate_for(p), None,  # type: ignore[arg-type]
-            exp.train, seed=exp.seed, run_dir=run_dir, metric="recall@1", retrieval=True,
+            exp.train, seed=exp.seed, run_dir=run_dir, metric="recall@1",
         )  # fmt: skip
         trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # not timed; skip the work
         trainer.fit(lambda step, total, stats: (common.sync(trainer.device), stamps.append(time.perf_counter())))

@@ -101,7 +101,7 @@ def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[tuple
     cfg = exp.train.model_copy(update={"max_steps": args.steps})
     trainer = Trainer(
         copy.deepcopy(base), examples, stack, None, cfg,  # type: ignore[arg-type]
-        seed=exp.seed, run_dir=run_dir, metric="recall@1", retrieval=True,
+        seed=exp.seed, run_dir=run_dir, metric="recall@1",
     )
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # after the timed steps; skip the work
     device = trainer.device

@@ -23,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from .search import search
 
         return search
+    if name == "caption_images":
+        from .captions import caption_images
+
+        return caption_images
     if name == "inspect_data":
         from .inspection import inspect_data
 
@@ -46,6 +50,7 @@ __all__ = [
     "Experiment",
     "PluginHost",
     "__version__",
+    "caption_images",
     "hookimpl",
     "inspect_data",
     "load_experiment",

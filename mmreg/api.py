@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from .config import Experiment, check_numbers, validate, write_file
 from .errors import ConfigError, IncompatibleParts, did_you_mean
 from .plugins import PluginHost, load_plugins
-from .tasks import Task, check_task, choose_task, make_head
+from .tasks import check_task, choose_task, task_class
 
 if TYPE_CHECKING:
-    from .components import Augmenter, Dataset, LoopCallback, PeftStrategy, Sample
+    from .components import Augmenter, Dataset, LoopCallback, PeftStrategy, Sample, Task
     from .model import MultimodalModel
 
 
@@ -44,8 +44,9 @@ def loss_needs(exp: Experiment, host: PluginHost) -> dict[str, frozenset[str]]:
     return {name: getattr(declared(host.registry("losses").get(name).factory), "needs", frozenset()) for name in exp.loss}
 
 
-def check_components(exp: Experiment, host: PluginHost) -> Task:
-    """Refuse encoder/fusion/loss/task combinations that cannot work, from what the factories declare."""
+def check_components(exp: Experiment, host: PluginHost) -> str:
+    """Refuse encoder/fusion/loss/task combinations that cannot work, from what the factories
+    declare; return the task's name."""
     fusion = declared(host.registry("fusions").get(exp.fusion.name).factory)
     encoder = declared(host.registry("encoders").get(exp.encoder.name).factory)
     if getattr(fusion, "needs_tokens", False) and getattr(encoder, "gives_tokens", True) is False:
@@ -67,11 +68,17 @@ def check_components(exp: Experiment, host: PluginHost) -> Task:
             f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; "
             f"add --augment multiview"
         )
-    task = choose_task(exp.task, needs.values())
+    name = choose_task(exp.task, needs.values())
+    task = task_class(host.registry("tasks"), name)
+    if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:
+        raise IncompatibleParts(
+            f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; "
+            f"use an encoder that gives tokens, e.g. --encoder clip"
+        )
     fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
     if fields is not None:
-        check_task(task, needs, exp.dataset.name, frozenset(fields))
-    return task
+        check_task(name, task, host, needs, exp.dataset.name, frozenset(fields))
+    return name
 
 
 def seed_everything(seed: int) -> None:
@@ -92,12 +99,16 @@ class Prepared:
     dataset: Dataset
     train_split: Sequence[Sample]
     val_split: Sequence[Sample]
-    classes: list[str]  # the head's classes or answers; empty for retrieval
     augmenters: list[Augmenter]
     model: MultimodalModel
     skipped: dict[str, list[str]]  # per split, the unusable samples left out (data.skip_bad), as "where: problem"
     text_fit: dict[str, dict[str, Any] | None]  # per split, texts truncated by the tokenizer (mmreg.textfit.measure)
     strategy: PeftStrategy  # applied to model.encoder; a loop callback during training
+
+    @property
+    def classes(self) -> list[str]:
+        """The head's classes or answers; empty for a task without them."""
+        return self.task.classes
 
 
 def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None = None, *, strict: bool = True) -> Prepared:
@@ -114,22 +125,18 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
     host = host or load_plugins()
     exp = resolve(exp, host)
-    task = check_components(exp, host)
+    task_name = check_components(exp, host)
 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    check_task(task, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
+    task = host.registry("tasks").build(task_name, settings=exp.eval)
+    task.name = task_name
+    check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
     train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background)
     val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", skip, background)
     require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size if strict else 1)
     require_samples(val_split, exp.dataset.name, "val", 2 if strict else 1)
-    if task.name == "classification":
-        classes = list(dataset.classes or [])
-    elif task.name == "vqa":
-        classes = sorted(set(dataset.texts("train", "answer")))
-    else:
-        classes = []
 
     encoder = host.registry("encoders").build(exp.encoder.name, exp.encoder.params, captions=dataset.texts("train", task.text))
     text_fit = {split: textfit.measure(encoder, dataset.texts(split, task.text), task.text) for split in ("train", "val")}
@@ -140,19 +147,17 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
     losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
-    head = make_head(task, fusion.out_dim, classes)
-    model = MultimodalModel(encoder, fusion, losses, exp.model.dim, head)
+    head = task.build_head(fusion.out_dim, dataset, encoder)
+    model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
     strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task, dataset, train_split, val_split, classes, augmenters, model, skipped, text_fit, strategy)
+    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy)
 
 
 def collate_for(prepared: Prepared) -> Any:
     from .data import Collate
 
-    task = prepared.task
-    targets = {name: i for i, name in enumerate(prepared.classes)} if task.name == "vqa" else None
-    return Collate(prepared.model.encoder, task.text, task.target, targets)
+    return Collate(prepared.model.encoder, prepared.task)
 
 
 def is_main_process() -> bool:
@@ -199,7 +204,6 @@ def run(
     from .config import load_experiment
     from .data import AugmentedSplit, make_loader
     from .determinism import deterministic_kernels
-    from .metrics import retrieval_metric_names
     from .precision import check_precision, used_precision
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
@@ -228,8 +232,8 @@ def run(
         val_loader = make_loader(
             p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
         )
-        metric = exp.train.metric or ("accuracy" if p.task.has_head else "recall@1")
-        computed = (["accuracy"] if p.task.has_head else []) + (retrieval_metric_names() if "scores" in model.needs else [])
+        computed = [name for evaluation in p.task.evaluations(model) for name in evaluation.names]
+        metric = exp.train.metric or (computed[0] if computed else "")
         if metric not in computed:
             raise ConfigError(f"validation metric '{metric}' is not computed by this run{did_you_mean(metric, computed)} (have: {', '.join(computed)}); set train.metric")
         trainer = Trainer(
@@ -241,7 +245,6 @@ def run(
             seed=exp.seed,
             run_dir=None,
             metric=metric,
-            retrieval="scores" in model.needs,
             num_workers=exp.data.num_workers,
             optim=exp.optim,
             callbacks=[p.strategy, *callbacks],

@@ -233,6 +233,8 @@ class Step:
     scores: torch.Tensor | None = None  # [N, M] "scores": matched pairs on the diagonal
     logits: torch.Tensor | None = None  # [N, C] "logits": task-head outputs
     labels: torch.Tensor | None = None  # [N] "labels"
+    token_logits: torch.Tensor | None = None  # [N, L, V] "token_logits": a text decoder's next-token logits
+    token_labels: torch.Tensor | None = None  # [N, L] the next token at each position, -100 where none is scored
     views: tuple[Modality, Modality] | None = None  # "views": two augmented views of each image, encoded
     logit_scale: torch.Tensor | None = None  # "logit_scale": the encoder's own learnable scale (CLIP's)
 
@@ -371,3 +373,74 @@ class Dataset:
         """One text field ("caption", "question", "answer") of a split; override when
         texts are cheaper to get than whole samples (they build vocabularies)."""
         return [getattr(sample, field) for sample in self.split(name)]
+
+
+@dataclass
+class Encoded:
+    """One batch as the model encoded it: ``image`` and ``text`` projected to the shared
+    width (what the fusion reads), and ``image_tokens`` the encoder's own image tokens
+    [N, L, D_enc] where a task reads them (a text decoder attending to the image)."""
+
+    image: Modality
+    text: Modality
+    image_tokens: Modality | None = None
+
+
+class Evaluation:
+    """Accumulates metrics over the one validation pass; the model encodes each batch once
+    and every evaluation reads the same features.
+
+    ``names`` are the metric keys ``compute`` returns, known before any batch is seen,
+    so a run refuses a ``train.metric`` it will not compute before anything is written.
+    """
+
+    names: tuple[str, ...] = ()
+
+    def update(self, model: nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Task:
+    """What a run trains for: the text it reads, the target it predicts, its head, its metrics.
+
+    Declared on the class, so a combination that cannot work is refused before anything
+    is built: ``text`` is the sample field fed as text; ``target`` the field predicted (None:
+    none); ``needs_fields`` the dataset fields it reads; ``provides`` the ``Step`` fields it
+    fills for the losses ("logits", "labels", "token_logits"); ``reads_fused`` that its head
+    reads the fusion's ``fuse``; ``needs_image_tokens`` that it reads the encoder's image tokens
+    (refused on an encoder giving only pooled vectors).
+    """
+
+    name: str = ""  # the registered name, set when the task is built
+    text: ClassVar[str] = "caption"
+    target: ClassVar[str | None] = None
+    needs_fields: ClassVar[frozenset[str]] = frozenset({"image", "caption"})
+    provides: ClassVar[frozenset[str]] = frozenset()
+    reads_fused: ClassVar[bool] = False
+    needs_image_tokens: ClassVar[bool] = False
+
+    def __init__(self, *, settings: Any = None) -> None:
+        """``settings`` is the experiment's ``eval`` section (``mmreg.config.EvalConfig``:
+        generation settings, for tasks that generate text)."""
+        self.settings = settings
+        self.classes: list[str] = []  # the head's classes or answers, saved as classes.json; empty for none
+
+    def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module | None:
+        """The head over ``width``-wide fused features, sized from the training split
+        (classes, answer vocabulary, tokenizer); None for a task without one."""
+        return None
+
+    def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """The batch tensors of the targets of ``samples`` (e.g. ``labels`` [N])."""
+        return {}
+
+    def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The ``Step`` fields the head gives for a training batch (those in ``provides``)."""
+        return {}
+
+    def evaluations(self, model: nn.Module) -> list[Evaluation]:
+        """What the validation pass computes; the first metric of the first is the default ``train.metric``."""
+        raise NotImplementedError

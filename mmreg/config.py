@@ -38,7 +38,7 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop after N evaluations without improving the metric; unset: never"
     )
-    metric: str | None = Field(None, description="validation metric for best checkpoint and early stopping; unset: accuracy or recall@1")
+    metric: str | None = Field(None, description="validation metric for best checkpoint and early stopping; unset: the task's first metric")
     max_bad_steps: int = Field(3, ge=1, description="stop after N non-finite losses in a row (each is skipped)")
     gradient_checkpointing: bool = Field(False, description="recompute encoder activations in backward to save memory")
     compile: bool = Field(False, description="torch.compile the model")
@@ -76,6 +76,16 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dim: int = Field(64, ge=1, description="shared width both modalities are projected to")
+
+
+class EvalConfig(BaseModel):
+    """How a task that generates text generates it at evaluation and prediction."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_beams: int = Field(1, ge=1, description="beam search width; 1 is greedy decoding")
+    max_new_tokens: int = Field(20, ge=1, description="the most tokens generated per text")
+    prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
 
 
 class GroupLR(BaseModel):
@@ -124,8 +134,8 @@ class Experiment(BaseModel):
     name: str | None = Field(None, description="run name; the run directory is named after it")
     seed: int = Field(0, ge=0, description="seeds data order, initialisation and augmentation")
     runs_dir: str = Field("runs", description="where run directories are created")
-    task: Literal["retrieval", "classification", "vqa"] | None = Field(
-        None, description="what to train for; by default classification if a loss reads logits, else retrieval"
+    task: str | None = Field(
+        None, description="the task plugin to train for; by default classification if a loss reads logits, else retrieval"
     )
     encoder: Component = Component(name="clip")
     fusion: Component = Component(name="gated")
@@ -136,6 +146,7 @@ class Experiment(BaseModel):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
     optim: OptimConfig = OptimConfig()
 
 

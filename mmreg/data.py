@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .components import Augmenter, Dataset, Encoder, Sample, Samples
+from .components import Augmenter, Dataset, Encoder, Sample, Samples, Task
 from .errors import DataError
 from .images import RGB, WHITE, to_rgb
 
@@ -38,25 +38,19 @@ IGNORE = -100  # a target outside the training vocabulary: never right, never tr
 
 
 class Collate:
-    """Preprocesses and tokenizes a whole batch at once, as the encoder expects.
+    """Preprocesses and tokenizes a whole batch at once, as the encoder expects, and adds
+    the task's targets (``Task.targets``); ``task.text`` names the sample field fed as text."""
 
-    ``text`` names the sample field fed as text (caption, or question for VQA);
-    ``targets`` maps the target field's values to class ids.
-    """
-
-    def __init__(self, encoder: Encoder, text: str = "caption", target: str | None = None, targets: Mapping[Any, int] | None = None) -> None:
-        self.encoder, self.text, self.target, self.targets = encoder, text, target, targets
+    def __init__(self, encoder: Encoder, task: Task) -> None:
+        self.encoder, self.task = encoder, task
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         batch: dict[str, Any] = {"pixel_values": self.encoder.preprocess([s.image for s in samples])}
         if samples[0].views is not None:
             for i in (0, 1):
                 batch[f"view{i}_pixel_values"] = self.encoder.preprocess([s.views[i] for s in samples])  # type: ignore[index]
-        batch.update(self.encoder.tokenize([getattr(s, self.text) for s in samples]))
-        if self.target is not None:
-            values = [getattr(s, self.target) for s in samples]
-            ids = [self.targets.get(v, IGNORE) for v in values] if self.targets is not None else values
-            batch["labels"] = torch.tensor(ids, dtype=torch.long)
+        batch.update(self.encoder.tokenize([getattr(s, self.task.text) for s in samples]))
+        batch.update(self.task.targets(samples))
         return batch
 
 

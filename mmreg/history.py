@@ -303,7 +303,7 @@ def evaluate_run(
         num_workers=exp.data.num_workers,
         pin_memory=torch_device.type == "cuda",
     )
-    metrics = evaluate(model, loader, torch_device, retrieval="scores" in model.needs)
+    metrics = evaluate(model, loader, torch_device)
     return {
         **metrics,
         "split": split,

@@ -122,3 +122,20 @@ def mmreg_register_datasets(register: Register) -> None:
     every sample's image RGB with ``mmreg.images.to_rgb`` (16-bit scaled,
     transparency composited onto ``data.background``) before augmentation.
     """
+
+
+@hookspec
+def mmreg_register_tasks(register: Register) -> None:
+    """Register tasks: what a run trains for and how it is scored.
+
+    Factory: ``factory(**params, settings: mmreg.config.EvalConfig) -> mmreg.components.Task``
+    (``settings``: the generation settings of the experiment's ``eval`` section). The class declares the
+    sample field fed as text (``text``), the dataset fields it reads
+    (``needs_fields``), the ``Step`` fields its head gives the losses (``provides``:
+    ``"logits"``, ``"labels"``, ``"token_logits"``) and whether it reads the encoder's
+    image tokens (``needs_image_tokens``), so impossible combinations are refused
+    before anything is built. The instance builds its head from the fused width
+    and the training split (``build_head``), collates its targets (``targets``),
+    fills the ``Step`` (``forward``) and yields its metrics from the one
+    validation pass (``evaluations``).
+    """

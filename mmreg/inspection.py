@@ -89,14 +89,14 @@ def build_report(p: Prepared, splits: Mapping[str, SplitView]) -> dict[str, Any]
         texts = p.dataset.texts(name, p.task.text)
         repeated = len(texts) - len(set(texts))
         report["duplicates"][name] = {"images": duplicates, f"{p.task.text}s": repeated}
-        if p.task.name == "vqa":
+        if p.task.target == "answer":
             counts[name] = Counter(p.dataset.texts(name, "answer"))
         elif labels:
             counts[name] = labels
     report["unusable"] = p.skipped
     report["text"] = p.text_fit
     if counts:
-        report["answers" if p.task.name == "vqa" else "classes"] = {name: dict(c.most_common()) for name, c in counts.items()}
+        report["answers" if p.task.target == "answer" else "classes"] = {name: dict(c.most_common()) for name, c in counts.items()}
     norm = p.model.encoder.image_normalization()
     report["image_mean"], report["image_std"] = norm if norm is not None else (None, None)
     return report

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .components import Encoder, Fusion, Loss, Modality, Step
+from .components import Encoded, Encoder, Fusion, Loss, Modality, Step, Task
 from .distributed import gather_modality, is_distributed
 
 
@@ -20,7 +20,8 @@ class MultimodalModel(nn.Module):
     """encoder -> projection to ``dim`` -> fusion -> task head -> weighted losses.
 
     Only the features the fusion reads are projected (tokens or pooled vectors),
-    so no parameter sits in the graph without receiving a gradient.
+    so no parameter sits in the graph without receiving a gradient. The ``task``
+    plugin owns the head: what it reads and which ``Step`` fields it fills.
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class MultimodalModel(nn.Module):
         fusion: Fusion,
         losses: Mapping[str, tuple[float, Loss]],
         dim: int,
+        task: Task,
         head: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -43,10 +45,10 @@ class MultimodalModel(nn.Module):
         self.losses = nn.ModuleDict({name: loss for name, (_, loss) in losses.items()})
         self.loss_weights = {name: weight for name, (weight, _) in losses.items()}
         self.needs = frozenset().union(*(loss.needs for loss in self.losses.values()))
-        self.head = head
+        self.task, self.head = task, head
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
-        encoder.use(tokens=self.tokens, pooled=not self.tokens)
-        fusion.use(score="scores" in self.needs, fuse=head is not None)
+        encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens)
+        fusion.use(score="scores" in self.needs, fuse=head is not None and task.reads_fused)
         if "logit_scale" in self.needs:  # a loss trains the encoder's own scale (CLIP's), which use() froze
             encoder.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
 
@@ -61,9 +63,16 @@ class MultimodalModel(nn.Module):
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
         return self._project(self.encoder.encode_texts(input_ids, attention_mask), self.text_proj)
 
-    def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
-        image = self.encode_images(batch["pixel_values"])
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> Encoded:
+        """Both modalities projected, and the encoder's own image tokens where the task reads them."""
+        raw = self.encoder.encode_images(batch["pixel_values"])
+        image_tokens = Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None
         text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
+        return Encoded(self._project(raw, self.image_proj), text, image_tokens)
+
+    def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
+        features = self.encode(batch)
+        image, text = features.image, features.text
         step = Step(image, text, labels=batch.get("labels"))
         if "scores" in self.needs:
             # Under data parallelism each process contrasts against the whole global batch,
@@ -73,7 +82,8 @@ class MultimodalModel(nn.Module):
             else:
                 step.scores = self.fusion.score(image, text)
         if self.head is not None:
-            step.logits = self.head(self.fusion.fuse(image, text))
+            for name, value in self.task.forward(self.head, self.fusion, features, dict(batch)).items():
+                setattr(step, name, value)
         if "views" in self.needs:
             step.views = (self.encode_images(batch["view0_pixel_values"]), self.encode_images(batch["view1_pixel_values"]))
         if "logit_scale" in self.needs:

@@ -28,6 +28,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("augmenters", "augmenter", "mmreg_register_augmenters"),
     Kind("peft", "peft strategy", "mmreg_register_peft_strategies"),
     Kind("datasets", "dataset", "mmreg_register_datasets"),
+    Kind("tasks", "task", "mmreg_register_tasks"),
 )
 
 

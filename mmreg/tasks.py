@@ -1,78 +1,84 @@
-"""The tasks a run trains for: what text it reads, what it predicts, how it is scored."""
+"""Choosing and checking the task a run trains for; the tasks themselves are plugins
+(``mmreg_register_tasks``, interface ``mmreg.components.Task``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import torch
 from torch import nn
 
-from .errors import IncompatibleParts
+from .components import Encoded, Evaluation, Fusion, Task
+from .errors import ConfigError, IncompatibleParts, did_you_mean
+from .metrics import AccuracyEvaluation, RetrievalEvaluation
 
-TaskName = Literal["retrieval", "classification", "vqa"]
-
-
-@dataclass(frozen=True)
-class Task:
-    """``text`` is the sample field fed as text; ``target`` the field predicted (None: none)."""
-
-    name: TaskName
-    text: str
-    target: str | None
-    needs_fields: frozenset[str]
-
-    @property
-    def has_head(self) -> bool:
-        return self.target is not None
+DEFAULT_WITH_LOGITS, DEFAULT = "classification", "retrieval"  # the defaults of Experiment.task, as its other defaults name plugins
+HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
 
-TASKS: dict[str, Task] = {
-    "retrieval": Task("retrieval", "caption", None, frozenset({"image", "caption"})),
-    "classification": Task("classification", "caption", "label", frozenset({"image", "caption", "label"})),
-    "vqa": Task("vqa", "question", "answer", frozenset({"image", "question", "answer"})),
-}
-
-
-def choose_task(requested: str | None, loss_needs: Iterable[frozenset[str]]) -> Task:
+def choose_task(requested: str | None, loss_needs: Iterable[frozenset[str]]) -> str:
     """The task asked for, or the one the losses imply: logits mean classification, else retrieval."""
     if requested is not None:
-        return TASKS[requested]
-    return TASKS["classification" if any("logits" in needs for needs in loss_needs) else "retrieval"]
+        return requested
+    return DEFAULT_WITH_LOGITS if any("logits" in needs for needs in loss_needs) else DEFAULT
 
 
-def check_task(task: Task, losses: dict[str, frozenset[str]], dataset: str, fields: frozenset[str]) -> None:
-    """Refuse a task that the losses or the dataset cannot serve, naming the parts and the way out."""
+def task_class(tasks: Any, name: str) -> Any:
+    """The registered task's declared class; an unknown name is a bad ``task`` setting."""
+    if name not in tasks:
+        raise ConfigError(f"setting 'task': unknown task '{name}'{did_you_mean(name, tasks.names())} (known: {', '.join(tasks.names())}); choose one with --task")
+    factory = tasks.get(name).factory
+    return getattr(factory, "__self__", factory)
+
+
+def declared_needs(entry: Any, attribute: str) -> frozenset[str]:
+    factory = entry.factory
+    return getattr(getattr(factory, "__self__", factory), attribute, frozenset())
+
+
+def check_task(
+    name: str, task: Any, host: Any, losses: Mapping[str, frozenset[str]], dataset: str, fields: frozenset[str]
+) -> None:
+    """Refuse a task that the losses or the dataset cannot serve, naming the parts and the way out.
+
+    ``task`` is the task's declared class (``needs_fields``, ``provides``); ``host`` the plugin
+    host, to name the tasks or losses that would fit.
+    """
     missing = sorted(task.needs_fields - fields)
     if missing:
         raise IncompatibleParts(
-            f"task '{task.name}' needs {', '.join(missing)} but dataset '{dataset}' has none; "
+            f"task '{name}' needs {', '.join(missing)} but dataset '{dataset}' has none; "
             f"choose a dataset with {missing[0]}s or another --task"
         )
-    reads_logits = [name for name, needs in losses.items() if "logits" in needs]
-    if task.has_head and not reads_logits:
-        raise IncompatibleParts(
-            f"task '{task.name}' trains a head but no chosen loss ({', '.join(losses)}) reads its logits; add --loss ce"
-        )
-    if not task.has_head and reads_logits:
-        raise IncompatibleParts(
-            f"loss '{reads_logits[0]}' reads head logits but task 'retrieval' has no head; "
-            f"use --task classification or vqa, or a contrastive loss"
-        )
+    for loss, needs in losses.items():
+        if (needs & HEAD_INPUTS) - task.provides:
+            out = sorted(needs & HEAD_INPUTS - {"labels"})[0]
+            givers = [e.name for e in host.registry("tasks") if needs & HEAD_INPUTS <= declared_needs(e, "provides")]
+            way = " or ".join(f"--task {g}" for g in givers) or "another task"
+            has = "has no head" if not task.provides else f"gives no {out}"
+            raise IncompatibleParts(f"loss '{loss}' reads head {out} but task '{name}' {has}; use {way}, or a contrastive loss")
+    if task.provides and not any(needs & task.provides for needs in losses.values()):
+        readers = [
+            e.name for e in host.registry("losses")
+            if declared_needs(e, "needs") & task.provides and declared_needs(e, "needs") & HEAD_INPUTS <= task.provides
+        ]  # fmt: skip
+        way = " or ".join(f"--loss {r}" for r in readers) or "a loss reading it"
+        output = sorted(task.provides - {"labels"})[0]
+        raise IncompatibleParts(f"task '{name}' trains a head but no chosen loss ({', '.join(losses)}) reads its {output}; add {way}")
 
 
-def classification_head(width: int, classes: int) -> nn.Module:
-    return nn.Linear(width, classes)
+class FusedHeadTask(Task):
+    """A task whose head reads the fusion's joint features ``fuse(image, text)`` [N, D] and
+    gives logits [N, C] over classes (classification, VQA): scored by accuracy, and by
+    recall@K too where a loss also trains the fusion's ``score``. Subclasses build the head
+    and collate ``labels``."""
 
+    provides = frozenset({"logits", "labels"})
+    reads_fused = True
 
-def vqa_head(width: int, answers: int) -> nn.Module:
-    """ViLT's VQA classifier: widen, normalise, GELU, project onto the answer vocabulary."""
-    return nn.Sequential(nn.Linear(width, 2 * width), nn.LayerNorm(2 * width), nn.GELU(), nn.Linear(2 * width, answers))
+    def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": head(fusion.fuse(features.image, features.text))}
 
-
-def make_head(task: Task, width: int, classes: Sequence[str]) -> nn.Module | None:
-    if task.name == "classification":
-        return classification_head(width, len(classes))
-    if task.name == "vqa":
-        return vqa_head(width, len(classes))
-    return None
+    def evaluations(self, model: nn.Module) -> list[Evaluation]:
+        return [AccuracyEvaluation(self), *([RetrievalEvaluation()] if "scores" in model.needs else [])]

@@ -18,11 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .components import LoopCallback, Modality
+from .components import LoopCallback
 from .config import OptimConfig, TrainConfig
 from .data import AugmentedSplit, Collate
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
-from .metrics import retrieval_metrics
 from .model import MultimodalModel
 from .optim import param_groups
 from .runs import append_jsonl, write_atomic
@@ -65,37 +64,20 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: MultimodalModel, loader: DataLoader, device: torch.device, *, retrieval: bool, rows_per_chunk: int = 64
-) -> dict[str, float]:
-    """Head accuracy over matched pairs where the model has a head; retrieval recall@K
-    (every image against every text of the split) where ``retrieval`` is set.
-
-    The split is loaded and encoded once; both metrics read the same features.
-    """
+def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """The task's metrics (``Task.evaluations``) over the split: each batch is loaded and
+    encoded once, and every evaluation reads the same features."""
     was_training = model.training
     model.eval()
-    images, texts = [], []
-    correct = total = 0
+    evaluations = model.task.evaluations(model)
     for batch in loader:
         batch = to_device(batch, device)
-        image = model.encode_images(batch["pixel_values"])
-        text = model.encode_texts(batch["input_ids"], batch["attention_mask"])
-        if model.head is not None:
-            predicted = model.head(model.fusion.fuse(image, text)).argmax(dim=-1)
-            correct += (predicted == batch["labels"]).sum().item()
-            total += batch["labels"].numel()
-        if retrieval:
-            images.append(image)
-            texts.append(text)
+        features = model.encode(batch)
+        for evaluation in evaluations:
+            evaluation.update(model, features, batch)
     metrics: dict[str, float] = {}
-    if model.head is not None:
-        metrics["accuracy"] = correct / max(total, 1)
-    if retrieval:
-        image, text = Modality.cat(images), Modality.cat(texts)
-        rows = range(0, len(image), rows_per_chunk)
-        scores = torch.cat([model.fusion.score(image.index(slice(s, s + rows_per_chunk)), text) for s in rows])
-        metrics.update(retrieval_metrics(scores.float().cpu()))
+    for evaluation in evaluations:
+        metrics.update(evaluation.compute())
     model.train(was_training)
     return metrics
 
@@ -166,7 +148,6 @@ class Trainer:
         seed: int,
         run_dir: Path | None,
         metric: str,
-        retrieval: bool,
         num_workers: int = 0,
         optim: OptimConfig | None = None,
         callbacks: Sequence[LoopCallback] = (),
@@ -178,7 +159,7 @@ class Trainer:
 
         # A new run in the same process may ask for another precision; the process group stays.
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.cfg, self.run_dir, self.metric, self.retrieval = cfg, run_dir, metric, retrieval
+        self.cfg, self.run_dir, self.metric = cfg, run_dir, metric
         self.trajectory: dict[str, Any] = {}
         device = pick_device(cfg.device)
         mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
@@ -293,7 +274,7 @@ class Trainer:
         return finite
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.bare_model, self.val_loader, self.device, retrieval=self.retrieval)
+        return evaluate(self.bare_model, self.val_loader, self.device)
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
         """Record an evaluation, keep the best weights; True when early stopping says stop."""

@@ -148,4 +148,4 @@ def test_weights_load_back_into_a_fresh_model(which, gated, dual):
     state = model.state_dict()
     assert all(torch.equal(saved[k], state[k]) for k in saved)
     # ...and the reloaded model scores the validation split exactly as the run did.
-    assert evaluate(model, loader, torch.device("cpu"), retrieval=True) == pytest.approx(summary["metrics"])
+    assert evaluate(model, loader, torch.device("cpu")) == pytest.approx(summary["metrics"])

@@ -13,6 +13,7 @@ import typer
 from .. import __version__
 from ..errors import MmregError
 from . import data, listing, run, runs, search
+from .caption import caption_command
 from .export import export_command
 from .state import state
 
@@ -32,6 +33,7 @@ app.add_typer(runs.runs_app, name="runs")
 app.add_typer(data.data_app, name="data")
 app.command("export")(export_command)
 app.command("search")(search.search_command)
+app.command("caption")(caption_command)
 
 
 def _version(value: bool) -> None:

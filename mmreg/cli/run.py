@@ -98,10 +98,14 @@ def _print_summary(summary: dict) -> None:
     console = Console()
     m = summary["metrics"]
     if "accuracy" in m:
+        classes = f" ({summary['classes']} classes, chance {1 / summary['classes']:.4f})" if summary.get("classes") else ""
         console.print(
-            f"validation {summary['task']} accuracy: [bold]{m['accuracy']:.4f}[/bold] over {summary['val_size']} samples "
-            f"({summary['classes']} classes, chance {1 / summary['classes']:.4f})"
+            f"validation {summary['task']} accuracy: [bold]{m['accuracy']:.4f}[/bold] over {summary['val_size']} samples{classes}"
         )
+    others = {k: v for k, v in m.items() if k != "accuracy" and "recall@" not in k}
+    if others:  # the metrics of other tasks (captioning's cider and bleu4, a plugin's own)
+        shown = ", ".join(f"{k} [bold]{v:.4f}[/bold]" for k, v in others.items())
+        console.print(f"validation {summary['task']}: {shown} over {summary['val_size']} samples")
     if "recall@1" in m:
         table = Table(title=f"validation retrieval ({summary['val_size']} pairs, chance@1 {summary['chance@1']:.4f})")
         for col, justify in (("metric", "left"), ("image->text", "right"), ("text->image", "right"), ("mean", "right")):

@@ -45,7 +45,7 @@ def test_the_frozen_tower_gets_gradients_exactly_from_the_switch_step(tmp_path: 
     p = prepare(exp)
     clock = StepClock()
     trainer = Trainer(
-        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric="recall@1", retrieval=False,
+        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric="recall@1",
         callbacks=[p.strategy, clock],
     )  # fmt: skip
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # gradients are what is watched

@@ -98,6 +98,13 @@ def write(name: str, content: str | bytes) -> Callable[[Path], None]:
     return setup
 
 
+def picture(name: str) -> Callable[[Path], None]:
+    def setup(d: Path) -> None:
+        Image.new("RGB", (24, 24), (200, 40, 40)).save(d / name)
+
+    return setup
+
+
 def damage(rel: str, how: str) -> Callable[[Path], None]:
     """Damage a file of the copied run: truncate, delete, garbage or pickle."""
 
@@ -150,6 +157,10 @@ CASES = [
     Case("unknown-peft", ["run", "--peft", "lorra"]),
     Case("unknown-dataset", ["run", "--dataset", "coco"]),
     Case("unknown-task", ["run", "--task", "captioning-xyz"]),
+    Case("captioning-without-token-loss", ["run", "--task", "captioning", "--fusion", "none"]),
+    Case("caption-a-retrieval-run", ["caption", "done", "shape.png"], picture("shape.png"), run=True),
+    Case("caption-beams-zero", ["caption", "done", "shape.png", "--beams", "0"], picture("shape.png"), run=True),
+    Case("caption-missing-image", ["caption", "done", "nowhere.png"], run=True),
     Case("unknown-device", ["run", "--device", "tpu"]),
     Case("unknown-precision", ["run", "--precision", "fp8"]),
     Case("unknown-kind-in-list", ["list", "widgets"]),

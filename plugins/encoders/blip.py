@@ -1,0 +1,142 @@
+"""`blip`: BLIP's encoder-decoder (transformers' ``BlipForConditionalGeneration``), a tiny
+random-init preset or a saved/hub checkpoint. The vision transformer gives the image tokens;
+its image-grounded text decoder is handed to a task that generates text (`captioning`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmreg.components import Encoder, Modality, Tower
+from mmreg.errors import ConfigError, DataError
+from mmreg.hookspecs import hookimpl
+from mmreg.text import build_word_tokenizer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class BlipParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: str | None = Field(
+        None,
+        description="directory saved with save_pretrained (model + BlipProcessor) or a cached hub id "
+        "(e.g. Salesforce/blip-image-captioning-base); when set the preset fields are ignored",
+    )
+    preset: Literal["tiny"] = Field("tiny", description="random-init architecture used when pretrained is unset")
+    image_size: int = Field(32, ge=8, description="side of the square input images in pixels")
+    patch_size: int = Field(8, ge=1, description="side of the vision patches in pixels")
+    hidden_size: int = Field(64, ge=1, description="width of the vision transformer and the text decoder")
+    layers: int = Field(2, ge=1, description="layers of each transformer")
+    heads: int = Field(4, ge=1, description="attention heads per layer")
+    max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
+
+    @model_validator(mode="after")
+    def _preset_is_buildable(self) -> BlipParams:
+        if self.pretrained is None and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        if self.pretrained is None and self.patch_size > self.image_size:
+            raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
+        return self
+
+
+class BlipEncoder(Encoder):
+    """Image tokens: the ViT's last hidden states, pooled: its post-layernormed [CLS]. Texts are
+    encoded by the decoder's BERT run bidirectionally without cross-attention ([CLS] pooled).
+    ``text_decoder`` (``BlipTextLMHeadModel``), ``tokenizer`` and ``decoder_bos_token_id`` are
+    what a generating task reuses (Li et al. 2022, BLIP)."""
+
+    gives_tokens = True
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int) -> None:
+        super().__init__()
+        self.model, self.tokenizer, self.image_processor, self.max_length = model, tokenizer, image_processor, max_length
+        self.max_length_setting = "encoder.max_length"
+        self.text_decoder = model.text_decoder
+        self.decoder_bos_token_id = model.config.text_config.bos_token_id
+        self.image_token_dim = self.image_pooled_dim = model.config.vision_config.hidden_size
+        self.text_token_dim = self.text_pooled_dim = model.config.text_config.hidden_size
+
+    @classmethod
+    def create(cls, *, captions: Sequence[str], **params: Any) -> BlipEncoder:
+        """The registered factory: the checkpoint when ``pretrained`` is set, else the tiny preset."""
+        p = BlipParams(**params)
+        return load_pretrained(p.pretrained, p.max_length) if p.pretrained else build_tiny(p, captions)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def image_normalization(self) -> tuple[list[float], list[float]]:
+        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality:
+        out = self.model.vision_model(pixel_values=pixel_values)
+        return Modality(out.pooler_output, out.last_hidden_state, None)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
+        hidden = self.text_decoder.bert(input_ids=input_ids, attention_mask=attention_mask, is_decoder=False).last_hidden_state
+        return Modality(hidden[:, 0], hidden, attention_mask.bool())
+
+    def save_preprocessing(self, directory: Path | str) -> None:
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+
+    def towers(self) -> dict[str, Tower]:
+        """The ViT (fused ``qkv`` projection) and the decoder's BERT (``query``/``value``)."""
+        return {"vision": Tower("model.vision_model", ("qkv",)), "text": Tower("model.text_decoder.bert", ("query", "value"))}
+
+
+def build_tiny(params: BlipParams, captions: Sequence[str]) -> BlipEncoder:
+    """A small random-init BLIP from a ``BlipConfig``, with a vocabulary from the training captions."""
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
+
+    if not captions:
+        raise DataError("the blip tiny preset builds its vocabulary from the training captions, but there are none")
+    tokenizer = build_word_tokenizer(captions, params.max_length)
+    shared = {"hidden_size": params.hidden_size, "intermediate_size": 4 * params.hidden_size, "num_hidden_layers": params.layers, "num_attention_heads": params.heads}
+    text = {
+        **shared,
+        "vocab_size": len(tokenizer),
+        "encoder_hidden_size": params.hidden_size,
+        "max_position_embeddings": 64,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "sep_token_id": tokenizer.eos_token_id,
+    }
+    vision = {**shared, "image_size": params.image_size, "patch_size": params.patch_size}
+    config = BlipConfig(text_config=text, vision_config=vision)
+    processor = BlipImageProcessor(size={"height": params.image_size, "width": params.image_size})
+    return BlipEncoder(BlipForConditionalGeneration(config), tokenizer, processor, params.max_length)
+
+
+def load_pretrained(pretrained: str, max_length: int) -> BlipEncoder:
+    """Model and ``BlipProcessor`` (BERT tokenizer, image processor) from one checkpoint, or a one-line ConfigError."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    try:
+        if pretrained.startswith((".", "/")) and not Path(pretrained).is_dir():
+            raise FileNotFoundError("no such directory")
+        model = BlipForConditionalGeneration.from_pretrained(pretrained)
+        processor = BlipProcessor.from_pretrained(pretrained)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot load BLIP checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
+            f"(BlipForConditionalGeneration and BlipProcessor) or a hub id in the local cache"
+        ) from exc
+    return BlipEncoder(model, processor.tokenizer, processor.image_processor, max_length)
+
+
+@hookimpl
+def mmreg_register_encoders(register):
+    register("blip", BlipEncoder.create, params=BlipParams, help="BLIP's ViT + image-grounded text decoder (transformers)")
