@@ -1,6 +1,6 @@
 """`mmreg search`: Optuna over an experiment file's ``[search]`` space; every trial is a full `mmreg.run`.
 
-The pruner reads the validation metric at each evaluation (``mmreg.run(on_eval=...)``);
+The pruner reads the validation metric at each evaluation (a `LoopCallback.on_eval` passed to `mmreg.run(callbacks=...)`);
 the study lives in Optuna's own storages: a journal file in the runs directory by
 default (safe for several processes on one machine), or any RDB URL (PostgreSQL)
 shared by workers on many machines, with heartbeats so a killed worker's trial is
