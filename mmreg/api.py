@@ -129,7 +129,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    task = host.registry("tasks").build(task_name, settings=exp.eval)
+    task = host.registry("tasks").build(task_name, settings=exp.eval, answers=exp.answers)
     task.name = task_name
     check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)

@@ -315,6 +315,15 @@ class Sample:
     question: str | None = None
     answer: str | None = None
     views: tuple[Image.Image, Image.Image] | None = None
+    answers: tuple[str, ...] | None = None  # every human answer (VQA v2 has ten); None: just ``answer``
+    answer_type: str | None = None  # VQA's "yes/no", "number", "other"; accuracy is reported per type
+    question_id: int | None = None  # the data set's id of the question, for results files
+
+    def human_answers(self) -> tuple[str, ...]:
+        """The human answers to ``question``: ``answers``, else ``answer`` alone, else none."""
+        if self.answers is not None:
+            return self.answers
+        return () if self.answer is None else (self.answer,)
 
 
 class Samples(Sequence[Sample]):
@@ -374,6 +383,11 @@ class Dataset:
         texts are cheaper to get than whole samples (they build vocabularies)."""
         return [getattr(sample, field) for sample in self.split(name)]
 
+    def answers(self, name: str) -> list[tuple[str, ...]]:
+        """Each question's human answers in a split (``Sample.human_answers``); override
+        when they are cheaper to get than whole samples (they build the answer vocabulary)."""
+        return [sample.human_answers() for sample in self.split(name)]
+
 
 @dataclass
 class Encoded:
@@ -422,10 +436,11 @@ class Task:
     reads_fused: ClassVar[bool] = False
     needs_image_tokens: ClassVar[bool] = False
 
-    def __init__(self, *, settings: Any = None) -> None:
+    def __init__(self, *, settings: Any = None, answers: Any = None) -> None:
         """``settings`` is the experiment's ``eval`` section (``mmreg.config.EvalConfig``:
-        generation settings, for tasks that generate text)."""
-        self.settings = settings
+        generation settings, for tasks that generate text); ``answers`` its ``answers`` section
+        (``mmreg.config.AnswersConfig``: the answer vocabulary, for tasks that answer questions)."""
+        self.settings, self.answer_settings = settings, answers
         self.classes: list[str] = []  # the head's classes or answers, saved as classes.json; empty for none
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module | None:

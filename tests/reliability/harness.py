@@ -158,6 +158,7 @@ CASES = [
     Case("unknown-dataset", ["run", "--dataset", "coco"]),
     Case("unknown-task", ["run", "--task", "captioning-xyz"]),
     Case("captioning-without-token-loss", ["run", "--task", "captioning", "--fusion", "none"]),
+    Case("vqa-empty-answer-vocabulary", ["run", "--task", "vqa", "--loss", "bce", "--set", "answers.min_answer_count=100000"]),
     Case("caption-a-retrieval-run", ["caption", "done", "shape.png"], picture("shape.png"), run=True),
     Case("caption-beams-zero", ["caption", "done", "shape.png", "--beams", "0"], picture("shape.png"), run=True),
     Case("caption-missing-image", ["caption", "done", "nowhere.png"], run=True),
