@@ -117,9 +117,32 @@ class Encoder(nn.Module):
     max_length: int | None = None  # tokens kept per text; longer texts are truncated
     max_length_setting: str | None = None  # the setting that raises max_length, where it can be raised
 
+    # A single-stream encoder (ViLT; a VisualBERT-like model) fuses image and text inside itself:
+    # it implements ``joint_fusion`` instead of ``encode_images``/``encode_texts``. The model then
+    # projects nothing and hands the fusion the raw inputs, images as ``Modality(tokens=pixel_values
+    # [N, 3, H, W], mask=pixel_mask [N, H, W])`` and texts as ``Modality(tokens=input_ids [N, L],
+    # mask=attention_mask)``; a separate fusion is refused before any weight is built.
+    single_stream: ClassVar[bool] = False
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
         raise NotImplementedError
+
+    def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """The batch's image tensors: ``pixel_values``, plus ``pixel_mask`` [N, H, W] (1 at real
+        pixels) for an encoder that pads images of different sizes into one batch (ViLT)."""
+        return {"pixel_values": self.preprocess(images)}
+
+    def joint_fusion(self) -> Fusion:
+        """A single-stream encoder's own fusion: ``fuse`` runs the model on matched pairs, ``score``
+        rates every pair (image-text matching); see ``single_stream``."""
+        raise NotImplementedError
+
+    def answer_head(self) -> tuple[nn.Module, list[str]] | None:
+        """A fine-tuned checkpoint's answer classifier over the fused width and its answers, in
+        logit order (ViLT's ``classifier`` and ``id2label``), for a question-answering task to
+        start from; None where the checkpoint has none."""
+        return None
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""

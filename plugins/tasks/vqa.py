@@ -72,9 +72,27 @@ class VisualQuestionAnswering(FusedHeadTask):
         self.ids: dict[str, int] = {}
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
-        """ViLT's VQA classifier (Kim et al. 2021): widen, normalise, GELU, project onto the answers."""
-        self.set_classes(answer_vocabulary(dataset.answers("train"), self.min_answer_count))
-        return nn.Sequential(nn.Linear(width, 2 * width), nn.LayerNorm(2 * width), nn.GELU(), nn.Linear(2 * width, len(self.classes)))
+        """ViLT's VQA classifier (Kim et al. 2021): widen, normalise, GELU, project onto the answers.
+
+        Where the encoder comes with a fine-tuned answer head (``Encoder.answer_head``: a
+        ``ViltForQuestionAnswering`` checkpoint) that head is reused with its answers first, in its
+        ``id2label`` order; training answers it lacks extend its last layer with new random rows."""
+        vocabulary = answer_vocabulary(dataset.answers("train"), self.min_answer_count)
+        given = encoder.answer_head()
+        if given is None:
+            self.set_classes(vocabulary)
+            return nn.Sequential(nn.Linear(width, 2 * width), nn.LayerNorm(2 * width), nn.GELU(), nn.Linear(2 * width, len(self.classes)))
+        head, answers = given
+        known = set(answers)
+        self.set_classes([*answers, *(a for a in vocabulary if a not in known)])
+        last = head[-1]
+        if len(self.classes) > last.out_features:
+            wider = nn.Linear(last.in_features, len(self.classes))
+            with torch.no_grad():
+                wider.weight[: last.out_features] = last.weight
+                wider.bias[: last.out_features] = last.bias
+            head[-1] = wider
+        return head
 
     @property
     def min_answer_count(self) -> int:
