@@ -482,3 +482,12 @@ class Task:
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         """What the validation pass computes; the first metric of the first is the default ``train.metric``."""
         raise NotImplementedError
+
+    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+        """The task's prediction for each image (``pixels``: ``Encoder.pixel_inputs`` of N images),
+        best first, at most ``top_k``: ``[{"<what>": ..., "score": float}]`` per image. ``texts`` are
+        what the task reads beside the image (a question, a caption, candidate captions).
+        Raises ConfigError where the task cannot predict or the texts do not fit it."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"task '{self.name}' gives no predictions; use `mmreg eval` for its metrics")

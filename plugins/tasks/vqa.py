@@ -118,6 +118,10 @@ class VisualQuestionAnswering(FusedHeadTask):
             types.append(ANSWER_TYPES.index(sample.answer_type) if sample.answer_type else -1)
         return {"labels": labels, "answer_scores": scores, "answer_types": torch.tensor(types, dtype=torch.long)}
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each answer's own sigmoid score (ViLT's answers are not exclusive: BCE trains them)."""
+        return logits.sigmoid()
+
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [VqaEvaluation(self), *super().evaluations(model)[1:]]
 

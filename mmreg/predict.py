@@ -1,0 +1,55 @@
+"""Predictions from a trained run (the API behind `mmreg predict`): each task plugin's own
+``Task.predict`` (VQA answers, classes, best-matching captions, generated captions)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DataError
+from .plugins import PluginHost
+
+
+def predict_images(
+    run: str | Path,
+    images: Sequence[str | Path],
+    *,
+    texts: Sequence[str] = (),
+    top_k: int = 5,
+    checkpoint: str = "best",
+    device: str = "auto",
+    runs_dir: str | Path = "runs",
+    host: PluginHost | None = None,
+) -> list[dict[str, Any]]:
+    """``[{"image": path, "predictions": [{..., "score": float}, ...]}]``, one per image, in order,
+    each list best first (at most ``top_k``). ``texts``: the question or caption read with each
+    image (one for all, or one per image), or retrieval's candidate captions.
+
+    Raises ConfigError for ``top_k`` < 1, a bad checkpoint or texts that do not fit the task, and
+    DataError for an image that cannot be read.
+    """
+    import torch
+
+    from .history import load_run, rebuild_run, weights_for
+    from .images import open_image, to_rgb
+    from .train import pick_device
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    run_path = load_run(run, runs_dir).path
+    weights, _ = weights_for(run_path, checkpoint)
+    loaded = []
+    for path in images:
+        try:
+            loaded.append(to_rgb(open_image(path)))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); give an image file") from None
+    p = rebuild_run(run_path, weights, host)
+    model = p.model.to(pick_device(device)).eval()
+    with torch.inference_mode():
+        results = p.task.predict(model, model.encoder.pixel_inputs(loaded), list(texts), top_k)
+    return [{"image": str(path), "predictions": preds} for path, preds in zip(images, results, strict=True)]
+
+
+__all__ = ["predict_images"]

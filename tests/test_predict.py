@@ -1,0 +1,57 @@
+"""`mmreg predict`: each task's own prediction from a trained run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import mmreg
+from mmreg.history import rebuild_run, weights_for
+from mmreg.predict import predict_images
+
+TINY = {
+    "seed": 3,
+    "encoder": {"name": "clip", "hidden_size": 32, "projection_dim": 32},
+    "model": {"dim": 32},
+    "dataset": {"name": "shapes", "train_size": 32, "val_size": 16},
+    "train": {"max_steps": 3, "batch_size": 8, "eval_batch_size": 16},
+}
+
+
+def test_vqa_predict_gives_the_top_answers_in_logit_order(tmp_path):
+    summary = mmreg.run({**TINY, "task": "vqa", "loss": {"bce": {}}, "runs_dir": str(tmp_path / "runs")}, progress=False)
+    run = Path(summary["run_dir"]).name
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    question = "what colour is the circle?"
+    out = subprocess.run(
+        [sys.executable, "-m", "mmreg", "predict", run, str(image), "--text", question, "--top-k", "3", "--json", "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    predictions = json.loads(out.stdout)[0]["predictions"]
+    run_path = tmp_path / "runs" / run
+    p = rebuild_run(run_path, weights_for(run_path, "best")[0])
+    model = p.model.eval()
+    with torch.no_grad():
+        batch = {**model.encoder.pixel_inputs([Image.open(image).convert("RGB")]), **model.encoder.tokenize([question])}
+        logits = p.task.forward(model.head, model.fusion, model.encode(batch), batch)["logits"][0]
+    top = logits.topk(3)
+    assert [x["answer"] for x in predictions] == [p.classes[k] for k in top.indices.tolist()]
+    assert [x["score"] for x in predictions] == [float(v) for v in top.values.sigmoid()]
+    bad = subprocess.run([sys.executable, "-m", "mmreg", "predict", run, str(image), "--top-k", "0", "--runs-dir", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--top-k" in bad.stderr
+
+
+def test_retrieval_predict_ranks_the_candidate_captions(tmp_path):
+    summary = mmreg.run({**TINY, "task": "retrieval", "runs_dir": str(tmp_path)}, progress=False)
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (30, 30, 200)).save(image)
+    texts = ["a small blue circle", "a large red square", "a shape"]
+    out = predict_images(Path(summary["run_dir"]).name, [image], texts=texts, top_k=2, runs_dir=tmp_path)
+    preds = out[0]["predictions"]
+    assert len(preds) == 2 and {x["text"] for x in preds} <= set(texts) and preds[0]["score"] >= preds[1]["score"]
