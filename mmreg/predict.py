@@ -52,4 +52,37 @@ def predict_images(
     return [{"image": str(path), "predictions": preds} for path, preds in zip(images, results, strict=True)]
 
 
-__all__ = ["predict_images"]
+
+
+
+def vqa_results(
+    run: str | Path, split: str = "val", *, checkpoint: str = "best", device: str = "auto", runs_dir: str | Path = "runs",
+    batch_size: int = 32, host: PluginHost | None = None,
+) -> list[dict[str, Any]]:
+    """The run's answer to every question of ``split`` in the official VQA results format,
+    ``[{"question_id": int, "answer": str}]`` (the sample's ``question_id``, else its index).
+
+    Raises ConfigError for a run whose task does not answer questions.
+    """
+    import torch
+
+    from .history import load_run, rebuild_run, weights_for
+    from .train import pick_device
+
+    run_path = load_run(run, runs_dir).path
+    p = rebuild_run(run_path, weights_for(run_path, checkpoint)[0], host)
+    if p.task.target != "answer":
+        raise ConfigError(f"run {run_path.name} trained task '{p.task.name}', which answers no questions; --results needs a vqa run")
+    samples = p.val_split if split == "val" else p.train_split
+    model = p.model.to(pick_device(device)).eval()
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            answers = p.task.predict(model, model.encoder.pixel_inputs([s.image for s in chunk]), [s.question for s in chunk], 1)
+            results += [
+                {"question_id": s.question_id if s.question_id is not None else start + i, "answer": a[0]["answer"]}
+                for i, (s, a) in enumerate(zip(chunk, answers, strict=True))
+            ]
+    return results
+__all__ = ["predict_images", "vqa_results"]

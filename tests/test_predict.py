@@ -45,6 +45,13 @@ def test_vqa_predict_gives_the_top_answers_in_logit_order(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mmreg", "predict", run, str(image), "--top-k", "0", "--runs-dir", str(tmp_path / "runs")],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--top-k" in bad.stderr
+    results = tmp_path / "results.json"
+    ev = subprocess.run([sys.executable, "-m", "mmreg", "eval", run, "--results", str(results), "--runs-dir", str(tmp_path / "runs")],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    written = json.loads(results.read_text())
+    assert [r["question_id"] for r in written] == list(range(16)) and all(r["answer"] in p.classes for r in written)
+    assert [r["answer"] for r in written[:2]] == [x[0]["answer"] for x in p.task.predict(model, model.encoder.pixel_inputs([s.image for s in p.val_split[:2]]), [s.question for s in p.val_split[:2]], 1)]
 
 
 def test_retrieval_predict_ranks_the_candidate_captions(tmp_path):
