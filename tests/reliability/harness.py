@@ -159,6 +159,11 @@ CASES = [
     Case("unknown-task", ["run", "--task", "captioning-xyz"]),
     Case("captioning-without-token-loss", ["run", "--task", "captioning", "--fusion", "none"]),
     Case("vqa-empty-answer-vocabulary", ["run", "--task", "vqa", "--loss", "bce", "--set", "answers.min_answer_count=100000"]),
+    Case(
+        "vqa-question-without-answers",
+        ["run", "--task", "vqa", "--loss", "bce", "--dataset", "vqa", "--set", "dataset.train.file=q.csv", "--set", "dataset.val.file=q.csv"],
+        write("q.csv", "image,question,answers\nshape.png,what is it?,\n"),
+    ),
     Case("vilt-with-a-separate-fusion", ["run", "--encoder", "vilt", "--fusion", "gated", "--task", "vqa", "--loss", "bce"]),
     Case("caption-a-retrieval-run", ["caption", "done", "shape.png"], picture("shape.png"), run=True),
     Case("caption-beams-zero", ["caption", "done", "shape.png", "--beams", "0"], picture("shape.png"), run=True),
