@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .plugins import PluginHost
 
 
@@ -32,19 +32,14 @@ def predict_images(
     import torch
 
     from .history import load_run, rebuild_run, weights_for
-    from .images import open_image, to_rgb
+    from .images import read_image_files
     from .train import pick_device
 
     if top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     run_path = load_run(run, runs_dir).path
     weights, _ = weights_for(run_path, checkpoint)
-    loaded = []
-    for path in images:
-        try:
-            loaded.append(to_rgb(open_image(path)))
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); give an image file") from None
+    loaded = read_image_files(images)
     p = rebuild_run(run_path, weights, host)
     model = p.model.to(pick_device(device)).eval()
     with torch.inference_mode():
