@@ -80,6 +80,12 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
             f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; "
             f"use an encoder that gives tokens, e.g. --encoder clip"
         )
+    if getattr(encoder, "single_stream", False) and (task.needs_image_tokens or wants_views):
+        what = f"task '{name}'" if task.needs_image_tokens else f"loss '{wants_views[0]}'"
+        raise IncompatibleParts(
+            f"{what} reads the image alone but encoder '{exp.encoder.name}' is single-stream (it encodes image and text together); "
+            f"use an encoder with separate towers, e.g. --encoder clip"
+        )
     fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
     if fields is not None:
         check_task(name, task, host, needs, exp.dataset.name, frozenset(fields))

@@ -165,6 +165,7 @@ CASES = [
         write("q.csv", "image,question,answers\nshape.png,what is it?,\n"),
     ),
     Case("vilt-with-a-separate-fusion", ["run", "--encoder", "vilt", "--fusion", "gated", "--task", "vqa", "--loss", "bce"]),
+    Case("vilt-for-captioning", ["run", "--encoder", "vilt", "--fusion", "none", "--task", "captioning", "--loss", "lm"]),
     Case("caption-a-retrieval-run", ["caption", "done", "shape.png"], picture("shape.png"), run=True),
     Case("caption-beams-zero", ["caption", "done", "shape.png", "--beams", "0"], picture("shape.png"), run=True),
     Case("caption-missing-image", ["caption", "done", "nowhere.png"], run=True),
