@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -62,3 +63,17 @@ def test_retrieval_predict_ranks_the_candidate_captions(tmp_path):
     out = predict_images(Path(summary["run_dir"]).name, [image], texts=texts, top_k=2, runs_dir=tmp_path)
     preds = out[0]["predictions"]
     assert len(preds) == 2 and {x["text"] for x in preds} <= set(texts) and preds[0]["score"] >= preds[1]["score"]
+
+
+def test_classification_and_captioning_predict(tmp_path):
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (30, 200, 30)).save(image)
+    summary = mmreg.run({**TINY, "task": "classification", "loss": {"ce": {}}, "runs_dir": str(tmp_path)}, progress=False)
+    preds = predict_images(Path(summary["run_dir"]).name, [image, image], texts=["a shape"], top_k=10, runs_dir=tmp_path)
+    assert [len(x["predictions"]) for x in preds] == [5, 5]  # five shape kinds: top-k capped
+    scores = [x["score"] for x in preds[0]["predictions"]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=1e-5)
+    caption = {**TINY, "task": "captioning", "fusion": {"name": "none"}, "loss": {"lm": {}}, "eval": {"max_new_tokens": 6}, "runs_dir": str(tmp_path)}
+    run = Path(mmreg.run(caption, progress=False)["run_dir"]).name
+    generated = predict_images(run, [image], runs_dir=tmp_path)[0]["predictions"]
+    assert generated == [{"caption": mmreg.caption_images(run, [image], runs_dir=tmp_path)[0]["caption"]}]
