@@ -121,6 +121,11 @@ class ViltEncoder(Encoder):
         self.tokenizer.save_pretrained(directory)
         self.image_processor.save_pretrained(directory)
 
+    def export(self, directory: Path) -> None:
+        """The ``ViltModel`` with its tokenizer and image processor, loadable by ``from_pretrained``."""
+        self.model.save_pretrained(directory)
+        self.save_preprocessing(directory)
+
 
 def build_tiny(params: ViltParams, captions: Sequence[str]) -> ViltEncoder:
     """A small random-init ViLT from a ``ViltConfig``, with a word vocabulary from the training texts."""

@@ -89,6 +89,11 @@ def test_patch_sampling_follows_the_seed(tmp_path):
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     p = prepare(validate(exp), load_plugins())
     assert p.model.encoder.model.config.max_image_length == 4
+    from transformers import ViltModel
+
+    p.model.encoder.export(tmp_path / "export")
+    exported = ViltModel.from_pretrained(tmp_path / "export")
+    assert exported.config.max_image_length == 4 and torch.equal(exported.embeddings.patch_embeddings.projection.weight, p.model.encoder.model.embeddings.patch_embeddings.projection.weight)
 
 
 def test_vilt_processor_sizes():
