@@ -27,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from .captions import caption_images
 
         return caption_images
+    if name in ("predict_images", "vqa_results"):
+        from . import predict
+
+        return getattr(predict, name)
     if name == "inspect_data":
         from .inspection import inspect_data
 
@@ -53,6 +57,8 @@ __all__ = [
     "caption_images",
     "hookimpl",
     "inspect_data",
+    "predict_images",
+    "vqa_results",
     "load_experiment",
     "load_image",
     "load_plugins",

@@ -54,6 +54,11 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
             f"fusion '{exp.fusion.name}' needs token sequences but encoder '{exp.encoder.name}' gives only pooled "
             f"vectors; use --fusion none or concat, or an encoder that gives tokens"
         )
+    if getattr(encoder, "single_stream", False) and exp.fusion.name != "none":
+        raise IncompatibleParts(
+            f"encoder '{exp.encoder.name}' is single-stream: it fuses image and text inside itself, so fusion "
+            f"'{exp.fusion.name}' would be meaningless; use --fusion none"
+        )
     needs = loss_needs(exp, host)
     wants_scale = [name for name, n in needs.items() if "logit_scale" in n]
     if wants_scale and not getattr(encoder, "gives_logit_scale", False):
@@ -74,6 +79,12 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
         raise IncompatibleParts(
             f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; "
             f"use an encoder that gives tokens, e.g. --encoder clip"
+        )
+    if getattr(encoder, "single_stream", False) and (task.needs_image_tokens or wants_views):
+        what = f"task '{name}'" if task.needs_image_tokens else f"loss '{wants_views[0]}'"
+        raise IncompatibleParts(
+            f"{what} reads the image alone but encoder '{exp.encoder.name}' is single-stream (it encodes image and text together); "
+            f"use an encoder with separate towers, e.g. --encoder clip"
         )
     fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
     if fields is not None:
@@ -129,7 +140,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    task = host.registry("tasks").build(task_name, settings=exp.eval)
+    task = host.registry("tasks").build(task_name, settings=exp.eval, answers=exp.answers)
     task.name = task_name
     check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
@@ -144,7 +155,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
         textfit.check(text_fit, exp.data.max_merged_by_truncation, encoder)
     strategies = host.registry("peft")
     strategy = strategies.build(exp.peft.name, exp.peft.params, strategies=strategies)
-    fusion = host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
+    fusion = encoder.joint_fusion() if encoder.single_stream else host.registry("fusions").build(exp.fusion.name, exp.fusion.params, dim=exp.model.dim)
     losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
     head = task.build_head(fusion.out_dim, dataset, encoder)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .plugins import PluginHost
 
 
@@ -33,19 +33,14 @@ def caption_images(
 
     from .components import Modality
     from .history import load_run, rebuild_run, weights_for
-    from .images import open_image, to_rgb
+    from .images import read_image_files
     from .train import pick_device
 
     if beams is not None and beams < 1:
         raise ConfigError(f"--beams must be at least 1, got {beams}")
     run_path = load_run(run, runs_dir).path
     weights, _ = weights_for(run_path, checkpoint)
-    loaded = []
-    for path in images:
-        try:
-            loaded.append(to_rgb(open_image(path)))
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); give an image file") from None
+    loaded = read_image_files(images)
     p = rebuild_run(run_path, weights, host)
     if not hasattr(p.task, "generate"):
         raise ConfigError(f"run {run_path.name} trained task '{p.task.name}', which does not generate text; give a captioning run")

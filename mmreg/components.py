@@ -117,9 +117,32 @@ class Encoder(nn.Module):
     max_length: int | None = None  # tokens kept per text; longer texts are truncated
     max_length_setting: str | None = None  # the setting that raises max_length, where it can be raised
 
+    # A single-stream encoder (ViLT; a VisualBERT-like model) fuses image and text inside itself:
+    # it implements ``joint_fusion`` instead of ``encode_images``/``encode_texts``. The model then
+    # projects nothing and hands the fusion the raw inputs, images as ``Modality(tokens=pixel_values
+    # [N, 3, H, W], mask=pixel_mask [N, H, W])`` and texts as ``Modality(tokens=input_ids [N, L],
+    # mask=attention_mask)``; a separate fusion is refused before any weight is built.
+    single_stream: ClassVar[bool] = False
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
         raise NotImplementedError
+
+    def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """The batch's image tensors: ``pixel_values``, plus ``pixel_mask`` [N, H, W] (1 at real
+        pixels) for an encoder that pads images of different sizes into one batch (ViLT)."""
+        return {"pixel_values": self.preprocess(images)}
+
+    def joint_fusion(self) -> Fusion:
+        """A single-stream encoder's own fusion: ``fuse`` runs the model on matched pairs, ``score``
+        rates every pair (image-text matching); see ``single_stream``."""
+        raise NotImplementedError
+
+    def answer_head(self) -> tuple[nn.Module, list[str]] | None:
+        """A fine-tuned checkpoint's answer classifier over the fused width and its answers, in
+        logit order (ViLT's ``classifier`` and ``id2label``), for a question-answering task to
+        start from; None where the checkpoint has none."""
+        return None
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""
@@ -315,6 +338,15 @@ class Sample:
     question: str | None = None
     answer: str | None = None
     views: tuple[Image.Image, Image.Image] | None = None
+    answers: tuple[str, ...] | None = None  # every human answer (VQA v2 has ten); None: just ``answer``
+    answer_type: str | None = None  # VQA's "yes/no", "number", "other"; accuracy is reported per type
+    question_id: int | None = None  # the data set's id of the question, for results files
+
+    def human_answers(self) -> tuple[str, ...]:
+        """The human answers to ``question``: ``answers``, else ``answer`` alone, else none."""
+        if self.answers is not None:
+            return self.answers
+        return () if self.answer is None else (self.answer,)
 
 
 class Samples(Sequence[Sample]):
@@ -374,6 +406,11 @@ class Dataset:
         texts are cheaper to get than whole samples (they build vocabularies)."""
         return [getattr(sample, field) for sample in self.split(name)]
 
+    def answers(self, name: str) -> list[tuple[str, ...]]:
+        """Each question's human answers in a split (``Sample.human_answers``); override
+        when they are cheaper to get than whole samples (they build the answer vocabulary)."""
+        return [sample.human_answers() for sample in self.split(name)]
+
 
 @dataclass
 class Encoded:
@@ -422,10 +459,11 @@ class Task:
     reads_fused: ClassVar[bool] = False
     needs_image_tokens: ClassVar[bool] = False
 
-    def __init__(self, *, settings: Any = None) -> None:
+    def __init__(self, *, settings: Any = None, answers: Any = None) -> None:
         """``settings`` is the experiment's ``eval`` section (``mmreg.config.EvalConfig``:
-        generation settings, for tasks that generate text)."""
-        self.settings = settings
+        generation settings, for tasks that generate text); ``answers`` its ``answers`` section
+        (``mmreg.config.AnswersConfig``: the answer vocabulary, for tasks that answer questions)."""
+        self.settings, self.answer_settings = settings, answers
         self.classes: list[str] = []  # the head's classes or answers, saved as classes.json; empty for none
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module | None:
@@ -444,3 +482,12 @@ class Task:
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         """What the validation pass computes; the first metric of the first is the default ``train.metric``."""
         raise NotImplementedError
+
+    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+        """The task's prediction for each image (``pixels``: ``Encoder.pixel_inputs`` of N images),
+        best first, at most ``top_k``: ``[{"<what>": ..., "score": float}]`` per image. ``texts`` are
+        what the task reads beside the image (a question, a caption, candidate captions).
+        Raises ConfigError where the task cannot predict or the texts do not fit it."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"task '{self.name}' gives no predictions; use `mmreg eval` for its metrics")

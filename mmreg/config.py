@@ -88,6 +88,16 @@ class EvalConfig(BaseModel):
     prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
 
 
+class AnswersConfig(BaseModel):
+    """The answer vocabulary of a task that answers questions (VQA)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    min_answer_count: int = Field(
+        1, ge=1, description="an answer enters the vocabulary when at least this many human answers in training give it (normalised)"
+    )
+
+
 class GroupLR(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -147,6 +157,7 @@ class Experiment(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    answers: AnswersConfig = AnswersConfig()
     optim: OptimConfig = OptimConfig()
 
 

@@ -45,7 +45,7 @@ class Collate:
         self.encoder, self.task = encoder, task
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-        batch: dict[str, Any] = {"pixel_values": self.encoder.preprocess([s.image for s in samples])}
+        batch: dict[str, Any] = self.encoder.pixel_inputs([s.image for s in samples])
         if samples[0].views is not None:
             for i in (0, 1):
                 batch[f"view{i}_pixel_values"] = self.encoder.preprocess([s.views[i] for s in samples])  # type: ignore[index]

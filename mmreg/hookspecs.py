@@ -58,6 +58,13 @@ def mmreg_register_encoders(register: Register) -> None:
     with its own tokenizer ignores them. A factory may carry
     ``gives_tokens = False`` (a class attribute) when the encoder gives only
     pooled vectors, so token-reading fusions are refused before it is built.
+    A single-stream encoder, one transformer over patches and tokens together
+    (ViLT; a VisualBERT-like model), carries ``single_stream = True``: it gives
+    its own fusion in ``joint_fusion()`` (``fuse`` and the pairwise ``score``
+    from the model), its batch image tensors in ``pixel_inputs`` (``pixel_mask``
+    where it pads), and optionally a fine-tuned ``answer_head()``; any chosen
+    fusion other than ``none`` is refused before it is built (see
+    ``mmreg.components.Encoder.single_stream``).
     """
 
 

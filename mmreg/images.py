@@ -9,6 +9,7 @@ feeds the model the same pixels a viewer shows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -94,6 +95,18 @@ def to_rgb(image: Image.Image, background: RGB = WHITE) -> Image.Image:
 def load_image(source: str | Path | IO[bytes], background: RGB = WHITE) -> Image.Image:
     """``open_image`` then ``to_rgb``: a file as the model receives it before augmentation."""
     return to_rgb(open_image(source), background)
+
+
+def read_image_files(paths: Sequence[str | Path]) -> list[Image.Image]:
+    """Image files given on the command line, in RGB as a viewer shows them; a DataError naming
+    the first that cannot be read."""
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(to_rgb(open_image(path)))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); give an image file") from None
+    return loaded
 
 
 def _composite(rgba: Image.Image, background: RGB) -> Image.Image:

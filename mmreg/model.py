@@ -36,7 +36,9 @@ class MultimodalModel(nn.Module):
         super().__init__()
         self.encoder, self.fusion, self.dim = encoder, fusion, dim
         self.tokens = fusion.needs_tokens
-        if self.tokens:
+        if encoder.single_stream:  # the fusion reads the raw inputs: nothing to project
+            self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
+        elif self.tokens:
             self.image_proj = projection(encoder.image_token_dim, dim)
             self.text_proj = projection(encoder.text_token_dim, dim)
         else:
@@ -64,7 +66,12 @@ class MultimodalModel(nn.Module):
         return self._project(self.encoder.encode_texts(input_ids, attention_mask), self.text_proj)
 
     def encode(self, batch: Mapping[str, torch.Tensor]) -> Encoded:
-        """Both modalities projected, and the encoder's own image tokens where the task reads them."""
+        """Both modalities projected, and the encoder's own image tokens where the task reads them;
+        for a single-stream encoder, the raw inputs its own fusion reads (``Encoder.single_stream``)."""
+        if self.encoder.single_stream:
+            mask = batch.get("pixel_mask")
+            image = Modality(tokens=batch["pixel_values"], mask=None if mask is None else mask.bool())
+            return Encoded(image, Modality(tokens=batch["input_ids"], mask=batch["attention_mask"].bool()))
         raw = self.encoder.encode_images(batch["pixel_values"])
         image_tokens = Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None
         text = self.encode_texts(batch["input_ids"], batch["attention_mask"])

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,3 +82,23 @@ class FusedHeadTask(Task):
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [AccuracyEvaluation(self), *([RetrievalEvaluation()] if "scores" in model.needs else [])]
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores [N, C] in [0, 1] of the head's logits: a softmax over exclusive classes."""
+        return logits.softmax(dim=-1)
+
+    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+        """The ``top_k`` classes (answers) of each image with its text, in the order of their logits,
+        as ``{target: class, "score": probability}``; one text serves every image, or one per image."""
+        n = next(iter(pixels.values())).shape[0]
+        if len(texts) not in (1, n):
+            raise ConfigError(f"task '{self.name}' reads one {self.text} per image: give one --text for all {n} images or one per image, not {len(texts)}")
+        paired = list(texts) * n if len(texts) == 1 else list(texts)
+        batch = {**pixels, **model.encoder.tokenize(paired)}
+        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        logits = self.forward(model.head, model.fusion, model.encode(batch), batch)["logits"]
+        top = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
+        probs = self.probabilities(logits).gather(1, top)
+        return [[{self.target or "class": self.classes[k], "score": float(p)} for k, p in zip(row, prow, strict=True)]
+                for row, prow in zip(top.tolist(), probs.tolist(), strict=True)]  # fmt: skip
+

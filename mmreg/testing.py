@@ -64,6 +64,9 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
     """Outputs have the widths the encoder declares, token masks agree with the tokenizer, and
     declared towers are distinct modules of the encoder holding their default LoRA targets."""
     encoder.eval()
+    if encoder.single_stream:
+        check_single_stream(encoder, images, texts)
+        return
     with torch.no_grad():
         image = encoder.encode_images(encoder.preprocess(images))
         batch = encoder.tokenize(texts)
@@ -76,6 +79,23 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
         assert text.tokens is not None and text.tokens.shape[:2] == batch["input_ids"].shape
         assert text.tokens.shape[2] == encoder.text_token_dim
         assert text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool())
+    check_towers(encoder)
+
+
+def check_single_stream(encoder: Encoder, images: list, texts: list[str]) -> None:
+    """A single-stream encoder's own fusion: ``fuse`` over matched pairs gives [n, out_dim],
+    ``score`` every image against every text [n, m], from the raw inputs as the model hands them."""
+    from .components import Modality
+
+    fusion = encoder.joint_fusion()
+    pixels, batch = encoder.pixel_inputs(images), encoder.tokenize(texts)
+    mask = pixels.get("pixel_mask")
+    image = Modality(tokens=pixels["pixel_values"], mask=None if mask is None else mask.bool())
+    text = Modality(tokens=batch["input_ids"], mask=batch["attention_mask"].bool())
+    n, m = len(images), len(texts)
+    with torch.no_grad():
+        assert fusion.fuse(image, text.index(slice(0, n))).shape == (n, fusion.out_dim)
+        assert fusion.score(image, text).shape == (n, m)
     check_towers(encoder)
 
 

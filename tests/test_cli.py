@@ -182,7 +182,7 @@ def test_debug_env_shows_the_traceback(tmp_path):
             ["fusion 'gated' has no parameter 'headz'", "did you mean 'heads'"],
         ),
         (["--loss", "ce", "--task", "retrieval"], {}, ["loss 'ce'", "task 'retrieval'", "--task classification"]),
-        (["--task", "vqa"], {}, ["task 'vqa'", "(infonce)", "add --loss ce"]),
+        (["--task", "vqa"], {}, ["task 'vqa'", "(infonce)", "add --loss bce or --loss ce"]),
         (["--task", "quiz"], {}, ["setting 'task'", "'quiz'"]),
     ],
     ids=["unknown-key", "bad-type", "missing-file", "invalid-toml", "unknown-param", "ce-retrieval", "vqa-no-ce", "bad-task"],

@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import MmregError
 from . import data, listing, run, runs, search
 from .caption import caption_command
+from .predict import predict_command
 from .export import export_command
 from .state import state
 
@@ -34,6 +35,7 @@ app.add_typer(data.data_app, name="data")
 app.command("export")(export_command)
 app.command("search")(search.search_command)
 app.command("caption")(caption_command)
+app.command("predict")(predict_command)
 
 
 def _version(value: bool) -> None:

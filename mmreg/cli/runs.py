@@ -68,12 +68,20 @@ def eval_command(
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     as_json: AsJson = False,
+    results: Annotated[
+        Path | None, typer.Option(help="Also write a VQA run's answers here in the official results format: [{question_id, answer}].", show_default=False)
+    ] = None,
 ) -> None:
     """Rebuild a run's model, load its weights and evaluate it on a split."""
     from ..history import check_eval, evaluate_run
 
     run_path, _, _ = check_eval(run, split, checkpoint, runs_dir)  # a wrong name fails before plugins load
     result = evaluate_run(run_path, split, checkpoint, device, runs_dir=runs_dir, batch_size=batch_size, host=state.host())
+    if results is not None:
+        from ..predict import vqa_results
+        from ..runs import write_json
+
+        write_json(results, vqa_results(run_path, split, checkpoint=checkpoint, device=device, runs_dir=runs_dir, host=state.host()))
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -109,6 +109,14 @@ class Attributes:
         )
         return f"where is the {self.colour} {kind}?", where
 
+    def human_answers(self) -> tuple[str, ...] | None:
+        """Ten answers as VQA collects them where a question allows several phrasings
+        (a position: seven "left", three "on the left"); None where one answer is all there is."""
+        _, answer = self.qa()
+        if self.question_type != 3 or answer == "centre":
+            return None
+        return (answer,) * 7 + (f"on the {answer}",) * 3
+
 
 class ShapesSplit(Samples):
     """A split whose samples are drawn on access from (seed, split, index)."""
@@ -125,7 +133,7 @@ class ShapesSplit(Samples):
         a = Attributes.draw(rng)
         image = render(KINDS[a.kind], a.colour, a.size, a.row, a.col, self.image_size, rng, self.noise)
         question, answer = a.qa()
-        return Sample(image, a.caption(self.caption_kind), a.kind, question, answer)
+        return Sample(image, a.caption(self.caption_kind), a.kind, question, answer, answers=a.human_answers())
 
     def text(self, index: int, field: str) -> str:
         """A text field alone, without drawing the image."""
@@ -135,10 +143,16 @@ class ShapesSplit(Samples):
         question, answer = a.qa()
         return {"question": question, "answer": answer}[field]
 
+    def answers(self, index: int) -> tuple[str, ...]:
+        """The human answers alone, without drawing the image."""
+        a = Attributes.draw(np.random.default_rng([self.seed, self.split, index]))
+        return a.human_answers() or (a.qa()[1],)
+
 
 class Shapes(Dataset):
     """Coloured shapes with captions naming kind, colour, size and position; label = kind;
-    one question per image about its colour, shape, size or position."""
+    one question per image about its colour, shape, size or position, with ten human answers
+    where a position can be phrased two ways ("left", "on the left")."""
 
     fields = frozenset({"image", "caption", "label", "question", "answer"})
     classes = list(KINDS)
@@ -163,6 +177,10 @@ class Shapes(Dataset):
     def texts(self, name: str, field: str = "caption") -> list[str]:
         split = self.split(name)
         return [split.text(i, field) for i in range(len(split))]
+
+    def answers(self, name: str) -> list[tuple[str, ...]]:
+        split = self.split(name)
+        return [split.answers(i) for i in range(len(split))]
 
 
 @hookimpl

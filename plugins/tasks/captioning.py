@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,6 +122,12 @@ class Captioning(Task):
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE)
         labels[:, : len(self.prompt_ids) - 1] = IGNORE  # BLIP scores only the caption after the prompt
         return {"token_logits": logits[:, :-1], "token_labels": labels}
+
+    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+        """One generated caption per image, as ``{"caption": text}`` (``mmreg caption`` is the short form)."""
+        raw = model.encoder.encode_images(pixels["pixel_values"].to(next(model.parameters()).device))
+        captions = self.generate(model.head, Modality(tokens=raw.tokens, mask=raw.mask))
+        return [[{"caption": c}] for c in captions]
 
     @torch.inference_mode()
     def generate(self, head: nn.Module, image: Modality, *, num_beams: int | None = None, prompt: str | None = None) -> list[str]:

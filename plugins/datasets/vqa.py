@@ -1,0 +1,140 @@
+"""`vqa`: visual questions with their human answers, in the VQA v2 layout (a questions JSON, an
+annotations JSON and an image directory, Goyal et al. 2017) or a simple CSV / JSON Lines form."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.components import Dataset, Sample, Samples
+from mmreg.errors import DataError
+from mmreg.hookspecs import hookimpl
+from mmreg.images import open_image
+
+
+class VqaSplitFiles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    questions: str | None = Field(None, description="VQA v2 questions JSON ({'questions': [{question_id, image_id, question}], 'data_subtype'})")
+    annotations: str | None = Field(None, description="VQA v2 annotations JSON ({'annotations': [{question_id, answers, multiple_choice_answer, answer_type}]})")
+    images: str | None = Field(None, description="directory of the images of the VQA v2 layout")
+    file: str | None = Field(None, description="instead: a CSV or JSON Lines file with image (relative to it), question, answers (a list, or ';'-separated)")
+
+
+class VqaParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: VqaSplitFiles = Field(description="the training split's files")
+    val: VqaSplitFiles = Field(description="the validation split's files")
+    file_pattern: str = Field(
+        "COCO_{data_subtype}_{image_id:012d}.jpg", description="image file name from image_id and the questions file's data_subtype (COCO's)"
+    )
+
+
+@dataclass(frozen=True)
+class Question:
+    image: Path
+    question: str
+    answers: tuple[str, ...]
+    answer: str
+    answer_type: str | None
+    question_id: int
+
+
+def _load_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"dataset 'vqa': cannot read the {what} {path} ({type(exc).__name__}); give a VQA v2 {what} JSON") from None
+
+
+def _checked(answers: list[str], where: str) -> tuple[str, ...]:
+    given = tuple(a.strip() for a in answers if a and a.strip())
+    if not given:
+        raise DataError(f"dataset 'vqa': {where} has no answers; give each question at least one answer, or leave it out")
+    return given
+
+
+def read_v2(files: VqaSplitFiles, pattern: str) -> list[Question]:
+    """Questions joined to their annotations by ``question_id``; images named by ``pattern``."""
+    if not (files.questions and files.annotations and files.images):
+        raise DataError("dataset 'vqa': a VQA v2 split needs questions, annotations and images; or give file= a CSV/JSON Lines file")
+    questions = _load_json(files.questions, "questions")
+    annotations = {a["question_id"]: a for a in _load_json(files.annotations, "annotations")["annotations"]}
+    subtype = questions.get("data_subtype", "")
+    out = []
+    for q in questions["questions"]:
+        a = annotations.get(q["question_id"])
+        if a is None:
+            raise DataError(f"dataset 'vqa': question {q['question_id']} in {files.questions} has no annotation; give its answers in {files.annotations}")
+        answers = _checked([x["answer"] for x in a.get("answers", [])], f"question {q['question_id']} in {files.annotations}")
+        image = Path(files.images) / pattern.format(image_id=q["image_id"], data_subtype=subtype)
+        out.append(Question(image, q["question"], answers, a.get("multiple_choice_answer", answers[0]), a.get("answer_type"), q["question_id"]))
+    return out
+
+
+def read_rows(path: str) -> list[Question]:
+    """Rows of a CSV or JSON Lines file: image (relative to the file), question, answers, and
+    optionally answer_type and question_id."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"dataset 'vqa': cannot read {path} ({type(exc).__name__}); give a CSV or JSON Lines file") from None
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if file.suffix in (".jsonl", ".json") else list(csv.DictReader(text.splitlines()))
+    out = []
+    for i, row in enumerate(rows, start=1):
+        missing = [c for c in ("image", "question", "answers") if c not in row]
+        if missing:
+            raise DataError(f"dataset 'vqa': {path} row {i} lacks {', '.join(missing)}; give image, question and answers")
+        raw = row["answers"] if isinstance(row["answers"], list) else str(row["answers"]).split(";")
+        answers = _checked(raw, f"{path} row {i}")
+        qid = int(row["question_id"]) if row.get("question_id") not in (None, "") else i - 1
+        out.append(Question(file.parent / row["image"], row["question"], answers, answers[0], row.get("answer_type") or None, qid))
+    return out
+
+
+class VqaSplit(Samples):
+    def __init__(self, questions: list[Question]) -> None:
+        self.questions = questions
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def sample(self, index: int) -> Sample:
+        q = self.questions[index]
+        return Sample(open_image(q.image), q.question, question=q.question, answer=q.answer, answers=q.answers,
+                      answer_type=q.answer_type, question_id=q.question_id)  # fmt: skip
+
+
+class VqaDataset(Dataset):
+    """Each sample: the image, its question (also as caption), every human answer, the answer
+    type and the question id (for results files)."""
+
+    fields = frozenset({"image", "caption", "question", "answer"})
+
+    def __init__(self, *, train: dict[str, Any], val: dict[str, Any], file_pattern: str, seed: int) -> None:
+        self._splits = {}
+        for name, files in (("train", VqaSplitFiles(**train)), ("val", VqaSplitFiles(**val))):
+            self._splits[name] = VqaSplit(read_rows(files.file) if files.file else read_v2(files, file_pattern))
+
+    def split(self, name: str) -> VqaSplit:
+        if name not in self._splits:
+            raise DataError(f"dataset 'vqa' has no split '{name}' (splits: train, val)")
+        return self._splits[name]
+
+    def texts(self, name: str, field: str = "caption") -> list[str]:
+        return [q.question if field in ("caption", "question") else q.answer for q in self.split(name).questions]
+
+    def answers(self, name: str) -> list[tuple[str, ...]]:
+        return [q.answers for q in self.split(name).questions]
+
+
+@hookimpl
+def mmreg_register_datasets(register):
+    register("vqa", VqaDataset, params=VqaParams, help="visual questions with human answers: VQA v2 layout, or CSV / JSON Lines")

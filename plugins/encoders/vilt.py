@@ -1,0 +1,175 @@
+"""`vilt`: ViLT, the single-stream vision-and-language transformer (Kim et al. 2021; transformers'
+``ViltModel``): image patches and text tokens go through one transformer, so it fuses inside
+itself. A tiny random-init preset, or a saved/hub checkpoint with its task heads: the VQA
+classifier of ``ViltForQuestionAnswering`` and the rank head of ``ViltForImageAndTextRetrieval``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from mmreg.components import Encoder, Modality, PairwiseFusion
+from mmreg.errors import ConfigError, DataError
+from mmreg.hookspecs import hookimpl
+from mmreg.text import build_word_tokenizer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class ViltParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: str | None = Field(
+        None,
+        description="directory saved with save_pretrained (ViltModel, ViltForQuestionAnswering or ViltForImageAndTextRetrieval, "
+        "with its tokenizer and ViltImageProcessor) or a cached hub id (e.g. dandelin/vilt-b32-finetuned-vqa); when set the preset fields are ignored",
+    )
+    preset: Literal["tiny"] = Field("tiny", description="random-init architecture used when pretrained is unset")
+    shortest_edge: int = Field(64, ge=32, description="tiny preset: images resized so their shortest side is this (ViLT: 384), the longest at most 1333/800 of it, sides multiples of 32")
+    patch_size: int = Field(16, ge=1, description="tiny preset: side of the image patches in pixels (ViLT: 32)")
+    hidden_size: int = Field(32, ge=1, description="tiny preset: width of the transformer")
+    layers: int = Field(2, ge=1, description="tiny preset: transformer layers")
+    heads: int = Field(4, ge=1, description="tiny preset: attention heads per layer")
+    max_length: int = Field(40, ge=3, description="max question or caption tokens (ViLT: 40)")
+    max_image_length: int = Field(-1, description="patches kept per image, sampled at random from the seeded generator as ViLT trains; -1 keeps all")
+
+    @model_validator(mode="after")
+    def _preset_is_buildable(self) -> ViltParams:
+        if self.pretrained is None and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        return self
+
+
+class ViltFusion(PairwiseFusion):
+    """ViLT's own fusion: ``fuse`` runs the whole model on the matched pairs and gives its pooler
+    output [N, hidden]; ``score`` is image-text matching, the rank head over each pair's pooled
+    output (ViLT's retrieval). The model is held by the encoder, not registered twice here."""
+
+    needs_tokens = True
+
+    def __init__(self, encoder: ViltEncoder, rank_head: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["encoder"] = encoder  # owned (and saved) by the encoder
+        self.match_head, self.out_dim = rank_head, encoder.hidden_size
+
+    def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
+        assert image.tokens is not None and text.tokens is not None and text.mask is not None
+        out = self.encoder.model(
+            input_ids=text.tokens, attention_mask=text.mask.long(), pixel_values=image.tokens,
+            pixel_mask=None if image.mask is None else image.mask.long(),
+        )  # fmt: skip
+        return out.pooler_output
+
+
+class ViltEncoder(Encoder):
+    """Single-stream (``single_stream = True``): the model reads the batch's ``pixel_values`` and
+    ``pixel_mask`` (ViLT's processor pads a batch to its largest image) with the token ids, and
+    ``joint_fusion`` gives the fusion that runs it. ``answer_head`` hands a fine-tuned VQA
+    checkpoint's classifier and ``id2label`` to the ``vqa`` task."""
+
+    single_stream = True
+    gives_tokens = True
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, classifier: nn.Module | None = None,
+                 answers: list[str] | None = None, rank_head: nn.Module | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.model, self.tokenizer, self.image_processor, self.max_length = model, tokenizer, image_processor, max_length
+        self.max_length_setting = "encoder.max_length"
+        self.hidden_size = model.config.hidden_size
+        self.image_token_dim = self.image_pooled_dim = self.text_token_dim = self.text_pooled_dim = self.hidden_size
+        self.__dict__["_answer_head"] = None if classifier is None else (classifier, list(answers or []))  # the task's head owns it
+        self.__dict__["_rank_head"] = rank_head if rank_head is not None else nn.Linear(self.hidden_size, 1)
+
+    @classmethod
+    def create(cls, *, captions: Sequence[str], **params: Any) -> ViltEncoder:
+        """The registered factory: the checkpoint when ``pretrained`` is set, else the tiny preset."""
+        p = ViltParams(**params)
+        encoder = load_pretrained(p.pretrained, p.max_length) if p.pretrained else build_tiny(p, captions)
+        if p.max_image_length != -1:
+            encoder.model.config.max_image_length = p.max_image_length
+        return encoder
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.pixel_inputs(images)["pixel_values"]
+
+    def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """ViLT's processor: shortest edge resized, longest bounded, sides multiples of 32, the batch
+        padded to its largest image with ``pixel_mask`` [N, H, W] marking the real pixels."""
+        out = self.image_processor(images=list(images), return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "pixel_mask": out["pixel_mask"]}
+
+    def image_normalization(self) -> tuple[list[float], list[float]]:
+        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def joint_fusion(self) -> ViltFusion:
+        return ViltFusion(self, self._rank_head)
+
+    def answer_head(self) -> tuple[nn.Module, list[str]] | None:
+        return self._answer_head
+
+    def save_preprocessing(self, directory: Path | str) -> None:
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+
+    def export(self, directory: Path) -> None:
+        """The ``ViltModel`` with its tokenizer and image processor, loadable by ``from_pretrained``."""
+        self.model.save_pretrained(directory)
+        self.save_preprocessing(directory)
+
+
+def build_tiny(params: ViltParams, captions: Sequence[str]) -> ViltEncoder:
+    """A small random-init ViLT from a ``ViltConfig``, with a word vocabulary from the training texts."""
+    from transformers import ViltConfig, ViltImageProcessor, ViltModel
+
+    if not captions:
+        raise DataError("the vilt tiny preset builds its vocabulary from the training texts, but there are none")
+    tokenizer = build_word_tokenizer(captions, params.max_length)
+    config = ViltConfig(
+        vocab_size=len(tokenizer), hidden_size=params.hidden_size, num_hidden_layers=params.layers,
+        num_attention_heads=params.heads, intermediate_size=4 * params.hidden_size, max_position_embeddings=params.max_length,
+        image_size=params.shortest_edge, patch_size=params.patch_size, max_image_length=params.max_image_length,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    processor = ViltImageProcessor(size={"shortest_edge": params.shortest_edge})
+    return ViltEncoder(ViltModel(config, add_pooling_layer=True), tokenizer, processor, params.max_length)
+
+
+def load_pretrained(pretrained: str, max_length: int) -> ViltEncoder:
+    """ViLT and its processor from one checkpoint, with the VQA classifier and ``id2label`` of a
+    ``ViltForQuestionAnswering`` or the rank head of a ``ViltForImageAndTextRetrieval``; a one-line ConfigError."""
+    from transformers import AutoTokenizer, ViltConfig, ViltForImageAndTextRetrieval, ViltForQuestionAnswering, ViltImageProcessor, ViltModel
+
+    try:
+        if pretrained.startswith((".", "/")) and not Path(pretrained).is_dir():
+            raise FileNotFoundError("no such directory")
+        architectures = ViltConfig.from_pretrained(pretrained).architectures or []
+        tokenizer, processor = AutoTokenizer.from_pretrained(pretrained), ViltImageProcessor.from_pretrained(pretrained)
+        if "ViltForQuestionAnswering" in architectures:
+            qa = ViltForQuestionAnswering.from_pretrained(pretrained)
+            answers = [qa.config.id2label[i] for i in range(qa.config.num_labels)]
+            return ViltEncoder(qa.vilt, tokenizer, processor, max_length, classifier=qa.classifier, answers=answers)
+        if "ViltForImageAndTextRetrieval" in architectures:
+            rank = ViltForImageAndTextRetrieval.from_pretrained(pretrained)
+            return ViltEncoder(rank.vilt, tokenizer, processor, max_length, rank_head=rank.rank_output)
+        return ViltEncoder(ViltModel.from_pretrained(pretrained), tokenizer, processor, max_length)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot load ViLT checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
+            f"(a ViLT model, its tokenizer and ViltImageProcessor) or a hub id in the local cache"
+        ) from exc
+
+
+@hookimpl
+def mmreg_register_encoders(register):
+    register("vilt", ViltEncoder.create, params=ViltParams, help="ViLT, single-stream: patches and tokens in one transformer that fuses them (transformers)")

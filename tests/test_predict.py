@@ -1,0 +1,79 @@
+"""`mmreg predict`: each task's own prediction from a trained run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import mmreg
+from mmreg.history import rebuild_run, weights_for
+from mmreg.predict import predict_images
+
+TINY = {
+    "seed": 3,
+    "encoder": {"name": "clip", "hidden_size": 32, "projection_dim": 32},
+    "model": {"dim": 32},
+    "dataset": {"name": "shapes", "train_size": 32, "val_size": 16},
+    "train": {"max_steps": 3, "batch_size": 8, "eval_batch_size": 16},
+}
+
+
+def test_vqa_predict_gives_the_top_answers_in_logit_order(tmp_path):
+    summary = mmreg.run({**TINY, "task": "vqa", "loss": {"bce": {}}, "runs_dir": str(tmp_path / "runs")}, progress=False)
+    run = Path(summary["run_dir"]).name
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    question = "what colour is the circle?"
+    out = subprocess.run(
+        [sys.executable, "-m", "mmreg", "predict", run, str(image), "--text", question, "--top-k", "3", "--json", "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    predictions = json.loads(out.stdout)[0]["predictions"]
+    run_path = tmp_path / "runs" / run
+    p = rebuild_run(run_path, weights_for(run_path, "best")[0])
+    model = p.model.eval()
+    with torch.no_grad():
+        batch = {**model.encoder.pixel_inputs([Image.open(image).convert("RGB")]), **model.encoder.tokenize([question])}
+        logits = p.task.forward(model.head, model.fusion, model.encode(batch), batch)["logits"][0]
+    top = logits.topk(3)
+    assert [x["answer"] for x in predictions] == [p.classes[k] for k in top.indices.tolist()]
+    assert [x["score"] for x in predictions] == [float(v) for v in top.values.sigmoid()]
+    bad = subprocess.run([sys.executable, "-m", "mmreg", "predict", run, str(image), "--top-k", "0", "--runs-dir", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--top-k" in bad.stderr
+    results = tmp_path / "results.json"
+    ev = subprocess.run([sys.executable, "-m", "mmreg", "eval", run, "--results", str(results), "--runs-dir", str(tmp_path / "runs")],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    written = json.loads(results.read_text())
+    assert [r["question_id"] for r in written] == list(range(16)) and all(r["answer"] in p.classes for r in written)
+    assert [r["answer"] for r in written[:2]] == [x[0]["answer"] for x in p.task.predict(model, model.encoder.pixel_inputs([s.image for s in p.val_split[:2]]), [s.question for s in p.val_split[:2]], 1)]
+
+
+def test_retrieval_predict_ranks_the_candidate_captions(tmp_path):
+    summary = mmreg.run({**TINY, "task": "retrieval", "runs_dir": str(tmp_path)}, progress=False)
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (30, 30, 200)).save(image)
+    texts = ["a small blue circle", "a large red square", "a shape"]
+    out = predict_images(Path(summary["run_dir"]).name, [image], texts=texts, top_k=2, runs_dir=tmp_path)
+    preds = out[0]["predictions"]
+    assert len(preds) == 2 and {x["text"] for x in preds} <= set(texts) and preds[0]["score"] >= preds[1]["score"]
+
+
+def test_classification_and_captioning_predict(tmp_path):
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (30, 200, 30)).save(image)
+    summary = mmreg.run({**TINY, "task": "classification", "loss": {"ce": {}}, "runs_dir": str(tmp_path)}, progress=False)
+    preds = predict_images(Path(summary["run_dir"]).name, [image, image], texts=["a shape"], top_k=10, runs_dir=tmp_path)
+    assert [len(x["predictions"]) for x in preds] == [5, 5]  # five shape kinds: top-k capped
+    scores = [x["score"] for x in preds[0]["predictions"]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=1e-5)
+    caption = {**TINY, "task": "captioning", "fusion": {"name": "none"}, "loss": {"lm": {}}, "eval": {"max_new_tokens": 6}, "runs_dir": str(tmp_path)}
+    run = Path(mmreg.run(caption, progress=False)["run_dir"]).name
+    generated = predict_images(run, [image], runs_dir=tmp_path)[0]["predictions"]
+    assert generated == [{"caption": mmreg.caption_images(run, [image], runs_dir=tmp_path)[0]["caption"]}]
