@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not URL, reason="no PostgreSQL: MMREG_TEST_POSTG
 
 def worker(where: Path, study: str, trials: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
-    args = ["search", "s.toml", "--storage", URL, "--study", study, "--trials", str(trials), "--heartbeat", "1", "--json"]
+    args = ["search", "s.toml", "--storage", URL, "--study", study, "--trials", str(trials), "--heartbeat", "1", "--pruner", "none", "--json"]  # sharing, not pruning, is under test
     return subprocess.Popen([sys.executable, "-m", "mmreg", *args], cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
