@@ -9,7 +9,10 @@ the plugin being loaded, so every registered component knows its origin::
     def mmreg_register_fusions(register):
         register("gated", GatedFusion, params=GatedParams, help="joint attention + sigmoid gate")
 
-The factory is called with the validated parameters as keyword arguments plus
+The factory may also be given as a reference, ``"package.module:GatedFusion"``,
+imported the first time a run builds it: a plugin module holding only its
+hook, params and help then registers without importing torch, and ``mmreg list``
+and ``mmreg show`` stay fast. The factory is called with the validated parameters as keyword arguments plus
 the context keywords of its kind (listed on each hook below). Hooks are called
 one plugin at a time; a hook that raises fails only its own plugin.
 """
@@ -32,12 +35,16 @@ class Register(Protocol):
     def __call__(
         self,
         name: str,
-        factory: Callable[..., Any],
+        factory: Callable[..., Any] | str,
         *,
         params: type | None = None,
         help: str = "",
     ) -> None:
         """Record ``factory`` under ``name``.
+
+        ``factory`` is a callable or a lazy reference ``"package.module:attr"``
+        (``attr`` may be dotted: ``"pkg.clip:ClipEncoder.create"``), imported on
+        first build; one that fails to import is reported then, naming the plugin.
 
         ``params`` is a pydantic model class whose fields (types, defaults,
         ``Field(description=...)``) are the component's parameters; ``None``

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
+import importlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 
-from .errors import DuplicateComponent, InvalidParams, UnknownComponent, did_you_mean
+from .errors import DuplicateComponent, InvalidParams, PluginLoadError, UnknownComponent, did_you_mean
+
+# A lazy factory reference, "package.module:attr" or "package.module:Class.method": the module is
+# imported on first build, so registering (and `mmreg list`) never imports torch or transformers.
+REFERENCE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,36 @@ class NoParams(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered component."""
+    """One registered component: ``target`` is its factory, or a lazy "module:attr" reference to it."""
 
     kind: Kind
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
     params: type[pydantic.BaseModel]
     plugin: str
     help: str = ""
+
+    @functools.cached_property
+    def factory(self) -> Callable[..., Any]:
+        """The factory, importing a lazy reference's module on first use (then cached).
+
+        Raises PluginLoadError naming the plugin and the component when the module fails to
+        import, lacks the attribute, or holds something that is not callable.
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, path = self.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for attr in path.split("."):
+                obj = getattr(obj, attr)
+        except Exception as exc:
+            raise PluginLoadError(
+                self.plugin, f"its {self.kind.label} '{self.name}' could not be loaded from '{self.target}': {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(obj):
+            raise PluginLoadError(self.plugin, f"its {self.kind.label} '{self.name}' at '{self.target}' is not callable")
+        return obj
 
     def describe_params(self) -> list[dict[str, Any]]:
         """The parameters as plain data: name, type, default, help."""
@@ -119,16 +148,24 @@ class Registry:
     def add(
         self,
         name: str,
-        factory: Callable[..., Any],
+        factory: Callable[..., Any] | str,
         *,
         plugin: str,
         params: type | None = None,
         help: str = "",
     ) -> Entry:
-        """Record a component; a name already taken by another plugin is an error naming both."""
+        """Record a component; a name already taken by another plugin is an error naming both.
+
+        ``factory`` is a callable, or a "module:attr" reference imported on first build.
+        """
         if not isinstance(name, str) or not name:
             raise InvalidParams(f"plugin '{plugin}' registered a {self.kind.label} with no name")
-        if not callable(factory):
+        if isinstance(factory, str) and not REFERENCE.fullmatch(factory):
+            raise InvalidParams(
+                f"plugin '{plugin}' registered {self.kind.label} '{name}' with factory '{factory}', which is not callable "
+                "nor a reference 'package.module:attr'"
+            )
+        if not (callable(factory) or isinstance(factory, str)):
             raise InvalidParams(f"plugin '{plugin}' registered {self.kind.label} '{name}' with a factory that is not callable")
         if name in self._entries:
             raise DuplicateComponent(self.kind.label, name, self._entries[name].plugin, plugin)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmreg.errors import DuplicateComponent, InvalidParams, UnknownComponent
+from mmreg.errors import DuplicateComponent, InvalidParams, PluginLoadError, UnknownComponent
 from mmreg.registry import KINDS, Registry, find_kind
 
 
@@ -88,3 +90,60 @@ def test_find_kind_accepts_singular_and_plural():
     assert {k.key for k in KINDS} == {"encoders", "fusions", "losses", "augmenters", "peft", "datasets", "tasks"}
     with pytest.raises(UnknownComponent, match="did you mean 'losses'"):
         find_kind("loses")
+
+
+LAZY = '''
+calls = []
+
+
+class Scorer:
+    """Builds like a fusion; ``create`` is the classmethod form some encoders register."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+
+    @classmethod
+    def create(cls, **kw):
+        return cls(**kw, via="create")
+
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    """A module on sys.path that no test has imported yet: its name is unique to the test."""
+    name = f"lazy_target_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(LAZY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_reference_is_imported_on_first_build_and_cached(lazy_module):
+    r = Registry(find_kind("fusions"))
+    r.add("scorer", f"{lazy_module}:Scorer", plugin="a", params=P)
+    r.add("created", f"{lazy_module}:Scorer.create", plugin="a")
+    assert lazy_module not in sys.modules  # registering and describing import nothing
+    assert r.get("scorer").describe_params()[0]["name"] == "width"
+    built = r.build("scorer", {"width": 2}, dim=4)
+    assert type(built).__name__ == "Scorer" and built.kw == {"width": 2, "name": "x", "dim": 4}
+    assert r.get("scorer").factory is sys.modules[lazy_module].Scorer  # cached, resolved once
+    assert r.build("created", dim=1).kw == {"dim": 1, "via": "create"}
+
+
+def test_a_reference_that_fails_names_the_plugin_and_component(lazy_module):
+    r = Registry(find_kind("fusions"))
+    r.add("gone", "no_such_module_for_mmreg:Thing", plugin="p1")
+    r.add("typo", f"{lazy_module}:Scorr", plugin="p2")
+    r.add("value", f"{lazy_module}:NOT_CALLABLE", plugin="p3")
+    with pytest.raises(PluginLoadError, match=r"plugin 'p1' failed to load: its fusion 'gone' could not be loaded "
+                       r"from 'no_such_module_for_mmreg:Thing': ModuleNotFoundError"):  # fmt: skip
+        r.build("gone", dim=1)
+    with pytest.raises(PluginLoadError, match=r"plugin 'p2'.*fusion 'typo'.*AttributeError.*Scorr"):
+        r.build("typo", dim=1)
+    with pytest.raises(PluginLoadError, match=r"plugin 'p3'.*fusion 'value' at .*:NOT_CALLABLE' is not callable"):
+        r.build("value", dim=1)
+    with pytest.raises(InvalidParams, match="factory 'pkg.mod:', which is not callable nor a reference"):
+        r.add("half", "pkg.mod:", plugin="p4")
