@@ -16,12 +16,10 @@ from torch import nn
 
 from .components import Encoder, PeftStrategy, Tower
 from .errors import ConfigError, did_you_mean
+from .params import TOWER_MODES, TowerSetting
 
 if TYPE_CHECKING:
     from peft import PeftConfig
-
-TOWER_MODES = ("full", "freeze")  # a tower left as it is, or frozen, instead of adapted
-TowerSetting = dict[str, Any] | str
 
 
 def method_config(method: str) -> type[PeftConfig]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+
+from .params import AttentionBlockParams as AttentionBlockParams  # re-exported from its light home
 
 
 def match_head(dim: int) -> torch.nn.Module:
@@ -17,21 +18,6 @@ def match_head(dim: int) -> torch.nn.Module:
     return torch.nn.Sequential(
         torch.nn.Linear(dim, dim), torch.nn.GELU(), torch.nn.Linear(dim, 1, bias=False), torch.nn.Flatten(0)
     )
-
-
-class AttentionBlockParams(BaseModel):
-    """Parameters every attention-block fusion takes; a plugin subclasses it to add its own."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    heads: int = Field(
-        4, ge=1, description="attention heads (must divide the shared dim)", json_schema_extra={"search": {"choices": [1, 2, 4, 8]}}
-    )
-    layers: int = Field(1, ge=1, description="attention blocks", json_schema_extra={"search": {"low": 1, "high": 3}})
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="dropout in attention and feed-forward", json_schema_extra={"search": {"low": 0.0, "high": 0.3}}
-    )
-    ffn_mult: int = Field(4, ge=1, description="feed-forward width as a multiple of the dim")
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -6,36 +6,18 @@ import dataclasses
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Augmenter
 from mmreg.errors import ConfigError
-from mmreg.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mmreg.components import Sample
 
 FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
-
-
-class AlbumentationsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    preset: Literal["light", "strong"] | None = Field(
-        "light",
-        description="built-in pipeline: light (flip, brightness/contrast, hue/saturation, small affine) or "
-        "strong (adds blur, gamma/CLAHE, grid/optical distortion, coarse dropout); ignored when path is set",
-    )
-    path: str | None = Field(
-        None, description="a pipeline saved with albumentations.save (.json, .yaml or .yml); replaces the preset"
-    )
-    flip: bool = Field(
-        True, description="include the presets' horizontal flip; set false when captions name left and right (shapes does)"
-    )
 
 
 def import_albumentations() -> Any:
@@ -166,13 +148,3 @@ class AlbumentationsAugment(Augmenter):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return dataclasses.replace(sample, image=apply(self.pipeline, sample.image, rng, "augmenter 'albumentations'"))
-
-
-@hookimpl
-def mmreg_register_augmenters(register):
-    register(
-        "albumentations",
-        AlbumentationsAugment,
-        params=AlbumentationsParams,
-        help="albumentations image pipeline: light or strong preset, or one saved with albumentations.save",
-    )

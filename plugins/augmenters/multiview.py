@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mmreg.components import Augmenter
-from mmreg.hookspecs import hookimpl
 from mmreg_plugins.augmenters.albumentations import apply, import_albumentations, load_pipeline
 
 if TYPE_CHECKING:
@@ -18,17 +15,6 @@ if TYPE_CHECKING:
 
 WHO = "augmenter 'multiview'"
 MAX_SIZES = 256  # built-in pipelines kept, one per image size
-
-
-class MultiViewParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scale_min: float = Field(
-        0.5, gt=0, le=1, description="smallest crop, as a fraction of the image area, of the random resized crop"
-    )
-    path: str | None = Field(
-        None, description="a pipeline saved with albumentations.save (.json, .yaml or .yml) to make each view; replaces the built-in one"
-    )
 
 
 def simclr_pipeline(height: int, width: int, scale_min: float) -> Any:
@@ -78,13 +64,3 @@ class MultiViewAugment(Augmenter):
         pipeline = self.pipeline_for(sample.image.height, sample.image.width)
         views = (apply(pipeline, sample.image, rng, WHO), apply(pipeline, sample.image, rng, WHO))
         return dataclasses.replace(sample, views=views)
-
-
-@hookimpl
-def mmreg_register_augmenters(register):
-    register(
-        "multiview",
-        MultiViewAugment,
-        params=MultiViewParams,
-        help="two augmented views of each image (SimCLR-style crop, flip, colour, grayscale, blur) for the multi-view loss",
-    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mmreg.components import Augmenter
-from mmreg.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,8 +18,3 @@ class NoAugment(Augmenter):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return sample
-
-
-@hookimpl
-def mmreg_register_augmenters(register):
-    register("none", NoAugment, help="no augmentation")

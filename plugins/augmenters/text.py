@@ -8,11 +8,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mmreg.components import Augmenter
 from mmreg.errors import ConfigError
-from mmreg.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,25 +17,6 @@ if TYPE_CHECKING:
     from mmreg.components import Sample
 
 WORD = re.compile(r"^(\W*)(.*?)(\W*)$")  # leading punctuation, the word, trailing punctuation
-
-
-class TextParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    p_synonym: float = Field(
-        0.1, ge=0, le=1, description="chance per word with an entry in the synonym table of replacing it by one of its synonyms"
-    )
-    p_insert: float = Field(
-        0.1, ge=0, le=1, description="chance per word of inserting a copy of a random caption word at a random position"
-    )
-    p_swap: float = Field(
-        0.1, ge=0, le=1, description="chance per word of swapping it with the next one (each word moves at most one place)"
-    )
-    p_delete: float = Field(0.1, ge=0, le=1, description="chance per word of deleting it (one word always survives)")
-    synonyms: dict[str, list[str]] | None = Field(
-        None, description="inline synonym table: word -> synonyms; merged over synonyms_file, these win"
-    )
-    synonyms_file: str | None = Field(None, description="a JSON file holding a synonym table: {word: [synonym, ...]}")
 
 
 def read_synonyms(path: str) -> dict[str, list[str]]:
@@ -153,13 +131,3 @@ def _split(token: str) -> tuple[str, str, str]:
     match = WORD.match(token)
     assert match is not None  # the pattern matches any string
     return match.group(1), match.group(2), match.group(3)
-
-
-@hookimpl
-def mmreg_register_augmenters(register):
-    register(
-        "text",
-        TextAugment,
-        params=TextParams,
-        help="caption augmentation: synonym replacement, insertion, adjacent swap, deletion (captions only)",
-    )

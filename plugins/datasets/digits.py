@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import DataError
-from mmreg.hookspecs import hookimpl
 from mmreg_plugins.datasets.files import hold_out
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "val")
-
-
-class DigitsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    image_size: int = Field(32, ge=8, description="side of the square images in pixels (the 8x8 digits are upscaled)")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of each digit held out for validation")
-    caption_names_digit: bool = Field(
-        True, description="name the digit in the caption; false makes classification read the image"
-    )
 
 
 class DigitsSplit(Samples):
@@ -76,13 +63,3 @@ class Digits(Dataset):
         if field != "caption":
             raise DataError(f"dataset 'digits' has no '{field}' texts, only captions")
         return list(self.split(name).captions)
-
-
-@hookimpl
-def mmreg_register_datasets(register):
-    register(
-        "digits",
-        Digits,
-        params=DigitsParams,
-        help="scikit-learn's 1797 real handwritten 8x8 digits, upscaled; labels 0-9; offline",
-    )

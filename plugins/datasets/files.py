@@ -7,29 +7,15 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import ConfigError, DataError
-from mmreg.hookspecs import hookimpl
 from mmreg.images import load_image, open_image
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-
-
-class FilesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    train: str = Field(description="CSV or JSON Lines file of the training pairs; image paths are relative to it")
-    val: str | None = Field(None, description="file of the validation pairs; unset: hold out val_fraction of train")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for validation when val is unset")
-    image_column: str = Field("image_path", description="column holding each image's path")
-    caption_column: str = Field("caption", description="column holding each caption")
-    label_column: str | None = Field(None, description="column holding a class label; set it to train classification")
-    format: Literal["auto", "csv", "jsonl"] = Field("auto", description="file format; auto: by suffix (.csv, .jsonl, .json)")
 
 
 @dataclass(frozen=True)
@@ -242,13 +228,3 @@ def _not_text(where: str, column: str, value: Any) -> str:
     shown = json.dumps(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     return f"{where}: {column} is {kind.get(type(value), type(value).__name__)} ({shown}), not text; write it as a JSON string"
-
-
-@hookimpl
-def mmreg_register_datasets(register):
-    register(
-        "files",
-        FileSplits,
-        params=FilesParams,
-        help="image-caption pairs (optional labels) from a CSV or JSON Lines file, images read from disk",
-    )

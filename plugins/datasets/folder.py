@@ -5,33 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmreg.errors import DataError
-from mmreg.hookspecs import hookimpl
 from mmreg_plugins.datasets.files import DiskDataset, ImageSplit, Record, hold_out
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
-
-
-class FolderParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    root: str = Field(description="folder holding one sub-folder of images per class (or train/ and val/ of them)")
-    template: str = Field("a photo of a {label}", description="caption of each image; {label} is its folder's name")
-    val_fraction: float = Field(
-        0.2, gt=0, lt=1, description="share of each class held out for validation when root has no train/ and val/"
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _fills_with_label_only(cls, template: str) -> str:
-        """Refuse here, not when the first caption is made, a template naming another field."""
-        try:
-            template.format(label="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"template may use only {{label}}, e.g. 'a photo of a {{label}}' ({exc!r})") from None
-        return template
 
 
 def class_folders(folder: Path) -> dict[str, list[Path]]:
@@ -91,13 +69,3 @@ class Folder(DiskDataset):
             splits["train"][label] = [p for i, p in enumerate(paths) if i not in held]
             splits["val"][label] = [p for i, p in enumerate(paths) if i in held]
         return splits
-
-
-@hookimpl
-def mmreg_register_datasets(register):
-    register(
-        "folder",
-        Folder,
-        params=FolderParams,
-        help="one sub-folder of images per class; captions from a template naming the class",
-    )

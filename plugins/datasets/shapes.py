@@ -6,11 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import DataError
-from mmreg.hookspecs import hookimpl
 
 KINDS = ("circle", "square", "triangle", "diamond", "cross")
 COLOURS = {
@@ -25,18 +23,6 @@ SIZES = {"small": 0.22, "large": 0.4}  # shape radius as a fraction of the image
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "centre", "right")
 SPLITS = {"train": 0, "val": 1}
-
-
-class ShapesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    train_size: int = Field(4000, ge=1, description="number of training samples")
-    val_size: int = Field(256, ge=1, description="number of validation samples")
-    image_size: int = Field(64, ge=16, description="side of the square images in pixels")
-    noise: float = Field(12.0, ge=0, description="std of the per-pixel background noise (0-255 scale)")
-    caption_kind: bool = Field(
-        True, description="name the shape kind in the caption; false makes classification rely on the image"
-    )
 
 
 def _position(row: int, col: int) -> str:
@@ -181,13 +167,3 @@ class Shapes(Dataset):
     def answers(self, name: str) -> list[tuple[str, ...]]:
         split = self.split(name)
         return [split.answers(i) for i in range(len(split))]
-
-
-@hookimpl
-def mmreg_register_datasets(register):
-    register(
-        "shapes",
-        Shapes,
-        params=ShapesParams,
-        help="synthetic coloured shapes with captions; offline, deterministic from the seed",
-    )

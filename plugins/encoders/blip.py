@@ -6,43 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmreg.components import Encoder, Modality, Tower
 from mmreg.errors import ConfigError, DataError
-from mmreg.hookspecs import hookimpl
 from mmreg.text import build_word_tokenizer
+from mmreg_plugins.encoders.blip_plugin import BlipParams
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-class BlipParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    pretrained: str | None = Field(
-        None,
-        description="directory saved with save_pretrained (model + BlipProcessor) or a cached hub id "
-        "(e.g. Salesforce/blip-image-captioning-base); when set the preset fields are ignored",
-    )
-    preset: Literal["tiny"] = Field("tiny", description="random-init architecture used when pretrained is unset")
-    image_size: int = Field(32, ge=8, description="side of the square input images in pixels")
-    patch_size: int = Field(8, ge=1, description="side of the vision patches in pixels")
-    hidden_size: int = Field(64, ge=1, description="width of the vision transformer and the text decoder")
-    layers: int = Field(2, ge=1, description="layers of each transformer")
-    heads: int = Field(4, ge=1, description="attention heads per layer")
-    max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
-
-    @model_validator(mode="after")
-    def _preset_is_buildable(self) -> BlipParams:
-        if self.pretrained is None and self.hidden_size % self.heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
-        if self.pretrained is None and self.patch_size > self.image_size:
-            raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
-        return self
 
 
 class BlipEncoder(Encoder):
@@ -135,8 +109,3 @@ def load_pretrained(pretrained: str, max_length: int) -> BlipEncoder:
             f"(BlipForConditionalGeneration and BlipProcessor) or a hub id in the local cache"
         ) from exc
     return BlipEncoder(model, processor.tokenizer, processor.image_processor, max_length)
-
-
-@hookimpl
-def mmreg_register_encoders(register):
-    register("blip", BlipEncoder.create, params=BlipParams, help="BLIP's ViT + image-grounded text decoder (transformers)")

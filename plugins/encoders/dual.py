@@ -8,23 +8,21 @@ import warnings
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from mmreg.adapters import default_targets
 from mmreg.components import Encoder, Modality, Tower
 from mmreg.errors import ConfigError, DataError, did_you_mean
-from mmreg.hookspecs import hookimpl
 from mmreg.layers import masked_mean
 from mmreg.text import build_word_tokenizer
+from mmreg_plugins.encoders.dual_plugin import TINY, DualParams
 
 if TYPE_CHECKING:
     from PIL import Image
 
-TINY = "tiny"
 TINY_IMAGE_SIZE = 32
 # The tiny vision preset: timm's ViT-Ti architecture shrunk to two 64-wide layers over 8-pixel patches.
 TINY_VIT = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4}
@@ -34,43 +32,6 @@ TINY_VIT = {"model_name": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 
 VISION_TARGETS = (("qkv",), ("fc1", "fc2"), ("conv_pw", "conv_pwl"), ("conv2",))
 TEXT_TARGETS = (("q_proj", "v_proj"), ("query", "value"), ("q_lin", "v_lin"))
 TINY_BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256}
-
-
-class DualParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    vision: str = Field(
-        TINY, description="a timm model name (e.g. resnet18, vit_small_patch16_224), or 'tiny' for a small random-init ViT"
-    )
-    vision_pretrained: bool = Field(
-        False, description="load timm's pretrained weights for vision (read from the local Hugging Face cache)"
-    )
-    vision_checkpoint: str | None = Field(
-        None,
-        description="a local .safetensors or .pth state dict of the same vision architecture (a classifier in it is ignored)",
-    )
-    image_size: int | None = Field(
-        None,
-        ge=8,
-        description="side of the square input in pixels (ViTs are resized to it); unset: 32 for 'tiny', else the model's own",
-    )
-    text: str = Field(
-        TINY,
-        description="a transformers model directory or cached hub id, or 'tiny' for a small random-init BERT on caption words",
-    )
-    text_pooling: Literal["mean", "cls"] = Field(
-        "mean", description="pooled text vector: mean over real tokens (as sentence-transformers models) or the first token"
-    )
-    max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
-
-    @model_validator(mode="after")
-    def _one_source_of_vision_weights(self) -> DualParams:
-        """Refuse at validation, not after a download, weights that cannot or would not be used."""
-        if self.vision_pretrained and self.vision_checkpoint is not None:
-            raise ValueError("set vision_pretrained or vision_checkpoint, not both")
-        if self.vision_pretrained and self.vision == TINY:
-            raise ValueError("vision 'tiny' has no pretrained weights; name a timm model or give vision_checkpoint")
-        return self
 
 
 class DualEncoder(Encoder):
@@ -311,8 +272,3 @@ def build(*, captions: Sequence[str], **params: Any) -> DualEncoder:
     vision = build_vision(p, image_size)
     text, tokenizer = build_tiny_text(captions, p.max_length) if p.text == TINY else load_text(p.text, p.max_length)
     return DualEncoder(vision, vision_data_config(vision, p, image_size), text, tokenizer, p.text_pooling, p.max_length)
-
-
-@hookimpl
-def mmreg_register_encoders(register: Any) -> None:
-    register("dual", build, params=DualParams, help="timm vision model + transformers text model, each its own preprocessing")

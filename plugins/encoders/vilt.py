@@ -7,43 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from mmreg.components import Encoder, Modality, PairwiseFusion
 from mmreg.errors import ConfigError, DataError
-from mmreg.hookspecs import hookimpl
 from mmreg.text import build_word_tokenizer
+from mmreg_plugins.encoders.vilt_plugin import ViltParams
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-class ViltParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    pretrained: str | None = Field(
-        None,
-        description="directory saved with save_pretrained (ViltModel, ViltForQuestionAnswering or ViltForImageAndTextRetrieval, "
-        "with its tokenizer and ViltImageProcessor) or a cached hub id (e.g. dandelin/vilt-b32-finetuned-vqa); when set the preset fields are ignored",
-    )
-    preset: Literal["tiny"] = Field("tiny", description="random-init architecture used when pretrained is unset")
-    shortest_edge: int = Field(64, ge=32, description="tiny preset: images resized so their shortest side is this (ViLT: 384), the longest at most 1333/800 of it, sides multiples of 32")
-    patch_size: int = Field(16, ge=1, description="tiny preset: side of the image patches in pixels (ViLT: 32)")
-    hidden_size: int = Field(32, ge=1, description="tiny preset: width of the transformer")
-    layers: int = Field(2, ge=1, description="tiny preset: transformer layers")
-    heads: int = Field(4, ge=1, description="tiny preset: attention heads per layer")
-    max_length: int = Field(40, ge=3, description="max question or caption tokens (ViLT: 40)")
-    max_image_length: int = Field(-1, description="patches kept per image, sampled at random from the seeded generator as ViLT trains; -1 keeps all")
-
-    @model_validator(mode="after")
-    def _preset_is_buildable(self) -> ViltParams:
-        if self.pretrained is None and self.hidden_size % self.heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
-        return self
 
 
 class ViltFusion(PairwiseFusion):
@@ -168,8 +143,3 @@ def load_pretrained(pretrained: str, max_length: int) -> ViltEncoder:
             f"cannot load ViLT checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
             f"(a ViLT model, its tokenizer and ViltImageProcessor) or a hub id in the local cache"
         ) from exc
-
-
-@hookimpl
-def mmreg_register_encoders(register):
-    register("vilt", ViltEncoder.create, params=ViltParams, help="ViLT, single-stream: patches and tokens in one transformer that fuses them (transformers)")

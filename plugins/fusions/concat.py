@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
-from mmreg.hookspecs import hookimpl
 from mmreg.layers import match_head
-
-
-class ConcatParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    hidden: int = Field(256, ge=1, description="MLP width (unused when layers=1)")
-    layers: int = Field(2, ge=1, description="MLP layers; the last maps to the shared dim")
-    dropout: float = Field(0.1, ge=0, lt=1, description="dropout after each hidden MLP layer")
-    interactions: bool = Field(
-        True,
-        description="also feed v*t and |v-t| (InferSent features) so the MLP can compare the vectors; "
-        "false gives the plain [v, t]",
-    )
 
 
 class ConcatFusion(PairwiseFusion):
@@ -58,13 +43,3 @@ class ConcatFusion(PairwiseFusion):
 
     def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
         return self.norm(self.mlp(self.features(image, text)))
-
-
-@hookimpl
-def mmreg_register_fusions(register):
-    register(
-        "concat",
-        ConcatFusion,
-        params=ConcatParams,
-        help="MLP over the pooled vectors [v, t, v*t, |v-t|] (or [v, t]); works with pooled-only encoders",
-    )

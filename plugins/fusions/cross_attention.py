@@ -7,12 +7,7 @@ from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import InvalidParams
-from mmreg.hookspecs import hookimpl
-from mmreg.layers import AttentionBlockParams, full_mask, masked_mean, match_head
-
-
-class CrossAttentionParams(AttentionBlockParams):
-    """``layers`` counts cross-attention blocks, text attending to image tokens."""
+from mmreg.layers import full_mask, masked_mean, match_head
 
 
 class CrossBlock(nn.Module):
@@ -66,13 +61,3 @@ class CrossAttentionFusion(PairwiseFusion):
         for block in self.blocks:
             x = block(x, image.tokens, padding)
         return self.norm(masked_mean(x, text.mask))
-
-
-@hookimpl
-def mmreg_register_fusions(register):
-    register(
-        "cross-attention",
-        CrossAttentionFusion,
-        params=CrossAttentionParams,
-        help="text tokens cross-attend to image tokens, masked mean of the text, norm",
-    )

@@ -7,12 +7,7 @@ from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import InvalidParams
-from mmreg.hookspecs import hookimpl
-from mmreg.layers import AttentionBlockParams, full_mask, masked_mean, match_head
-
-
-class GatedParams(AttentionBlockParams):
-    """``layers`` counts joint self-attention blocks over both token sequences."""
+from mmreg.layers import full_mask, masked_mean, match_head
 
 
 class JointBlock(nn.Module):
@@ -64,13 +59,3 @@ class GatedFusion(PairwiseFusion):
         language = masked_mean(x[:, n_image:], text_mask)
         gate = self.gate(torch.cat([vision, language], dim=-1))
         return self.norm(gate * vision + (1 - gate) * language)
-
-
-@hookimpl
-def mmreg_register_fusions(register):
-    register(
-        "gated",
-        GatedFusion,
-        params=GatedParams,
-        help="joint self-attention over image and text tokens, sigmoid gate mixing the pooled modalities",
-    )

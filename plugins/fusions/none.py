@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from mmreg.components import Fusion, Modality
-from mmreg.hookspecs import hookimpl
 
 
 class NoFusion(Fusion):
@@ -27,8 +26,3 @@ class NoFusion(Fusion):
 
     def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
         return torch.cat([F.normalize(image.pooled, dim=-1), F.normalize(text.pooled, dim=-1)], dim=-1)
-
-
-@hookimpl
-def mmreg_register_fusions(register):
-    register("none", NoFusion, help="dual encoder: cosine similarity of pooled vectors (CLIP)")

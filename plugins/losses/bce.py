@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from mmreg.components import Loss, Step
 from mmreg.errors import IncompatibleParts
-from mmreg.hookspecs import hookimpl
 
 
 class SoftBinaryCrossEntropy(Loss):
@@ -23,8 +22,3 @@ class SoftBinaryCrossEntropy(Loss):
         if step.labels.shape != step.logits.shape:
             raise IncompatibleParts("loss 'bce' reads soft scores [N, C] but this task gives class indices; use it with --task vqa, or --loss ce")
         return F.binary_cross_entropy_with_logits(step.logits, step.labels) * step.labels.shape[1]
-
-
-@hookimpl
-def mmreg_register_losses(register):
-    register("bce", SoftBinaryCrossEntropy, help="binary cross-entropy over answer logits against soft scores (ViLT's VQA loss)")

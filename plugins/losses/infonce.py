@@ -5,25 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Loss, Step
-from mmreg.hookspecs import hookimpl
 from mmreg.layers import symmetric_infonce
-
-
-class InfoNCEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(
-        0.07,
-        gt=0,
-        description="initial softmax temperature (CLIP: 0.07)",
-        json_schema_extra={"search": {"low": 0.01, "high": 0.2, "log": True}},
-    )
-    learnable: bool = Field(True, description="learn the temperature, as CLIP learns its logit scale")
-    max_scale: float = Field(100.0, gt=0, description="upper bound on 1/temperature, as CLIP clamps it")
 
 
 class InfoNCE(Loss):
@@ -45,13 +30,3 @@ class InfoNCE(Loss):
         assert step.scores is not None
         logits = step.scores * self.scale
         return symmetric_infonce(logits)
-
-
-@hookimpl
-def mmreg_register_losses(register):
-    register(
-        "infonce",
-        InfoNCE,
-        params=InfoNCEParams,
-        help="symmetric contrastive loss over pairwise scores, learnable temperature (CLIP)",
-    )

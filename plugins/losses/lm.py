@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.components import Loss, Step
 from mmreg.data import IGNORE
-from mmreg.hookspecs import hookimpl
-
-
-class LanguageModelingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="mass spread over the other tokens (BLIP's 0.1)")
 
 
 class LanguageModeling(Loss):
@@ -35,8 +27,3 @@ class LanguageModeling(Loss):
             ignore_index=IGNORE,
             label_smoothing=self.label_smoothing,
         )
-
-
-@hookimpl
-def mmreg_register_losses(register):
-    register("lm", LanguageModeling, params=LanguageModelingParams, help="token cross-entropy of a text decoder (captioning)")

@@ -6,22 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Loss, Modality, Step
-from mmreg.hookspecs import hookimpl
 from mmreg.layers import masked_mean, symmetric_infonce
-
-
-class MultiViewParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.1, gt=0, description="fixed temperature of the view consistency (SimCLR: 0.1)")
-    alignment_temperature: float = Field(0.07, gt=0, description="initial temperature of the alignment, learned (CLIP: 0.07)")
-    max_scale: float = Field(100.0, gt=0, description="upper bound on 1/temperature of the alignment, as CLIP clamps it")
-    consistency_weight: float = Field(1.0, ge=0, description="weight of the view-consistency term")
-    alignment_weight: float = Field(1.0, ge=0, description="weight of the image-text alignment term")
 
 
 def pooled(view: Modality) -> torch.Tensor:
@@ -65,13 +53,3 @@ class MultiView(Loss):
         assert step.views is not None and step.scores is not None
         consistency, alignment = self.consistency(step.views), self.alignment(step.scores)
         return self.consistency_weight * consistency + self.alignment_weight * alignment
-
-
-@hookimpl
-def mmreg_register_losses(register):
-    register(
-        "multiview",
-        MultiView,
-        params=MultiViewParams,
-        help="InfoNCE between two augmented views of each image plus symmetric image-text InfoNCE",
-    )

@@ -6,19 +6,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mmreg.components import Loss, Step
-from mmreg.hookspecs import hookimpl
-
-
-class SigLIPParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    init_scale: float = Field(10.0, gt=0, description="initial multiplier t on the scores (SigLIP: 10)")
-    init_bias: float = Field(-10.0, description="initial bias b, negative as most pairs are negatives (SigLIP: -10)")
-    learnable: bool = Field(True, description="learn the scale and bias, as SigLIP does")
 
 
 class SigLIP(Loss):
@@ -39,13 +29,3 @@ class SigLIP(Loss):
         n, m = logits.shape
         signs = 2 * torch.eye(n, m, device=logits.device, dtype=logits.dtype) - 1  # +1 matched, -1 otherwise
         return -F.logsigmoid(signs * logits).sum() / n
-
-
-@hookimpl
-def mmreg_register_losses(register):
-    register(
-        "siglip",
-        SigLIP,
-        params=SigLIPParams,
-        help="pairwise sigmoid loss over scores, learnable scale and bias (SigLIP)",
-    )

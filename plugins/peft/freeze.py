@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from mmreg.adapters import encoder_towers
 from mmreg.components import Encoder, PeftStrategy
-from mmreg.hookspecs import hookimpl
-
-
-class FreezeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    towers: list[Literal["vision", "text"]] = Field(
-        ["vision", "text"], min_length=1, description="towers to freeze; the others train in full"
-    )
 
 
 class FreezeTowers(PeftStrategy):
@@ -29,8 +18,3 @@ class FreezeTowers(PeftStrategy):
         for tower in encoder_towers(encoder, self.towers, "peft.towers").values():
             tower.module(encoder).requires_grad_(False)
         return encoder
-
-
-@hookimpl
-def mmreg_register_peft_strategies(register):
-    register("freeze", FreezeTowers, params=FreezeParams, help="freeze the towers: a linear probe on projections/fusion/head")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from mmreg.components import Encoder, PeftStrategy
-from mmreg.hookspecs import hookimpl
 
 
 class FullFineTuning(PeftStrategy):
@@ -16,8 +15,3 @@ class FullFineTuning(PeftStrategy):
 
     def apply(self, encoder: Encoder) -> Encoder:
         return encoder
-
-
-@hookimpl
-def mmreg_register_peft_strategies(register):
-    register("full", FullFineTuning, help="train every encoder weight")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core.core_schema import ValidationInfo
 
-from mmreg.adapters import TowerAdapters, TowerSetting, check_setting
 from mmreg.hookspecs import hookimpl
+from mmreg.params import TowerSetting
+
+if TYPE_CHECKING:  # torch and peft load when a run builds the strategy, not when it registers
+    from mmreg.adapters import TowerAdapters
 
 # The docs' settings (LoRA on CLIP): target_modules unset takes the encoder's declared
 # defaults for the tower (q_proj/v_proj on CLIP, qkv on a timm ViT).
@@ -33,10 +36,14 @@ class LoraParams(BaseModel):
     def _over_defaults(cls, value: TowerSetting, info: ValidationInfo) -> TowerSetting:
         if isinstance(value, dict):
             value = {**(VISION if info.field_name == "vision" else TEXT), **value}
+        from mmreg.adapters import check_setting
+
         return check_setting("lora", value, f"peft.{info.field_name}")
 
 
 def build(*, vision: TowerSetting, text: TowerSetting, **_context: Any) -> TowerAdapters:
+    from mmreg.adapters import TowerAdapters
+
     return TowerAdapters("lora", {"vision": vision, "text": text})
 
 

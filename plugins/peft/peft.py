@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mmreg.adapters import TowerAdapters, TowerSetting, check_setting, method_config
 from mmreg.hookspecs import hookimpl
+from mmreg.params import TowerSetting
+
+if TYPE_CHECKING:  # torch and peft load when a run builds the strategy, not when it registers
+    from mmreg.adapters import TowerAdapters
 
 
 class PeftParams(BaseModel):
@@ -19,6 +22,8 @@ class PeftParams(BaseModel):
 
     @model_validator(mode="after")
     def _fields_of_the_method(self) -> PeftParams:
+        from mmreg.adapters import check_setting, method_config
+
         method_config(self.method)
         for name in ("vision", "text"):
             check_setting(self.method, getattr(self, name), f"peft.{name}")
@@ -26,6 +31,8 @@ class PeftParams(BaseModel):
 
 
 def build(*, method: str, vision: TowerSetting, text: TowerSetting, **_context: Any) -> TowerAdapters:
+    from mmreg.adapters import TowerAdapters
+
     return TowerAdapters(method.lower(), {"vision": vision, "text": text})
 
 

@@ -3,29 +3,14 @@ optionally over another strategy (progressive + lora)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from mmreg.adapters import encoder_towers
 from mmreg.components import Encoder, PeftStrategy
 from mmreg.errors import ConfigError
-from mmreg.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mmreg.registry import Registry
-
-
-class ProgressiveParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    frozen: list[Literal["vision", "text"]] = Field(
-        ["vision"], min_length=1, description="towers held frozen at first while the rest of the model trains"
-    )
-    frozen_for: int = Field(1, ge=1, description="how long they stay frozen, in `unit`s; then every part trains")
-    unit: Literal["epochs", "steps"] = Field("epochs", description="unit of frozen_for: epochs or optimizer steps")
-    under: str = Field("full", description="the strategy deciding what trains once unfrozen (full, lora, peft, freeze)")
-    under_params: dict[str, Any] = Field(default_factory=dict, description="that strategy's parameters")
 
 
 class Progressive(PeftStrategy):
@@ -72,13 +57,3 @@ class Progressive(PeftStrategy):
         for weight in self.held:
             weight.requires_grad_(train)
         self.under.on_step_start(step)
-
-
-@hookimpl
-def mmreg_register_peft_strategies(register):
-    register(
-        "progressive",
-        Progressive,
-        params=ProgressiveParams,
-        help="freeze a tower for the first steps/epochs, then train both (over full, lora, ...)",
-    )

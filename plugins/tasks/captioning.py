@@ -13,7 +13,6 @@ from torch import nn
 from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, Modality, Sample, Task
 from mmreg.data import IGNORE
 from mmreg.errors import ConfigError
-from mmreg.hookspecs import hookimpl
 from mmreg.layers import full_mask
 from mmreg.text import build_word_tokenizer
 
@@ -188,8 +187,3 @@ class CaptionEvaluation(Evaluation):
         bleu, _ = Bleu(4).compute_score(self.references, generated, verbose=0)
         cider, _ = Cider().compute_score(self.references, generated)
         return {"cider": float(cider), "bleu4": float(bleu[3])}
-
-
-@hookimpl
-def mmreg_register_tasks(register):
-    register("captioning", Captioning, help="generate the caption from image tokens (BLIP's decoder): CIDEr-D, BLEU-4")

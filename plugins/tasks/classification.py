@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from mmreg.components import Dataset, Encoder, Sample
-from mmreg.hookspecs import hookimpl
 from mmreg.tasks import FusedHeadTask
 
 
@@ -25,8 +24,3 @@ class Classification(FusedHeadTask):
 
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         return {"labels": torch.tensor([s.label for s in samples], dtype=torch.long)}
-
-
-@hookimpl
-def mmreg_register_tasks(register):
-    register("classification", Classification, help="predict the image's class from the fused pair: accuracy")

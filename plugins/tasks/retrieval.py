@@ -10,7 +10,6 @@ from torch import nn
 
 from mmreg.components import Evaluation, Task
 from mmreg.errors import ConfigError
-from mmreg.hookspecs import hookimpl
 from mmreg.metrics import RetrievalEvaluation
 
 
@@ -34,8 +33,3 @@ class Retrieval(Task):
         best = scores.topk(min(top_k, len(texts)), dim=-1)
         return [[{"text": texts[j], "score": float(v)} for j, v in zip(idx, val, strict=True)]
                 for idx, val in zip(best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
-
-
-@hookimpl
-def mmreg_register_tasks(register):
-    register("retrieval", Retrieval, help="match images and captions: recall@K (no head)")

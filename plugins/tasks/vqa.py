@@ -12,7 +12,6 @@ from torch import nn
 
 from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Sample
 from mmreg.errors import DataError
-from mmreg.hookspecs import hookimpl
 from mmreg.tasks import FusedHeadTask
 from mmreg.vqa_accuracy import ANSWER_TYPES, accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
 
@@ -124,8 +123,3 @@ class VisualQuestionAnswering(FusedHeadTask):
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [VqaEvaluation(self), *super().evaluations(model)[1:]]
-
-
-@hookimpl
-def mmreg_register_tasks(register):
-    register("vqa", VisualQuestionAnswering, help="answer a question about the image over the answer vocabulary: VQA accuracy")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import mmreg_plugins.encoders.clip as clip_plugin
+import mmreg_plugins.encoders.clip_plugin as clip_plugin
 from mmreg.components import Modality
 from mmreg.errors import ConfigError, DataError, InvalidParams
 from mmreg.plugins import PluginHost

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import mmreg_plugins.encoders.dual as dual_plugin
+import mmreg_plugins.encoders.dual_plugin as dual_registration
 from mmreg.components import Modality
 from mmreg.errors import ConfigError, DataError, InvalidParams
 from mmreg.layers import masked_mean
@@ -202,7 +203,7 @@ def test_empty_captions_for_tiny_text_are_a_data_error() -> None:
 
 def test_build_through_the_registry() -> None:
     host = PluginHost(strict=True)
-    host.register_object("encoder-dual", dual_plugin)
+    host.register_object("encoder-dual", dual_registration)
     registry = host.registry("encoders")
     assert "dual" in registry and registry.get("dual").help
     enc = registry.build("dual", {"image_size": 16, "max_length": 8}, captions=CAPTIONS)
