@@ -82,6 +82,16 @@ def pairs_csv(where: Path, extra_rows: list[str] = (), n: int = 24, header: str 
 FILES = ["--dataset", "files", "--set", "dataset.train=pairs.csv", "--batch-size", "4", "--max-steps", "1", "--device", "cpu"]
 
 
+# A plugin whose fusion is a lazy "module:attr" reference to a module that is not there.
+LAZY_FAIL = """from mmreg import hookimpl
+
+
+@hookimpl
+def mmreg_register_fusions(register):
+    register("broken", "no_such_module_for_mmreg:Fusion")
+"""
+
+
 @dataclass
 class Case:
     id: str
@@ -232,6 +242,8 @@ CASES = [
     # plugins and places
     Case("plugin-file-missing", ["--plugin", "./nothere.py", "list"]),
     Case("plugin-module-missing", ["list"], env={"MMREG_PLUGINS": "no_such_plugin_module"}),
+    Case("plugin-lazy-reference-fails", ["--plugin", "lazyfail.py", "run", *TINY, "--fusion", "broken"], write("lazyfail.py", LAZY_FAIL)),
+    Case("plugin-reference-malformed", ["--plugin", "lazyfail.py", "list"], write("lazyfail.py", LAZY_FAIL.replace(":Fusion", ".Fusion"))),
     Case("runs-dir-under-a-file", ["run", *TINY, "--runs-dir", "afile/runs"], write("afile", "x")),
     Case("vision-checkpoint-pickle", ["run", "--encoder", "dual", "--set", "encoder.vision_checkpoint=vision.pth", "--fusion", "none"], payload_pth),
     # resume from a non-run or a damaged run
