@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import importlib
+import pkgutil
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -73,11 +73,8 @@ class Entry:
         """
         if not isinstance(self.target, str):
             return self.target
-        module_name, _, path = self.target.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for attr in path.split("."):
-                obj = getattr(obj, attr)
+            obj = pkgutil.resolve_name(self.target)
         except Exception as exc:
             raise PluginLoadError(
                 self.plugin, f"its {self.kind.label} '{self.name}' could not be loaded from '{self.target}': {type(exc).__name__}: {exc}"
