@@ -28,4 +28,9 @@ class VqaParams(BaseModel):
 
 @hookimpl
 def mmreg_register_datasets(register):
-    register("vqa", "mmreg_plugins.datasets.vqa:VqaDataset", params=VqaParams, help="visual questions with human answers: VQA v2 layout, or CSV / JSON Lines")
+    register(
+        "vqa",
+        "mmreg_plugins.datasets.vqa:VqaDataset",
+        params=VqaParams,
+        help="visual questions with human answers: VQA v2 layout, or CSV / JSON Lines",
+    )

@@ -36,4 +36,9 @@ class BlipParams(BaseModel):
 
 @hookimpl
 def mmreg_register_encoders(register):
-    register("blip", "mmreg_plugins.encoders.blip:BlipEncoder.create", params=BlipParams, help="BLIP's ViT + image-grounded text decoder (transformers)")
+    register(
+        "blip",
+        "mmreg_plugins.encoders.blip:BlipEncoder.create",
+        params=BlipParams,
+        help="BLIP's ViT + image-grounded text decoder (transformers)",
+    )

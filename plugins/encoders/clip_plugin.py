@@ -37,4 +37,9 @@ class ClipParams(BaseModel):
 
 @hookimpl
 def mmreg_register_encoders(register: Any) -> None:
-    register("clip", "mmreg_plugins.encoders.clip:ClipEncoder.create", params=ClipParams, help="Hugging Face CLIP: tiny random-init preset or a pretrained checkpoint")
+    register(
+        "clip",
+        "mmreg_plugins.encoders.clip:ClipEncoder.create",
+        params=ClipParams,
+        help="Hugging Face CLIP: tiny random-init preset or a pretrained checkpoint",
+    )

@@ -50,4 +50,9 @@ class DualParams(BaseModel):
 
 @hookimpl
 def mmreg_register_encoders(register: Any) -> None:
-    register("dual", "mmreg_plugins.encoders.dual:build", params=DualParams, help="timm vision model + transformers text model, each its own preprocessing")
+    register(
+        "dual",
+        "mmreg_plugins.encoders.dual:build",
+        params=DualParams,
+        help="timm vision model + transformers text model, each its own preprocessing",
+    )

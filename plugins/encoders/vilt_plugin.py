@@ -35,4 +35,9 @@ class ViltParams(BaseModel):
 
 @hookimpl
 def mmreg_register_encoders(register):
-    register("vilt", "mmreg_plugins.encoders.vilt:ViltEncoder.create", params=ViltParams, help="ViLT, single-stream: patches and tokens in one transformer that fuses them (transformers)")
+    register(
+        "vilt",
+        "mmreg_plugins.encoders.vilt:ViltEncoder.create",
+        params=ViltParams,
+        help="ViLT, single-stream: patches and tokens in one transformer that fuses them (transformers)",
+    )

@@ -7,4 +7,8 @@ from mmreg.hookspecs import hookimpl
 
 @hookimpl
 def mmreg_register_losses(register):
-    register("bce", "mmreg_plugins.losses.bce:SoftBinaryCrossEntropy", help="binary cross-entropy over answer logits against soft scores (ViLT's VQA loss)")
+    register(
+        "bce",
+        "mmreg_plugins.losses.bce:SoftBinaryCrossEntropy",
+        help="binary cross-entropy over answer logits against soft scores (ViLT's VQA loss)",
+    )

@@ -15,4 +15,9 @@ class CrossEntropyParams(BaseModel):
 
 @hookimpl
 def mmreg_register_losses(register):
-    register("ce", "mmreg_plugins.losses.ce:CrossEntropy", params=CrossEntropyParams, help="cross-entropy over class or answer logits")
+    register(
+        "ce",
+        "mmreg_plugins.losses.ce:CrossEntropy",
+        params=CrossEntropyParams,
+        help="cross-entropy over class or answer logits",
+    )

@@ -15,4 +15,9 @@ class LanguageModelingParams(BaseModel):
 
 @hookimpl
 def mmreg_register_losses(register):
-    register("lm", "mmreg_plugins.losses.lm:LanguageModeling", params=LanguageModelingParams, help="token cross-entropy of a text decoder (captioning)")
+    register(
+        "lm",
+        "mmreg_plugins.losses.lm:LanguageModeling",
+        params=LanguageModelingParams,
+        help="token cross-entropy of a text decoder (captioning)",
+    )

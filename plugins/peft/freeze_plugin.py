@@ -19,4 +19,9 @@ class FreezeParams(BaseModel):
 
 @hookimpl
 def mmreg_register_peft_strategies(register):
-    register("freeze", "mmreg_plugins.peft.freeze:FreezeTowers", params=FreezeParams, help="freeze the towers: a linear probe on projections/fusion/head")
+    register(
+        "freeze",
+        "mmreg_plugins.peft.freeze:FreezeTowers",
+        params=FreezeParams,
+        help="freeze the towers: a linear probe on projections/fusion/head",
+    )

@@ -7,4 +7,8 @@ from mmreg.hookspecs import hookimpl
 
 @hookimpl
 def mmreg_register_tasks(register):
-    register("captioning", "mmreg_plugins.tasks.captioning:Captioning", help="generate the caption from image tokens (BLIP's decoder): CIDEr-D, BLEU-4")
+    register(
+        "captioning",
+        "mmreg_plugins.tasks.captioning:Captioning",
+        help="generate the caption from image tokens (BLIP's decoder): CIDEr-D, BLEU-4",
+    )

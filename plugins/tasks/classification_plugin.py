@@ -7,4 +7,8 @@ from mmreg.hookspecs import hookimpl
 
 @hookimpl
 def mmreg_register_tasks(register):
-    register("classification", "mmreg_plugins.tasks.classification:Classification", help="predict the image's class from the fused pair: accuracy")
+    register(
+        "classification",
+        "mmreg_plugins.tasks.classification:Classification",
+        help="predict the image's class from the fused pair: accuracy",
+    )

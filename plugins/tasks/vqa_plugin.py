@@ -7,4 +7,8 @@ from mmreg.hookspecs import hookimpl
 
 @hookimpl
 def mmreg_register_tasks(register):
-    register("vqa", "mmreg_plugins.tasks.vqa:VisualQuestionAnswering", help="answer a question about the image over the answer vocabulary: VQA accuracy")
+    register(
+        "vqa",
+        "mmreg_plugins.tasks.vqa:VisualQuestionAnswering",
+        help="answer a question about the image over the answer vocabulary: VQA accuracy",
+    )
