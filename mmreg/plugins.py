@@ -53,12 +53,22 @@ class PluginHost:
     def load_entry_points(self, group: str = GROUP, disabled: Iterable[str] = ()) -> None:
         """Load every entry point of ``group`` one at a time, mmreg's own first."""
         blocked = set(disabled)
-        points = sorted(md.entry_points(group=group), key=lambda ep: (_dist_name(ep) != "mmreg", ep.name))
+        origins: dict[int, tuple[str | None, str | None]] = {}
+
+        def origin(ep: md.EntryPoint) -> tuple[str | None, str | None]:
+            """The distribution's name and version, read once: each access re-parses its metadata."""
+            if ep.dist is None:
+                return None, None
+            if id(ep.dist) not in origins:
+                meta = ep.dist.metadata
+                origins[id(ep.dist)] = (meta["Name"], meta["Version"])
+            return origins[id(ep.dist)]
+
+        points = sorted(md.entry_points(group=group), key=lambda ep: (origin(ep)[0] != "mmreg", ep.name))
         for ep in points:
             if ep.name in blocked or ep.value in blocked:
                 continue
-            dist = _dist_name(ep)
-            version = ep.dist.version if ep.dist is not None else None
+            dist, version = origin(ep)
             source = f"entry point ({dist})" if dist else "entry point"
             self._add(ep.name, ep.value, source, version, lambda ep=ep: ep.load())
 
@@ -132,10 +142,6 @@ def _new_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     return pm
-
-
-def _dist_name(ep: md.EntryPoint) -> str | None:
-    return ep.dist.name if ep.dist is not None else None
 
 
 def _import(spec: str) -> ModuleType:
