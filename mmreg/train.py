@@ -184,7 +184,7 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
             raise DataError(
-                f"the training split has {len(train_samples)} samples, fewer than one step of "
+                f"the training split has {self.sampler.size} {'images' if image_groups else 'samples'}, fewer than one step of "
                 f"{cfg.batch_size} x {cfg.grad_accum} (accumulation) x {world} (processes); "
                 f"lower train.batch_size or train.grad_accum"
             )

@@ -110,7 +110,8 @@ def _print_summary(summary: dict) -> None:
         from mmreg.metrics import protocol_text
 
         protocol = protocol_text(summary["retrieval"]) if "retrieval" in summary else f"{summary['val_size']} pairs"
-        table = Table(title=f"validation retrieval ({protocol}; chance@1 {summary['chance@1']:.4f})")
+        console.print(f"validation retrieval: {protocol}")
+        table = Table(title=f"validation retrieval (chance@1 {summary['chance@1']:.4f})")
         for col, justify in (("metric", "left"), ("image->text", "right"), ("text->image", "right"), ("mean", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for k in (1, 5, 10):
