@@ -381,8 +381,8 @@ class Dataset:
     """A source of image-caption samples, split into ``train`` and ``val``.
 
     ``fields`` lists what each sample carries ({"image", "caption"} at least, plus
-    "label" when ``classes`` is set and "question", "answer" for VQA), so
-    impossible combinations are refused early. Declared on the class it is what
+    "label" when ``classes`` is set, "question", "answer" for VQA, "image_id" where
+    captions are grouped by image), so impossible combinations are refused early. Declared on the class it is what
     the dataset can carry at most (checked before anything is built); on the
     instance, what these parameters give (checked again once it is built).
     """
@@ -415,9 +415,13 @@ class Dataset:
         return [getattr(sample, field) for sample in self.split(name)]
 
     def image_ids(self, name: str) -> list[str | None]:
-        """Each sample's ``image_id`` in a split (captions of one image share it); override when
-        they are cheaper to get than whole samples (training groups captions by image with them)."""
-        return [sample.image_id for sample in self.split(name)]
+        """Each sample's ``image_id`` in a split (captions of one image share it; training groups
+        captions by image with them). The default reads every sample where ``fields`` declares
+        "image_id", else gives None for each; override when ids are cheaper than whole samples."""
+        split = self.split(name)
+        if "image_id" not in self.fields:
+            return [None] * len(split)
+        return [sample.image_id for sample in split]
 
     def answers(self, name: str) -> list[tuple[str, ...]]:
         """Each question's human answers in a split (``Sample.human_answers``); override

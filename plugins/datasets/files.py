@@ -125,7 +125,7 @@ class FileSplits(DiskDataset):
     dataset_name = "files"
 
     # Declared for the early compatibility check; an instance narrows it to what label_column gives.
-    fields = frozenset({"image", "caption", "label"})
+    fields = frozenset({"image", "caption", "label", "image_id"})
 
     def __init__(
         self,
@@ -149,7 +149,7 @@ class FileSplits(DiskDataset):
             held = {images[i] for i in hold_out(len(images), val_fraction, np.random.default_rng(seed))}
             rows["val"] = [r for r in rows["train"] if r.image_id in held]
             rows["train"] = [r for r in rows["train"] if r.image_id not in held]
-        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()))
+        self.fields = frozenset({"image", "caption", "image_id"} | ({"label"} if label_column else set()))
         labels = sorted({r.label for split in rows.values() for r in split if r.label is not None})
         self.classes = labels if label_column else None
         ids = {name: i for i, name in enumerate(labels)}

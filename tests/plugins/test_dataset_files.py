@@ -67,7 +67,7 @@ def pairs(tmp_path: Path) -> list[tuple[str, str, str]]:
 def test_csv_with_custom_columns_and_labels(tmp_path, pairs):
     train = write_csv(tmp_path / "train.csv", ["file", "text", "colour"], [list(r) for r in pairs])
     data = make(train, image_column="file", caption_column="text", label_column="colour")
-    assert data.fields == {"image", "caption", "label"} and data.classes == ["blue", "green", "red"]
+    assert data.fields == {"image", "caption", "label", "image_id"} and data.classes == ["blue", "green", "red"]
     split = data.split("train")
     assert len(split) + len(data.split("val")) == 12
     for sample in split:
@@ -85,7 +85,7 @@ def test_jsonl_without_labels_and_a_separate_val_file(tmp_path, pairs):
     val = tmp_path / "val.jsonl"
     val.write_text("".join(json.dumps({"image_path": p, "caption": c}) + "\n" for p, c, _ in pairs[8:]))
     data = make(train, val=str(val))
-    assert data.fields == {"image", "caption"} and data.classes is None
+    assert data.fields == {"image", "caption", "image_id"} and data.classes is None
     assert data.texts("train") == [c for _, c, _ in pairs[:8]] and data.texts("val") == [c for _, c, _ in pairs[8:]]
     assert data.split("val")[0].label is None and data.split("val")[-1].image.size == (12, 12)
     assert data.check("train") == [] and data.check("val") == []
