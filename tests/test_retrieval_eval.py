@@ -13,11 +13,13 @@ from mmreg.errors import ConfigError
 from mmreg.metrics import (
     MISS,
     RetrievalEvaluation,
+    blocked_ranks,
     distinct_images,
     image_group,
     image_groups,
     protocol_text,
     recall_at_k,
+    recalls,
     retrieval_metrics,
     rows_per_block,
     shortlist_ranks,
@@ -95,6 +97,22 @@ def test_blocked_scoring_equals_the_whole_matrix():
     assert protocol_text({**report, "fusion": "gated"}) == (
         "12 images x 36 captions, a caption of the image counts as a match; scored all 12 x 36 pairs with gated"
     )
+
+
+def test_blocks_of_any_size_give_the_ranks_of_the_whole_matrix():
+    """More images than the 10 best non-matches kept per caption, blocks that split the images unevenly."""
+    torch.manual_seed(2)
+    image, text = torch.randn(40, 8), torch.randn(90, 8)
+    image_of_text = torch.randint(0, 40, (90,))
+    image_of_text[:40] = torch.arange(40)  # every image has a caption
+    whole = retrieval_metrics(image @ text.T, image_of_text=image_of_text)
+
+    def score(a: Modality, b: Modality) -> torch.Tensor:
+        return a.pooled @ b.pooled.T  # type: ignore[operator]
+
+    for block in (1, 7, 40):
+        i2t, t2i = blocked_ranks(score, Modality(image), Modality(text), image_of_text, block, kmax=10)
+        assert recalls(i2t, t2i) == whole
 
 
 @torch.inference_mode()
