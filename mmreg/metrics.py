@@ -13,7 +13,7 @@ blocks of image rows bounded in memory (``eval.score_memory_mb``), or, with
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -115,7 +115,7 @@ def rows_per_block(columns: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20) // (BYTES_PER_PAIR * max(columns, 1)))
 
 
-def blocked_ranks(score: Any, image: Modality, text: Modality, image_of_text: torch.Tensor, block: int, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+def blocked_ranks(score: Callable[[Modality, Modality], torch.Tensor], image: Modality, text: Modality, image_of_text: torch.Tensor, block: int, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(i2t, t2i) ``match_rank`` of every pair scored by ``score(image, text)`` -> [n, m], ``block``
     image rows at a time, so no [N_img, N_txt] matrix is ever held.
 
@@ -140,7 +140,7 @@ def blocked_ranks(score: Any, image: Modality, text: Modality, image_of_text: to
 
 
 def shortlist_ranks(
-    score_pairs: Any, similarity: tuple[torch.Tensor, torch.Tensor], image: Modality, text: Modality,
+    score_pairs: Callable[..., torch.Tensor], similarity: tuple[torch.Tensor, torch.Tensor], image: Modality, text: Modality,
     image_of_text: torch.Tensor, k: int, block: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(i2t, t2i) ``match_rank`` among each query's ``k`` best candidates by the cosine of the
