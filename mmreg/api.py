@@ -218,6 +218,7 @@ def run(
     from .precision import check_precision, used_precision
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
+    from .sampling import split_groups
     from .train import Trainer, pick_device
 
     host = host or load_plugins()
@@ -259,6 +260,7 @@ def run(
             num_workers=exp.data.num_workers,
             optim=exp.optim,
             callbacks=[p.strategy, *callbacks],
+            image_groups=split_groups(p.dataset, "train", p.train_split),
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         if resume is None:
@@ -289,6 +291,9 @@ def run(
         "train_size": len(p.train_split),
         "chance@1": 1 / len(p.val_split),
     }
+    if described := p.task.describe():  # retrieval: images x captions and how pairs were scored
+        summary["retrieval"] = {**described, "fusion": exp.encoder.name if model.encoder.single_stream else exp.fusion.name}
+        summary["chance@1"] = 1 / described["images"]
     if p.classes:
         summary["classes"] = len(p.classes)
     if any(p.skipped.values()):

@@ -123,6 +123,9 @@ class Encoder(nn.Module):
     # [N, 3, H, W], mask=pixel_mask [N, H, W])`` and texts as ``Modality(tokens=input_ids [N, L],
     # mask=attention_mask)``; a separate fusion is refused before any weight is built.
     single_stream: ClassVar[bool] = False
+    # The pooled image and text vectors live in one embedding space, trained contrastively (CLIP's
+    # image and text embeddings): their cosine can shortlist candidates for any fusion (eval.shortlist).
+    shared_space: ClassVar[bool] = False
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
@@ -237,11 +240,15 @@ class PairwiseFusion(Fusion):
         device = image.device
         rows = torch.arange(n, device=device).repeat_interleave(m)
         cols = torch.arange(m, device=device).repeat(n)
+        return self.score_pairs(image, text, rows, cols).reshape(n, m)
+
+    def score_pairs(self, image: Modality, text: Modality, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """[P] matching logits of the pairs (image ``rows[p]``, text ``cols[p]``), ``pair_chunk`` at a time."""
         out = [
             self.match_head(self.fuse(image.index(rows[s : s + self.pair_chunk]), text.index(cols[s : s + self.pair_chunk])))
-            for s in range(0, n * m, self.pair_chunk)
+            for s in range(0, len(rows), self.pair_chunk)
         ]
-        return torch.cat(out).reshape(n, m)
+        return torch.cat(out).reshape(-1)
 
 
 @dataclass
@@ -341,6 +348,7 @@ class Sample:
     answers: tuple[str, ...] | None = None  # every human answer (VQA v2 has ten); None: just ``answer``
     answer_type: str | None = None  # VQA's "yes/no", "number", "other"; accuracy is reported per type
     question_id: int | None = None  # the data set's id of the question, for results files
+    image_id: str | None = None  # rows sharing it are captions of one image (Flickr30k, COCO); None: the row's own image
 
     def human_answers(self) -> tuple[str, ...]:
         """The human answers to ``question``: ``answers``, else ``answer`` alone, else none."""
@@ -373,8 +381,8 @@ class Dataset:
     """A source of image-caption samples, split into ``train`` and ``val``.
 
     ``fields`` lists what each sample carries ({"image", "caption"} at least, plus
-    "label" when ``classes`` is set and "question", "answer" for VQA), so
-    impossible combinations are refused early. Declared on the class it is what
+    "label" when ``classes`` is set, "question", "answer" for VQA, "image_id" where
+    captions are grouped by image), so impossible combinations are refused early. Declared on the class it is what
     the dataset can carry at most (checked before anything is built); on the
     instance, what these parameters give (checked again once it is built).
     """
@@ -406,6 +414,15 @@ class Dataset:
         texts are cheaper to get than whole samples (they build vocabularies)."""
         return [getattr(sample, field) for sample in self.split(name)]
 
+    def image_ids(self, name: str) -> list[str | None]:
+        """Each sample's ``image_id`` in a split (captions of one image share it; training groups
+        captions by image with them). The default reads every sample where ``fields`` declares
+        "image_id", else gives None for each; override when ids are cheaper than whole samples."""
+        split = self.split(name)
+        if "image_id" not in self.fields:
+            return [None] * len(split)
+        return [sample.image_id for sample in split]
+
     def answers(self, name: str) -> list[tuple[str, ...]]:
         """Each question's human answers in a split (``Sample.human_answers``); override
         when they are cheaper to get than whole samples (they build the answer vocabulary)."""
@@ -421,6 +438,7 @@ class Encoded:
     image: Modality
     text: Modality
     image_tokens: Modality | None = None
+    pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # the encoder's own pooled image, text vectors where ``Encoder.shared_space``
 
 
 class Evaluation:
@@ -482,6 +500,11 @@ class Task:
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         """What the validation pass computes; the first metric of the first is the default ``train.metric``."""
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """How the last evaluation computed its metrics, for summary.json (retrieval: images,
+        captions, how pairs were scored); {} where there is nothing to add."""
+        return {}
 
     def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
         """The task's prediction for each image (``pixels``: ``Encoder.pixel_inputs`` of N images),

@@ -79,9 +79,16 @@ class ModelConfig(BaseModel):
 
 
 class EvalConfig(BaseModel):
-    """How a task that generates text generates it at evaluation and prediction."""
+    """How evaluation scores retrieval, and how a task that generates text generates it."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    shortlist: int | None = Field(
+        None,
+        ge=1,
+        description="rank by pooled-vector cosine, rescore only the top K per query with the fusion (ALBEF, BLIP); unset: score every pair",
+    )
+    score_memory_mb: int = Field(512, ge=1, description="memory bound of one block of retrieval scores, in MiB")
 
     num_beams: int = Field(1, ge=1, description="beam search width; 1 is greedy decoding")
     max_new_tokens: int = Field(20, ge=1, description="the most tokens generated per text")

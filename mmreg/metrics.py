@@ -1,13 +1,31 @@
 """Evaluation metrics: retrieval recall@K in both directions, and accuracy, with the
-``Evaluation`` accumulators task plugins compose."""
+``Evaluation`` accumulators task plugins compose.
+
+Retrieval follows the standard protocol of Flickr30k and COCO (Karpathy splits): every
+distinct image is scored once against every caption; image->text counts a hit when any of
+the image's captions ranks in the top K, text->image when the caption's own image does.
+With one caption per image this is the usual diagonal recall. Scores are computed in
+blocks of image rows bounded in memory (``eval.score_memory_mb``), or, with
+``eval.shortlist=K``, only for the K best candidates of each query by pooled-vector cosine
+(ALBEF, Li et al. 2021, section 4 "inference"; BLIP's ``evaluation`` with ``k_test``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from .components import Encoded, Evaluation, Modality
+from .components import Encoded, Evaluation, Modality, PairwiseFusion, Sample
+from .errors import ConfigError
+
+KS = (1, 5, 10)
+BYTES_PER_PAIR = 24  # a float32 score and the two int64 pair indices PairwiseFusion.score builds
+OWN_IMAGE = -1  # image_group of a row without image_id: its image is its own
+MISS = torch.iinfo(torch.long).max  # the rank of a query whose match is not among its candidates
 
 
 def recall_at_k(scores: torch.Tensor, k: int) -> float:
@@ -24,48 +42,214 @@ def recall_at_k(scores: torch.Tensor, k: int) -> float:
     return (rank < k).float().mean().item()
 
 
-def retrieval_metric_names(ks: tuple[int, ...] = (1, 5, 10)) -> list[str]:
+def retrieval_metric_names(ks: tuple[int, ...] = KS) -> list[str]:
     """The keys ``retrieval_metrics`` returns, in its order."""
     return [f"{kind}recall@{k}" for k in ks for kind in ("i2t_", "t2i_", "")]
 
 
-def retrieval_metrics(scores: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Image->text and text->image recall@K, and their mean as ``recall@K``."""
+def match_rank(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """[Q] rank of each query's best-scoring match among its candidates: how many non-matches
+    score at least as high (ties count against the match); ``MISS`` where no candidate matches.
+
+    ``scores`` [Q, C] candidate scores, ``positive`` [Q, C] bool, True at the query's matches.
+    """
+    best = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+    rank = ((scores >= best) & ~positive).sum(dim=1)
+    return rank.masked_fill(~positive.any(dim=1), MISS)
+
+
+def recalls(i2t: torch.Tensor, t2i: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Recall@K in each direction from each query's ``match_rank``, and their mean as ``recall@K``."""
     out: dict[str, float] = {}
     for k in ks:
-        i2t = recall_at_k(scores, k)
-        t2i = recall_at_k(scores.T, k)
-        out[f"i2t_recall@{k}"] = i2t
-        out[f"t2i_recall@{k}"] = t2i
-        out[f"recall@{k}"] = (i2t + t2i) / 2
+        a, b = (i2t < k).float().mean().item(), (t2i < k).float().mean().item()
+        out.update({f"i2t_recall@{k}": a, f"t2i_recall@{k}": b, f"recall@{k}": (a + b) / 2})
     return out
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(dim=-1) == labels).float().mean().item()
+def retrieval_metrics(scores: torch.Tensor, ks: tuple[int, ...] = KS, image_of_text: torch.Tensor | None = None) -> dict[str, float]:
+    """Image->text and text->image recall@K of a whole [N_img, N_txt] score matrix, and their mean.
+
+    ``image_of_text`` [N_txt] is the row of the image each caption describes (several captions
+    may share one); None: caption j describes image j (a square matrix, matches on the diagonal).
+    """
+    if image_of_text is None:
+        if scores.shape[0] != scores.shape[1]:
+            raise ValueError(f"recall needs square scores with matches on the diagonal, got {tuple(scores.shape)}")
+        image_of_text = torch.arange(scores.shape[0], device=scores.device)
+    positive = image_of_text.unsqueeze(0) == torch.arange(scores.shape[0], device=scores.device).unsqueeze(1)
+    return recalls(match_rank(scores, positive), match_rank(scores.T, positive.T), ks)
+
+
+def image_group(image_id: str | None) -> int:
+    """A stable int64 for an ``image_id`` (a 64-bit BLAKE2b digest), ``OWN_IMAGE`` for None."""
+    if image_id is None:
+        return OWN_IMAGE
+    return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def image_groups(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """``{"image_group": [N] int64}`` for a batch where a sample has an ``image_id``, else {}:
+    the batch field ``RetrievalEvaluation`` groups captions by."""
+    if all(s.image_id is None for s in samples):
+        return {}
+    return {"image_group": torch.tensor([image_group(s.image_id) for s in samples], dtype=torch.long)}
+
+
+def distinct_images(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, image_of_text): the row holding each distinct image (its first, in order of first
+    appearance) and, per row, which of those images its caption describes. ``groups`` [N] from ``image_group``."""
+    index: dict[tuple[bool, int], int] = {}
+    rows, image_of_text = [], []
+    for row, group in enumerate(groups.tolist()):
+        key = (True, row) if group == OWN_IMAGE else (False, group)
+        if key not in index:
+            index[key] = len(rows)
+            rows.append(row)
+        image_of_text.append(index[key])
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(image_of_text, dtype=torch.long)
+
+
+def rows_per_block(columns: int, memory_mb: float) -> int:
+    """Query rows scored at once against ``columns`` candidates within about ``memory_mb`` MiB (at least one)."""
+    return max(1, int(memory_mb * 2**20) // (BYTES_PER_PAIR * max(columns, 1)))
+
+
+def blocked_ranks(score: Callable[[Modality, Modality], torch.Tensor], image: Modality, text: Modality, image_of_text: torch.Tensor, block: int, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i2t, t2i) ``match_rank`` of every pair scored by ``score(image, text)`` -> [n, m], ``block``
+    image rows at a time, so no [N_img, N_txt] matrix is ever held.
+
+    Image->text ranks are exact. For text->image only the ``kmax`` best non-matching images of
+    each caption are kept across blocks: ranks are exact below ``kmax`` and at least ``kmax`` beyond.
+    """
+    n, m, device = len(image), len(text), text.device
+    image_of_text = image_of_text.to(device)
+    i2t = []
+    top = torch.full((0, m), float("-inf"), device=device)  # the best non-matching scores of each caption so far
+    match = torch.full((m,), float("-inf"), device=device)  # each caption's score with its own image
+    for start in range(0, n, block):
+        scores = score(image.index(slice(start, start + block)), text).float()
+        rows = torch.arange(start, start + len(scores), device=device)
+        positive = image_of_text.unsqueeze(0) == rows.unsqueeze(1)
+        i2t.append(match_rank(scores, positive))
+        match = torch.maximum(match, scores.masked_fill(~positive, float("-inf")).amax(dim=0))
+        candidates = torch.cat([top, scores.masked_fill(positive, float("-inf"))])
+        top = candidates.topk(min(kmax, len(candidates)), dim=0).values
+    t2i = (top >= match.unsqueeze(0)).sum(dim=0)
+    return torch.cat(i2t).cpu(), t2i.cpu()
+
+
+def shortlist_ranks(
+    score_pairs: Callable[..., torch.Tensor], similarity: tuple[torch.Tensor, torch.Tensor], image: Modality, text: Modality,
+    image_of_text: torch.Tensor, k: int, block: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(i2t, t2i) ``match_rank`` among each query's ``k`` best candidates by the cosine of the
+    ``similarity`` vectors ([N_img, D], [N_txt, D]), rescored by ``score_pairs(image, text, rows, cols)``
+    (``PairwiseFusion.score_pairs``); a query whose match is not shortlisted is a miss, as in ALBEF."""
+    image_vectors, text_vectors = (F.normalize(v.float(), dim=-1) for v in similarity)
+    image_of_text = image_of_text.to(text_vectors.device)
+    ranks = []
+    for queries, keys, is_image in ((image_vectors, text_vectors, True), (text_vectors, image_vectors, False)):
+        out = []
+        for start in range(0, len(queries), block):
+            query_rows = torch.arange(start, min(start + block, len(queries)), device=keys.device)
+            candidates = (queries[query_rows] @ keys.T).topk(min(k, len(keys)), dim=1).indices
+            rows, cols = (query_rows.unsqueeze(1).expand_as(candidates), candidates) if is_image else (candidates, query_rows.unsqueeze(1).expand_as(candidates))
+            scores = score_pairs(image, text, rows.reshape(-1), cols.reshape(-1)).float().reshape(candidates.shape)
+            positive = image_of_text[cols] == rows
+            out.append(match_rank(scores, positive))
+        ranks.append(torch.cat(out).cpu())
+    return ranks[0], ranks[1]
+
+
+def shortlist_source(model: torch.nn.Module) -> str | None:
+    """Which pooled vectors ``eval.shortlist`` ranks by: "encoder" (the encoder's own, in its
+    shared space: ``Encoder.shared_space``), "projected" (the pooled vectors the fusion reads),
+    or None where the model has neither."""
+    if getattr(model.encoder, "shared_space", False):
+        return "encoder"
+    if not model.fusion.needs_tokens and not getattr(model.encoder, "single_stream", False):
+        return "projected"
+    return None
+
+
+def protocol_text(report: dict[str, Any]) -> str:
+    """The retrieval protocol and scoring of a summary's ``retrieval`` entry, in words."""
+    images, texts = report["images"], report["texts"]
+    if report["captions_per_image"] == 1:
+        protocol = f"{images:,} images x {texts:,} captions, one caption per image"
+    else:
+        protocol = f"{images:,} images x {texts:,} captions, a caption of the image counts as a match"
+    fusion = report.get("fusion", "the fusion")
+    if report["scoring"] == "shortlist":
+        by = "the encoder's pooled cosine" if report["shortlist_by"] == "encoder" else "pooled cosine"
+        scoring = f"shortlist K={report['shortlist']} by {by}, rescored with {fusion}"
+    else:
+        scoring = f"scored all {images:,} x {texts:,} pairs with {fusion}"
+        if report.get("note"):
+            scoring += f" ({report['note']})"
+    return f"{protocol}; {scoring}"
 
 
 class RetrievalEvaluation(Evaluation):
-    """Recall@K of every image against every text of the split, scored by the fusion's ``score``
-    (the features of all batches kept, then scored ``rows_per_chunk`` images at a time)."""
+    """Recall@K of every distinct image against every caption of the split (``image_group`` in
+    the batch groups captions of one image; without it every row is its own image), scored by
+    the fusion's ``score`` in memory-bounded blocks, or over a shortlist (``settings``: the
+    experiment's ``eval`` section, ``mmreg.config.EvalConfig``).
 
-    def __init__(self, rows_per_chunk: int = 64) -> None:
+    The shortlist needs pooled vectors (``shortlist_source``) and a fusion that scores pairs one by
+    one (``PairwiseFusion``); another fusion's ``score`` is already one matrix product, so every
+    pair is scored and the report says so. Raises ConfigError for a shortlist without pooled vectors.
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, settings: Any = None) -> None:
         self.names = tuple(retrieval_metric_names())
-        self.rows_per_chunk = rows_per_chunk
+        self.memory_mb = getattr(settings, "score_memory_mb", 512)
+        self.shortlist: int | None = getattr(settings, "shortlist", None)
+        self.source = None if model is None else shortlist_source(model)
+        if self.shortlist is not None and self.source is None:
+            raise ConfigError(
+                "eval.shortlist ranks candidates by the cosine of pooled vectors, and this encoder and fusion give none "
+                "(the fusion reads tokens, and the encoder's pooled vectors share no space); unset eval.shortlist"
+            )
         self.images: list[Modality] = []
         self.texts: list[Modality] = []
+        self.pooled: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.groups: list[torch.Tensor] = []
         self.fusion: Any = None
+        self.report: dict[str, Any] = {}
 
     def update(self, model: torch.nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
         self.fusion = model.fusion
         self.images.append(features.image)
         self.texts.append(features.text)
+        if self.shortlist is not None:
+            if self.source == "encoder" and features.pooled is not None:
+                self.pooled.append(features.pooled)
+            else:
+                self.pooled.append((features.image.pooled, features.text.pooled))  # type: ignore[arg-type]
+        rows = len(features.text)
+        self.groups.append(batch["image_group"].cpu() if "image_group" in batch else torch.full((rows,), OWN_IMAGE))
 
     def compute(self) -> dict[str, float]:
-        image, text = Modality.cat(self.images), Modality.cat(self.texts)
-        rows = range(0, len(image), self.rows_per_chunk)
-        scores = torch.cat([self.fusion.score(image.index(slice(s, s + self.rows_per_chunk)), text) for s in rows])
-        return retrieval_metrics(scores.float().cpu())
+        rows, image_of_text = distinct_images(torch.cat(self.groups))
+        text = Modality.cat(self.texts)
+        image = Modality.cat(self.images).index(rows.to(text.device))
+        n, m = len(image), len(text)
+        block = rows_per_block(max(n, m), self.memory_mb)
+        self.report = {"images": n, "texts": m, "captions_per_image": round(m / n, 2), "scoring": "all"}
+        pairwise = isinstance(self.fusion, PairwiseFusion)
+        if self.shortlist is not None and pairwise:
+            pooled_images = torch.cat([p[0] for p in self.pooled])[rows.to(text.device)]
+            similarity = (pooled_images, torch.cat([p[1] for p in self.pooled]))
+            block = rows_per_block(max(n, m, self.shortlist), self.memory_mb)
+            i2t, t2i = shortlist_ranks(self.fusion.score_pairs, similarity, image, text, image_of_text, self.shortlist, block)
+            self.report.update(scoring="shortlist", shortlist=self.shortlist, shortlist_by=self.source)
+        else:
+            i2t, t2i = blocked_ranks(self.fusion.score, image, text, image_of_text, block, max(KS))
+            if self.shortlist is not None:
+                self.report["note"] = "its score is one matrix product: eval.shortlist saves nothing and was not used"
+        return recalls(i2t, t2i)
 
 
 class AccuracyEvaluation(Evaluation):
@@ -84,3 +268,7 @@ class AccuracyEvaluation(Evaluation):
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": self.correct / max(self.total, 1)}
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(dim=-1) == labels).float().mean().item()

@@ -74,8 +74,10 @@ class MultimodalModel(nn.Module):
             return Encoded(image, Modality(tokens=batch["input_ids"], mask=batch["attention_mask"].bool()))
         raw = self.encoder.encode_images(batch["pixel_values"])
         image_tokens = Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None
-        text = self.encode_texts(batch["input_ids"], batch["attention_mask"])
-        return Encoded(self._project(raw, self.image_proj), text, image_tokens)
+        raw_text = self.encoder.encode_texts(batch["input_ids"], batch["attention_mask"])
+        shared = self.encoder.shared_space and raw.pooled is not None and raw_text.pooled is not None
+        pooled = (raw.pooled, raw_text.pooled) if shared else None
+        return Encoded(self._project(raw, self.image_proj), self._project(raw_text, self.text_proj), image_tokens, pooled)  # type: ignore[arg-type]
 
     def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
         features = self.encode(batch)

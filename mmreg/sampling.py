@@ -1,11 +1,29 @@
-"""Batch order that depends only on (seed, epoch), sharded across processes, resumable mid-epoch."""
+"""Batch order that depends only on (seed, epoch), sharded across processes, resumable mid-epoch,
+with one caption per image per epoch where images have several."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+from .components import Dataset
+
+
+def caption_groups(image_ids: Sequence[str | None]) -> list[int] | None:
+    """Per row, the index of its image (rows sharing an ``image_id`` are captions of one image;
+    None: the row's own); None when no two rows share an image, so every row is its own pair."""
+    index: dict[tuple[bool, object], int] = {}
+    groups = [index.setdefault((image_id is None, row if image_id is None else image_id), len(index)) for row, image_id in enumerate(image_ids)]
+    return None if len(index) == len(groups) else groups
+
+
+def split_groups(dataset: Dataset, name: str, view: Sequence[object]) -> list[int] | None:
+    """``caption_groups`` of a split as the model reads it (``mmreg.data.SplitView``: unusable rows left out)."""
+    ids = dataset.image_ids(name)
+    keep = getattr(view, "keep", range(len(ids)))
+    return caption_groups([ids[i] for i in keep])
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -15,11 +33,22 @@ class EpochBatches(Sampler[list[int]]):
     The concatenation of every process's batch is exactly the single-process batch
     of the global size, and ``start_at`` skips batches already trained on, so a
     resumed run sees the data a never-interrupted run would.
+
+    With ``groups`` (``caption_groups``: the image of each row) an epoch is a permutation of the
+    images, each with one of its captions drawn at random (seeded by (seed, epoch)): a global batch
+    holds every image at most once, so a contrastive loss never treats another caption of an
+    image as a negative for it, and each epoch sees every image once.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1, groups: Sequence[int] | None = None) -> None:
         self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
         self.epoch, self.start = 0, 0
+        self.members: list[torch.Tensor] | None = None
+        if groups is not None:
+            order = torch.as_tensor(groups).argsort(stable=True)
+            counts = torch.bincount(torch.as_tensor(groups))
+            self.members = list(order.split(counts.tolist()))
+            self.size = len(self.members)
 
     def set_epoch(self, epoch: int, start_at: int = 0) -> None:
         self.epoch, self.start = epoch, start_at
@@ -30,6 +59,10 @@ class EpochBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
+        if self.members is not None:  # a caption of each image, then the images in ``order``
+            draws = torch.rand(self.size, generator=generator).tolist()
+            rows = [int(m[int(u * len(m))]) for m, u in zip(self.members, draws, strict=True)]
+            order = [rows[i] for i in order]
         global_batch = self.batch_size * self.world
         for b in range(self.start, len(self)):
             first = b * global_batch + self.rank * self.batch_size

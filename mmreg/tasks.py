@@ -81,7 +81,7 @@ class FusedHeadTask(Task):
         return {"logits": head(fusion.fuse(features.image, features.text))}
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        return [AccuracyEvaluation(self), *([RetrievalEvaluation()] if "scores" in model.needs else [])]
+        return [AccuracyEvaluation(self), *([RetrievalEvaluation(model, self.settings)] if "scores" in model.needs else [])]
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores [N, C] in [0, 1] of the head's logits: a softmax over exclusive classes."""

@@ -151,9 +151,11 @@ class Trainer:
         num_workers: int = 0,
         optim: OptimConfig | None = None,
         callbacks: Sequence[LoopCallback] = (),
+        image_groups: Sequence[int] | None = None,
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
-        each checkpoint, is set by the caller (see mmreg.resume)."""
+        each checkpoint, is set by the caller (see mmreg.resume). ``image_groups`` (the image of
+        each training row, ``mmreg.sampling.caption_groups``): one caption per image per epoch."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
@@ -169,7 +171,7 @@ class Trainer:
             enable_gradient_checkpointing(model)
         self.train_samples = train_samples
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self.sampler = EpochBatches(len(train_samples), cfg.batch_size, seed, rank=rank, world=world)
+        self.sampler = EpochBatches(len(train_samples), cfg.batch_size, seed, rank=rank, world=world, groups=image_groups)
         self.loader = DataLoader(
             train_samples,
             batch_sampler=self.sampler,
@@ -182,7 +184,7 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
             raise DataError(
-                f"the training split has {len(train_samples)} samples, fewer than one step of "
+                f"the training split has {self.sampler.size} {'images' if image_groups else 'samples'}, fewer than one step of "
                 f"{cfg.batch_size} x {cfg.grad_accum} (accumulation) x {world} (processes); "
                 f"lower train.batch_size or train.grad_accum"
             )

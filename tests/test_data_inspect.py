@@ -145,7 +145,7 @@ def test_a_run_allowed_to_truncate_says_so_and_records_it(tmp_path):
         ({"en": "a red square"}, 'caption is an object ({"en": "a red square"}), not text; write it as a JSON string'),
         (42, "caption is a number (42), not text"),
         (None, "caption is null (null), not text"),
-        (["a red square", "a square in red"], "caption is a list of 2 texts; several captions of one image are not supported yet"),
+        (["a red square", "a square in red"], "caption is a list of 2 texts; write one line per caption, repeating the image"),
     ],
     ids=["object", "number", "null", "list"],
 )

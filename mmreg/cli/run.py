@@ -107,7 +107,11 @@ def _print_summary(summary: dict) -> None:
         shown = ", ".join(f"{k} [bold]{v:.4f}[/bold]" for k, v in others.items())
         console.print(f"validation {summary['task']}: {shown} over {summary['val_size']} samples")
     if "recall@1" in m:
-        table = Table(title=f"validation retrieval ({summary['val_size']} pairs, chance@1 {summary['chance@1']:.4f})")
+        from mmreg.metrics import protocol_text
+
+        protocol = protocol_text(summary["retrieval"]) if "retrieval" in summary else f"{summary['val_size']} pairs"
+        console.print(f"validation retrieval: {protocol}")
+        table = Table(title=f"validation retrieval (chance@1 {summary['chance@1']:.4f})")
         for col, justify in (("metric", "left"), ("image->text", "right"), ("text->image", "right"), ("mean", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for k in (1, 5, 10):

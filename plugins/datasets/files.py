@@ -1,4 +1,8 @@
-"""`files`: image-caption pairs listed in a CSV or JSON Lines file, as transformers' run_clip.py reads them."""
+"""`files`: image-caption pairs listed in a CSV or JSON Lines file, as transformers' run_clip.py reads them.
+
+Rows naming the same image file (or sharing ``image_id_column``) are captions of one image
+(Flickr30k and COCO give five): ``Sample.image_id`` says so, so training takes one caption per
+image per epoch and retrieval is evaluated by the standard protocol (mmreg.metrics)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ class Record:
     caption: str
     label: int | None = None
     where: str | None = None
+    image_id: str | None = None  # captions of one image share it (Sample.image_id)
 
     def problem(self) -> str | None:
         """Why this sample's image cannot be used, or None.
@@ -58,7 +63,7 @@ class ImageSplit(Samples):
 
     def sample(self, index: int) -> Sample:
         record = self.records[index]
-        return Sample(open_image(record.image), record.caption, record.label)
+        return Sample(open_image(record.image), record.caption, record.label, image_id=record.image_id)
 
     def check(self) -> list[tuple[int, str]]:
         return [(i, problem) for i, record in enumerate(self.records) if (problem := record.problem()) is not None]
@@ -92,6 +97,10 @@ class DiskDataset(Dataset):
             raise DataError(f"dataset '{self.dataset_name}' has no '{field}' texts, only captions")
         return [r.caption for r in self.split(name).records]
 
+    def image_ids(self, name: str) -> list[str | None]:
+        """Each row's image id without opening a single image."""
+        return [r.image_id for r in self.split(name).records]
+
 
 class FileSplits(DiskDataset):
     """Image-caption pairs (and optionally labels) from a CSV or JSON Lines file, images read on access."""
@@ -99,7 +108,7 @@ class FileSplits(DiskDataset):
     dataset_name = "files"
 
     # Declared for the early compatibility check; an instance narrows it to what label_column gives.
-    fields = frozenset({"image", "caption", "label"})
+    fields = frozenset({"image", "caption", "label", "image_id"})
 
     def __init__(
         self,
@@ -112,21 +121,23 @@ class FileSplits(DiskDataset):
         label_column: str | None,
         format: str,
         seed: int,
+        image_id_column: str | None = None,
     ) -> None:
-        columns = (image_column, caption_column, label_column)
+        columns = (image_column, caption_column, label_column, image_id_column)
         rows = {"train": read_rows(Path(train), format, columns, "train")}
         if val is not None:
             rows["val"] = read_rows(Path(val), format, columns, "val")
-        else:
-            held = set(hold_out(len(rows["train"]), val_fraction, np.random.default_rng(seed)))
-            rows["val"] = [r for i, r in enumerate(rows["train"]) if i in held]
-            rows["train"] = [r for i, r in enumerate(rows["train"]) if i not in held]
-        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()))
+        else:  # hold out whole images, so no caption of a validation image is trained on
+            images = list(dict.fromkeys(r.image_id for r in rows["train"]))
+            held = {images[i] for i in hold_out(len(images), val_fraction, np.random.default_rng(seed))}
+            rows["val"] = [r for r in rows["train"] if r.image_id in held]
+            rows["train"] = [r for r in rows["train"] if r.image_id not in held]
+        self.fields = frozenset({"image", "caption", "image_id"} | ({"label"} if label_column else set()))
         labels = sorted({r.label for split in rows.values() for r in split if r.label is not None})
         self.classes = labels if label_column else None
         ids = {name: i for i, name in enumerate(labels)}
         self._splits = {
-            name: ImageSplit([Record(r.image, r.caption, None if r.label is None else ids[r.label], r.where) for r in split])
+            name: ImageSplit([Record(r.image, r.caption, None if r.label is None else ids[r.label], r.where, r.image_id) for r in split])
             for name, split in rows.items()
         }
 
@@ -139,11 +150,12 @@ class Row:
     caption: str
     label: str | None
     where: str
+    image_id: str  # image_id_column's value, else the image's path
 
 
-def read_rows(path: Path, format: str, columns: tuple[str, str, str | None], setting: str) -> list[Row]:
+def read_rows(path: Path, format: str, columns: tuple[str, str, str | None, str | None], setting: str) -> list[Row]:
     """Every row of ``path`` (given as dataset.``setting``), refusing at once, with file and row,
-    anything that would fail later."""
+    anything that would fail later (an image id shared by rows naming different images included)."""
     if not path.is_file():
         raise DataError(f"dataset file {path} not found; set dataset.{setting} to a CSV or JSON Lines file")
     if format == "auto":
@@ -154,6 +166,14 @@ def read_rows(path: Path, format: str, columns: tuple[str, str, str | None], set
     rows = [_row(path, where, record, columns) for where, record in records]
     if not rows:
         raise DataError(f"dataset file {path} has no rows; add one row per image, with its path and its caption")
+    first: dict[str, Row] = {}
+    for row in rows:
+        seen = first.setdefault(row.image_id, row)
+        if seen.image != row.image and seen.image.resolve() != row.image.resolve():  # resolved only when spelled differently
+            raise DataError(
+                f"{row.where}: image id {row.image_id} is also {seen.where}'s, which names another image "
+                f"({seen.image.name}, here {row.image.name}); give each image one id"
+            )
     return rows
 
 
@@ -197,32 +217,33 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path} line {number}", record
 
 
-def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str, str | None]) -> Row:
-    image_column, caption_column, label_column = columns
+def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str, str | None, str | None]) -> Row:
+    image_column, caption_column, label_column, id_column = columns
     values = {}
     for column in (c for c in columns if c is not None):
         if column not in record:
             present = ", ".join(k for k in record if k is not None) or "none"
-            setting = {image_column: "image_column", caption_column: "caption_column"}.get(column, "label_column")
+            setting = {image_column: "image_column", caption_column: "caption_column", id_column: "image_id_column"}.get(column, "label_column")
             raise DataError(f"{where}: no column '{column}' (columns: {present}); set dataset.{setting} to one of them")
         value = record[column]
-        wanted = (str, int) if column == label_column else str  # labels may be class numbers
+        wanted = (str, int) if column in (label_column, id_column) else str  # labels and ids may be numbers
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise DataError(_not_text(where, column, value))
         text = str(value).strip()
         if not text:
             raise DataError(f"{where}: empty {column}; fill it in or remove the row")
         values[column] = text
-    image = Path(values[image_column])
-    return Row(path.parent / image, values[caption_column], values.get(label_column) if label_column else None, where)
+    image = path.parent / Path(values[image_column])
+    image_id = values[id_column] if id_column else str(image)
+    return Row(image, values[caption_column], values.get(label_column) if label_column else None, where, image_id)
 
 
 def _not_text(where: str, column: str, value: Any) -> str:
     """Why a JSON value is refused where text belongs (the CSV reader gives only text)."""
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return (
-            f"{where}: {column} is a list of {len(value)} texts; several captions of one image are not supported yet: "
-            f"write one line per caption, repeating the image"
+            f"{where}: {column} is a list of {len(value)} texts; write one line per caption, repeating the image: "
+            f"lines naming one image are its captions"
         )
     kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list"}
     shown = json.dumps(value)

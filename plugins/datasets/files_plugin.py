@@ -18,6 +18,9 @@ class FilesParams(BaseModel):
     image_column: str = Field("image_path", description="column holding each image's path")
     caption_column: str = Field("caption", description="column holding each caption")
     label_column: str | None = Field(None, description="column holding a class label; set it to train classification")
+    image_id_column: str | None = Field(
+        None, description="column holding an id shared by the captions of one image (COCO's image_id); unset: rows naming the same image file"
+    )
     format: Literal["auto", "csv", "jsonl"] = Field("auto", description="file format; auto: by suffix (.csv, .jsonl, .json)")
 
 

@@ -21,6 +21,7 @@ class ClipEncoder(Encoder):
     """CLIP's two towers; pooled outputs are the projected embeddings, tokens the last hidden states."""
 
     gives_tokens = True
+    shared_space = True  # image_embeds and text_embeds: CLIP's contrastive space
     gives_logit_scale = True  # CLIPModel's learnable logit scale, for the `clip` loss
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, max_length_setting: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""`retrieval`: match images and captions; no head, scored by recall@K of the fusion's ``score``."""
+"""`retrieval`: match images and captions; no head, scored by recall@K of the fusion's ``score``
+(several captions per image: a caption of the image counts as a match, see mmreg.metrics)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,33 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmreg.components import Evaluation, Task
+from mmreg.components import Evaluation, Sample, Task
 from mmreg.errors import ConfigError
-from mmreg.metrics import RetrievalEvaluation
+from mmreg.metrics import RetrievalEvaluation, image_groups
 
 
 class Retrieval(Task):
     """Image-text retrieval: recall@K in both directions (CLIP's zero-shot retrieval protocol),
-    every image against every caption of the split, where a loss trains the fusion's ``score``."""
+    every distinct image against every caption of the split, where a loss trains the fusion's
+    ``score``; scored in memory-bounded blocks or over ``eval.shortlist`` candidates."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.evaluation: RetrievalEvaluation | None = None
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        return [RetrievalEvaluation()] if "scores" in model.needs else []
+        if "scores" not in model.needs:
+            return []
+        self.evaluation = RetrievalEvaluation(model, self.settings)
+        return [self.evaluation]
+
+    def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """``image_group`` [N] where samples carry an ``image_id``: captions of one image share it."""
+        return image_groups(samples)
+
+    def describe(self) -> dict[str, Any]:
+        """The last evaluation's protocol and scoring (``RetrievalEvaluation.report``)."""
+        return dict(self.evaluation.report) if self.evaluation is not None else {}
 
     def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
         """The ``top_k`` best-matching ``texts`` (candidate captions) of each image by the fusion's

@@ -67,7 +67,7 @@ def pairs(tmp_path: Path) -> list[tuple[str, str, str]]:
 def test_csv_with_custom_columns_and_labels(tmp_path, pairs):
     train = write_csv(tmp_path / "train.csv", ["file", "text", "colour"], [list(r) for r in pairs])
     data = make(train, image_column="file", caption_column="text", label_column="colour")
-    assert data.fields == {"image", "caption", "label"} and data.classes == ["blue", "green", "red"]
+    assert data.fields == {"image", "caption", "label", "image_id"} and data.classes == ["blue", "green", "red"]
     split = data.split("train")
     assert len(split) + len(data.split("val")) == 12
     for sample in split:
@@ -85,7 +85,7 @@ def test_jsonl_without_labels_and_a_separate_val_file(tmp_path, pairs):
     val = tmp_path / "val.jsonl"
     val.write_text("".join(json.dumps({"image_path": p, "caption": c}) + "\n" for p, c, _ in pairs[8:]))
     data = make(train, val=str(val))
-    assert data.fields == {"image", "caption"} and data.classes is None
+    assert data.fields == {"image", "caption", "image_id"} and data.classes is None
     assert data.texts("train") == [c for _, c, _ in pairs[:8]] and data.texts("val") == [c for _, c, _ in pairs[8:]]
     assert data.split("val")[0].label is None and data.split("val")[-1].image.size == (12, 12)
     assert data.check("train") == [] and data.check("val") == []
@@ -143,3 +143,36 @@ def test_missing_file_unknown_suffix_and_unknown_split(tmp_path, pairs):
     assert len(make(odd, format="csv").texts("train")) == 9
     with pytest.raises(DataError, match="no split 'test'"):
         make(odd, format="csv").split("test")
+
+
+def test_rows_naming_one_image_are_its_captions(tmp_path):
+    for i in range(4):
+        write_png(tmp_path / f"img{i}.png", list(COLOURS.values())[i % 3])
+    rows = [[f"img{i}.png", f"caption {c} of image {i}"] for i in range(4) for c in range(3)]
+    data = make(write_csv(tmp_path / "pairs.csv", ["image_path", "caption"], rows), val_fraction=0.25)
+    train, val = data.image_ids("train"), data.image_ids("val")
+    # one image of four is held out whole: its three captions, and none of them in training
+    assert len(val) == 3 and len(set(val)) == 1 and not set(val) & set(train)
+    assert len(train) == 9 and len(set(train)) == 3
+    assert [s.image_id for s in data.split("val")] == val  # the samples carry what image_ids reports
+    assert data.split("val")[0].image_id == str(tmp_path / val[0].rsplit("/", 1)[-1])
+
+
+def test_an_id_column_groups_captions(tmp_path):
+    for i in range(3):
+        write_png(tmp_path / f"img{i}.png", (10 * i, 0, 0))
+    # image 1 is listed under two spellings of its path; the id column says they are one image
+    rows = [["img0.png", "a", "100"], ["img1.png", "b", "101"], ["sub/../img1.png", "c", "101"], ["img2.png", "d", "102"]]
+    path = write_csv(tmp_path / "pairs.csv", ["image_path", "caption", "coco_id"], rows)
+    data = make(path, val=str(path), image_id_column="coco_id")
+    assert data.image_ids("val") == ["100", "101", "101", "102"]
+    by_path = make(path, val=str(path))
+    assert len(set(by_path.image_ids("val"))) == 4  # the two spellings are two files to the path rule
+
+
+def test_an_id_shared_by_two_images_is_refused(tmp_path):
+    for i in range(2):
+        write_png(tmp_path / f"img{i}.png", (10 * i, 0, 0))
+    path = write_csv(tmp_path / "pairs.csv", ["image_path", "caption", "id"], [["img0.png", "a", "7"], ["img1.png", "b", "7"]])
+    with pytest.raises(DataError, match=r"pairs.csv row 2: image id 7 is also .*row 1's, which names another image"):
+        make(path, image_id_column="id")
