@@ -341,6 +341,7 @@ class Sample:
     answers: tuple[str, ...] | None = None  # every human answer (VQA v2 has ten); None: just ``answer``
     answer_type: str | None = None  # VQA's "yes/no", "number", "other"; accuracy is reported per type
     question_id: int | None = None  # the data set's id of the question, for results files
+    image_id: str | None = None  # rows sharing it are captions of one image (Flickr30k, COCO); None: the row's own image
 
     def human_answers(self) -> tuple[str, ...]:
         """The human answers to ``question``: ``answers``, else ``answer`` alone, else none."""
@@ -383,7 +384,8 @@ class Dataset:
     classes: list[str] | None = None
 
     def split(self, name: str) -> Sequence[Sample]:
-        """The samples of split ``name`` ("train" or "val"); raise DataError if absent."""
+        """The samples of split ``name`` ("train" or "val"); raise DataError if absent. Data read
+        in order from shards returns a ``mmreg.streams.IterableSamples`` instead."""
         raise NotImplementedError
 
     def check(self, name: str) -> list[tuple[int, str]]:

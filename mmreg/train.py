@@ -26,6 +26,7 @@ from .model import MultimodalModel
 from .optim import param_groups
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
+from .streams import StreamSplit, train_loader
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -179,6 +180,10 @@ class Trainer:
             # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
             generator=torch.Generator().manual_seed(seed),
         )
+        if isinstance(getattr(train_samples, "samples", None), StreamSplit):  # a stream batches itself (mmreg.streams)
+            self.sampler, self.loader = train_loader(
+                train_samples, collate, cfg.batch_size, seed, rank=rank, world=world, num_workers=num_workers, pin_memory=self.device.type == "cuda"
+            )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
             raise DataError(
