@@ -1,0 +1,233 @@
+"""`hf`: a Hugging Face dataset as image-caption samples: a ``save_to_disk`` directory, local data
+files any ``datasets`` builder reads, or a hub id already in the local cache.
+
+Arrow and parquet data read without streaming are memory-mapped (``datasets`` keeps
+them on disk and pages rows in), so a split larger than memory still trains;
+``streaming=true`` reads rows in order instead, for data that should not be
+converted to Arrow first.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmreg.components import Dataset, Sample, Samples
+from mmreg.errors import ConfigError, DataError
+from mmreg.hookspecs import hookimpl
+from mmreg.images import open_image
+from mmreg.streams import IterableSamples, LazySample, lane_seed
+
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+VAL_NAMES = ("validation", "val", "valid", "dev", "test")
+
+
+class HfParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a save_to_disk directory, a data file or folder (parquet, arrow, csv, json, images), or a hub id in the local cache")
+    builder: str | None = Field(None, description="the datasets builder for path (parquet, arrow, csv, json, imagefolder); unset: from the suffix, or a hub id")
+    config_name: str | None = Field(None, description="the hub dataset's configuration, where it has several")
+    image_column: str = Field("image", description="column holding each image (an Image feature, bytes or a path relative to the data file)")
+    caption_column: str = Field("caption", description="column holding each caption")
+    label_column: str | None = Field(None, description="column holding a class label (ClassLabel names become the classes); set it to train classification")
+    id_column: str | None = Field(None, description="column naming each row's image (rows sharing it are captions of one image); unset: the image path, if the image column holds paths")
+    train_split: str = Field("train", description="the split to train on")
+    val_split: str | None = Field(None, description="the split to validate on; unset: validation, val, valid, dev or test if present, else val_fraction of train")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out (seeded by the run seed) when there is no validation split")
+    streaming: bool = Field(False, description="read rows in order instead of loading (or memory-mapping) the data")
+    shuffle_buffer: int = Field(1000, ge=0, description="with streaming: rows held for shuffling the training stream")
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("dataset 'hf' needs the datasets package; pip install 'mmreg[hf]'") from None
+    datasets.disable_progress_bars()  # stderr carries mmreg's own progress and one-line errors
+    return datasets
+
+
+def load(path: str, builder: str | None, config_name: str | None, streaming: bool) -> Any:
+    """A ``DatasetDict`` (``IterableDatasetDict`` with streaming) for ``path``: ``load_from_disk`` for a
+    ``save_to_disk`` directory, else ``load_dataset`` (local files, or a hub id from the local cache)."""
+    datasets = _datasets()
+    local = Path(path)
+    if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(local))
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({"train": loaded})
+        return datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}) if streaming else loaded
+    if local.is_file() or (builder is not None and local.exists()):
+        builder = builder or BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise ConfigError(f"cannot tell the builder of {path} from its suffix; set dataset.builder (parquet, arrow, csv, json)")
+        files = str(local)
+        return datasets.load_dataset(builder, data_files=files, streaming=streaming)
+    if local.is_dir():
+        return datasets.load_dataset(builder or "imagefolder", data_dir=str(local), streaming=streaming)
+    try:
+        return datasets.load_dataset(path, config_name, streaming=streaming)
+    except (FileNotFoundError, ConnectionError, ValueError) as exc:
+        offline = " (HF_DATASETS_OFFLINE is set)" if datasets.config.HF_HUB_OFFLINE else ""
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(
+            f"dataset.path '{path}' is neither a local dataset nor a hub dataset in the local cache{offline}: {reason}; "
+            f"give a save_to_disk directory or a data file, or download the dataset first"
+        ) from None
+
+
+def check_columns(features: Mapping[str, Any], columns: Mapping[str, str | None], split: str) -> None:
+    for setting, column in columns.items():
+        if column is not None and column not in features:
+            raise DataError(
+                f"dataset 'hf' split '{split}' has no column '{column}' (columns: {', '.join(features)}); "
+                f"set dataset.{setting} to one of them"
+            )
+
+
+class Rows:
+    """Turns a row into a ``Sample``: images through ``mmreg.images.open_image`` (EXIF orientation
+    applied), paths relative to the data file, labels as class numbers."""
+
+    def __init__(self, image: str, caption: str, label: str | None, ids: str | None, base: Path, classes: dict[Any, int] | None) -> None:
+        self.image, self.caption, self.label, self.ids, self.base, self.classes = image, caption, label, ids, base, classes
+
+    def sample(self, row: Mapping[str, Any]) -> Sample:
+        value, path = row[self.image], None
+        if isinstance(value, dict):  # an Image feature read with decode=False: {"bytes", "path"}
+            source: Any = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+            path = value.get("path")
+        elif isinstance(value, (bytes, bytearray)):
+            source = io.BytesIO(value)
+        elif isinstance(value, str):
+            source = path = str(self.base / value)
+        else:
+            raise DataError(f"dataset 'hf' column '{self.image}' holds {type(value).__name__}, not an image; set dataset.image_column")
+        label = None
+        if self.label is not None:
+            label = row[self.label] if self.classes is None else self.classes[row[self.label]]
+        image_id = str(row[self.ids]) if self.ids is not None else (path if isinstance(row[self.image], str) else None)
+        return Sample(open_image(source), str(row[self.caption]), label, image_id=image_id)
+
+
+class HfSplit(Samples):
+    """A (memory-mapped) ``datasets.Dataset``; a row's image is decoded on access."""
+
+    def __init__(self, table: Any, rows: Rows) -> None:
+        self.table, self.rows = table, rows
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def sample(self, index: int) -> Sample:
+        return self.rows.sample(self.table[index])
+
+
+class HfStream(IterableSamples):
+    """A ``datasets.IterableDataset`` read in order; lanes are dealt by ``datasets.distributed.split_dataset_by_node``
+    (whole shards when their count divides evenly, else every lanes-th row), after a shuffle seeded by (seed, epoch)."""
+
+    def __init__(self, name: str, table: Any, rows: Rows, size: int, seed: int, buffer: int) -> None:
+        self.name, self.table, self.rows, self.size, self.seed, self.buffer = name, table, rows, size, seed, buffer
+
+    def __len__(self) -> int:
+        return self.size
+
+    def stream(self, lane: int, lanes: int, epoch: int, repeat: int = 0) -> Iterator[LazySample]:
+        from datasets.distributed import split_dataset_by_node
+
+        table = self.table
+        if self.buffer > 1:  # the same seed in every lane: the shard order must agree for the lanes to be disjoint
+            table = table.shuffle(seed=lane_seed(self.seed, epoch, 0, repeat) % 2**32, buffer_size=self.buffer)
+        part = split_dataset_by_node(table, rank=lane, world_size=lanes)
+        for batch in part.iter(batch_size=64):  # .iter, not iter(): no second split by DataLoader worker
+            for values in zip(*batch.values(), strict=True):
+                row = dict(zip(batch, values, strict=True))
+                yield LazySample(lambda row=row: self.rows.sample(row), str(row.get(self.rows.caption)))
+
+
+class HfDataset(Dataset):
+    """Image-caption samples (optionally labels) from a Hugging Face dataset; see ``HfParams``."""
+
+    fields = frozenset({"image", "caption", "label"})
+
+    def __init__(self, *, path: str, builder: str | None, config_name: str | None, image_column: str, caption_column: str,
+                 label_column: str | None, id_column: str | None, train_split: str, val_split: str | None,
+                 val_fraction: float, streaming: bool, shuffle_buffer: int, seed: int) -> None:  # fmt: skip
+        datasets = _datasets()
+        loaded = load(path, builder, config_name, streaming)
+        if train_split not in loaded:
+            raise DataError(f"dataset 'hf' at {path} has no split '{train_split}' (splits: {', '.join(loaded)}); set dataset.train_split")
+        if val_split is not None and val_split not in loaded:
+            raise DataError(f"dataset 'hf' at {path} has no split '{val_split}' (splits: {', '.join(loaded)}); set dataset.val_split")
+        val_split = val_split or next((name for name in VAL_NAMES if name in loaded and name != train_split), None)
+        tables = {"train": loaded[train_split]}
+        if val_split is not None:
+            tables["val"] = loaded[val_split]
+        elif streaming:
+            raise ConfigError(f"dataset 'hf' at {path} has no validation split to stream; set dataset.val_split, or streaming=false to hold out a fraction")
+        else:
+            held = tables["train"].train_test_split(test_size=val_fraction, seed=seed)
+            tables = {"train": held["train"], "val": held["test"]}
+        columns = {"image_column": image_column, "caption_column": caption_column, "label_column": label_column, "id_column": id_column}
+        for name, table in tables.items():
+            check_columns(table.features or {}, columns, name)
+        features = tables["train"].features
+        if isinstance(features[image_column], datasets.Image):
+            tables = {k: t.cast_column(image_column, datasets.Image(decode=False)) for k, t in tables.items()}
+        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()))
+        ids = None
+        if label_column is not None:
+            if isinstance(features[label_column], datasets.ClassLabel):
+                self.classes = list(features[label_column].names)
+            else:
+                values = {v for t in tables.values() for v in self._column(t, label_column)}
+                self.classes = sorted(str(v) for v in values)
+                ids = {v: self.classes.index(str(v)) for v in values}
+        local = Path(path)
+        rows = Rows(image_column, caption_column, label_column, id_column, local.parent if local.is_file() else local, ids)
+        self._captions = {k: [str(c) for c in self._column(t, caption_column)] for k, t in tables.items()}
+        if streaming:
+            self._splits: dict[str, Any] = {
+                k: HfStream(f"dataset 'hf' split '{k}'", t, rows, len(self._captions[k]), seed, shuffle_buffer if k == "train" else 0)
+                for k, t in tables.items()
+            }
+        else:
+            self._splits = {k: HfSplit(t, rows) for k, t in tables.items()}
+
+    @staticmethod
+    def _column(table: Any, column: str) -> Iterator[Any]:
+        """One column's values, read without the others (no image decoded)."""
+        for batch in table.select_columns([column]).iter(batch_size=1000):
+            yield from batch[column]
+
+    def split(self, name: str) -> HfSplit | HfStream:
+        if name not in self._splits:
+            raise DataError(f"dataset 'hf' has no split '{name}' (splits: train, val)")
+        return self._splits[name]
+
+    def check(self, name: str) -> list[tuple[int, str]]:
+        if isinstance(self.split(name), HfStream):
+            return []  # read as a stream: images are checked as they are read
+        return super().check(name)
+
+    def texts(self, name: str, field: str = "caption") -> list[str]:
+        if field != "caption":
+            raise DataError(f"dataset 'hf' has no '{field}' texts, only captions")
+        self.split(name)
+        return list(self._captions[name])
+
+
+@hookimpl
+def mmreg_register_datasets(register):
+    register(
+        "hf",
+        HfDataset,
+        params=HfParams,
+        help="a Hugging Face dataset: save_to_disk directory, parquet/arrow/csv/json/image files, or a cached hub id",
+    )
