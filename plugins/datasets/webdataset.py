@@ -94,8 +94,10 @@ def index_shard(path: Path, image_keys: list[str], caption_keys: list[str], fiel
                 suffix = suffix.lower()
                 data = tar.extractfile(member).read() if suffix in caption_keys else None  # type: ignore[union-attr]
                 found.setdefault(key, {})[suffix] = data
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"shard {path} is not a readable tar file ({exc}); rewrite it") from None
+    except tarfile.TarError:  # its message lists every compression tried, over several lines
+        raise DataError(f"shard {path} is not a readable tar file; rewrite it") from None
+    except OSError as exc:
+        raise DataError(f"shard {path} cannot be read ({exc.strerror or exc}); check the file") from None
     entries = []
     for key, files in found.items():
         image = next((k for k in image_keys if k in files), None)
