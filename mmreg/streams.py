@@ -193,9 +193,28 @@ class EvalStream(IterableDataset):
             yield self.collate(chunk)
 
 
+def is_stream(split: Any) -> bool:
+    """Whether ``split`` (or the split an ``AugmentedSplit`` wraps) is read as a stream."""
+    return isinstance(split, StreamSplit) or isinstance(getattr(split, "samples", None), StreamSplit)
+
+
+def head(split: Any, n: int) -> list[Sample]:
+    """The first ``n`` samples (at most the split's size) as the loaders give them: a ``StreamSplit``
+    as evaluation reads it, an ``AugmentedSplit`` of one augmented as in the first batch of a run."""
+    n = min(n, len(split))
+    if isinstance(split, StreamSplit):
+        return next(iter(EvalStream(split, list, n)))
+    return next(iter(TrainStream(split.samples, split.augmenters, list, n, split.seed, 0, 1)))
+
+
+def originals(split: StreamSplit) -> Iterator[Sample]:
+    """Every sample once, its image as decoded (before the RGB conversion), for reports."""
+    return (lazy.load() for lazy in split.samples.stream(0, 1, 0))
+
+
 def eval_loader(split: StreamSplit, collate: Callable, batch_size: int, *, num_workers: int, pin_memory: bool) -> DataLoader:
     """Every sample of ``split`` exactly once, in every process (each evaluates the whole split)."""
     return DataLoader(EvalStream(split, collate, batch_size), batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
 
 
-__all__ = ["IterableSamples", "LazySample", "StreamSplit", "deal", "eval_loader", "lane_seed", "train_loader"]
+__all__ = ["IterableSamples", "LazySample", "StreamSplit", "deal", "eval_loader", "head", "is_stream", "lane_seed", "originals", "train_loader"]

@@ -26,7 +26,7 @@ from .model import MultimodalModel
 from .optim import param_groups
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
-from .streams import StreamSplit, train_loader
+from .streams import is_stream, train_loader
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -180,7 +180,7 @@ class Trainer:
             # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
             generator=torch.Generator().manual_seed(seed),
         )
-        if isinstance(getattr(train_samples, "samples", None), StreamSplit):  # a stream batches itself (mmreg.streams)
+        if is_stream(train_samples):  # a stream batches itself (mmreg.streams)
             self.sampler, self.loader = train_loader(
                 train_samples, collate, cfg.batch_size, seed, rank=rank, world=world, num_workers=num_workers, pin_memory=self.device.type == "cuda"
             )

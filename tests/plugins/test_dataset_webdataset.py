@@ -148,3 +148,11 @@ def test_a_sample_without_its_caption_file_is_named_with_its_shard(tmp_path):
     exp["dataset"]["train"] = str(tmp_path / "bad.tar")
     with pytest.raises(DataError, match=r"bad.tar sample 'k1' has no txt or json file \(it has: png\); set dataset.caption_key"):
         prepare(validate(exp))
+
+
+def test_data_inspect_reads_a_stream_and_counts_the_shared_images(tmp_path):
+    from mmreg.inspection import inspect_data
+
+    report = inspect_data(experiment(tmp_path), split="val", n=4, out=tmp_path / "inspect")
+    assert report["samples"] == {"train": 64, "val": 24} and report["shown"] == {"split": "val", "samples": 4}
+    assert report["duplicates"]["val"]["images"] == 8  # the second val shard: two captions per image
