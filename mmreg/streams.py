@@ -59,10 +59,10 @@ class IterableSamples:
 class LazySample:
     """A sample whose image is decoded only when it is used: ``load()`` makes the ``Sample``."""
 
-    __slots__ = ("make", "key")
+    __slots__ = ("make",)
 
-    def __init__(self, make: Callable[[], Sample], key: str) -> None:
-        self.make, self.key = make, key
+    def __init__(self, make: Callable[[], Sample]) -> None:
+        self.make = make
 
     def load(self) -> Sample:
         return self.make()

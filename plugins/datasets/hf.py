@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,11 @@ def load(path: str, builder: str | None, config_name: str | None, streaming: boo
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({"train": loaded})
         return datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}) if streaming else loaded
-    if local.is_file() or (builder is not None and local.exists()):
+    if local.is_file():
         builder = builder or BUILDERS.get(local.suffix.lower())
         if builder is None:
             raise ConfigError(f"cannot tell the builder of {path} from its suffix; set dataset.builder (parquet, arrow, csv, json)")
-        files = str(local)
-        return datasets.load_dataset(builder, data_files=files, streaming=streaming)
+        return datasets.load_dataset(builder, data_files=str(local), streaming=streaming)
     if local.is_dir():
         return datasets.load_dataset(builder or "imagefolder", data_dir=str(local), streaming=streaming)
     try:
@@ -148,7 +148,7 @@ class HfStream(IterableSamples):
         for batch in part.iter(batch_size=64):  # .iter, not iter(): no second split by DataLoader worker
             for values in zip(*batch.values(), strict=True):
                 row = dict(zip(batch, values, strict=True))
-                yield LazySample(lambda row=row: self.rows.sample(row), str(row.get(self.rows.caption)))
+                yield LazySample(partial(self.rows.sample, row))
 
 
 class HfDataset(Dataset):

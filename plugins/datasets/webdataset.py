@@ -145,7 +145,7 @@ class ShardStream(IterableSamples):
                 image_id = entry.key if len(entry.captions) > 1 else None
                 where = f"shard {shard} sample '{entry.key}'"
                 for caption in entry.captions:
-                    yield LazySample(partial(decode, record[entry.image], caption, image_id, where), entry.key)
+                    yield LazySample(partial(decode, record[entry.image], caption, image_id, where))
 
     def stream(self, lane: int, lanes: int, epoch: int, repeat: int = 0) -> Iterator[LazySample]:
         import webdataset
