@@ -98,10 +98,9 @@ class Rows:
         self.image, self.caption, self.label, self.ids, self.base, self.classes = image, caption, label, ids, base, classes
 
     def sample(self, row: Mapping[str, Any]) -> Sample:
-        value, path = row[self.image], None
+        value, path = row[self.image], None  # path: set where the column holds paths, naming the image
         if isinstance(value, dict):  # an Image feature read with decode=False: {"bytes", "path"}
             source: Any = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
-            path = value.get("path")
         elif isinstance(value, (bytes, bytearray)):
             source = io.BytesIO(value)
         elif isinstance(value, str):
@@ -111,7 +110,7 @@ class Rows:
         label = None
         if self.label is not None:
             label = row[self.label] if self.classes is None else self.classes[row[self.label]]
-        image_id = str(row[self.ids]) if self.ids is not None else (path if isinstance(row[self.image], str) else None)
+        image_id = str(row[self.ids]) if self.ids is not None else path
         return Sample(open_image(source), str(row[self.caption]), label, image_id=image_id)
 
 
