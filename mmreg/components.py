@@ -391,7 +391,8 @@ class Dataset:
     classes: list[str] | None = None
 
     def split(self, name: str) -> Sequence[Sample]:
-        """The samples of split ``name`` ("train" or "val"); raise DataError if absent."""
+        """The samples of split ``name`` ("train" or "val"); raise DataError if absent. Data read
+        in order from shards returns a ``mmreg.streams.IterableSamples`` instead."""
         raise NotImplementedError
 
     def check(self, name: str) -> list[tuple[int, str]]:

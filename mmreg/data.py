@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from .components import Augmenter, Dataset, Encoder, Sample, Samples, Task
 from .errors import DataError
 from .images import RGB, WHITE, to_rgb
+from .streams import IterableSamples, StreamSplit, eval_loader
 
 
 class AugmentedSplit(torch.utils.data.Dataset):
@@ -75,6 +76,8 @@ def without_bad(
     """The split, checked before training, and the problems found: unusable samples are an
     error, or (``skip_bad``) left out and returned as "where: problem" lines."""
     samples = dataset.split(split)
+    if isinstance(samples, IterableSamples):  # read as a stream: its samples are checked as they are read
+        return StreamSplit(samples, background), []  # type: ignore[return-value]
     bad = dataset.check(split)
     if bad and not skip_bad:
         shown = "; ".join(problem for _, problem in bad[:3])
@@ -110,6 +113,8 @@ def make_loader(
     Order depends only on ``seed``, and augmentation is seeded per sample, so the
     number of workers never changes what a run sees.
     """
+    if isinstance(samples, StreamSplit):  # each worker reads its own shards (mmreg.streams)
+        return eval_loader(samples, collate, batch_size, num_workers=num_workers, pin_memory=pin_memory)
     return DataLoader(
         samples,
         batch_size=batch_size,

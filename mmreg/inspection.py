@@ -50,6 +50,7 @@ def inspect_data(
     from .data import AugmentedSplit
     from .errors import ConfigError
     from .runs import atomic_path, write_atomic, write_json
+    from .streams import head, is_stream
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; use train or val")
@@ -62,7 +63,7 @@ def inspect_data(
     chosen: Sequence[Sample] = splits[split]
     if split == "train":
         chosen = AugmentedSplit(chosen, p.augmenters, p.exp.seed)  # epoch 0, as the run's first pass
-    items = [chosen[i] for i in range(min(n, len(chosen)))]
+    items = head(chosen, n) if is_stream(chosen) else [chosen[i] for i in range(min(n, len(chosen)))]
     batch = {k: v.contiguous() for k, v in collate_for(p)(items).items()}
     encoder = p.model.encoder
     texts = encoder.decode(batch["input_ids"]) or [getattr(s, p.task.text) for s in items]
@@ -107,6 +108,7 @@ def _scan(view: SplitView, classes: list[str] | None) -> tuple[dict[str, Any], i
     import hashlib
 
     from .images import to_rgb
+    from .streams import StreamSplit, originals
 
     formats: Counter[str] = Counter()
     modes: Counter[str] = Counter()
@@ -114,8 +116,7 @@ def _scan(view: SplitView, classes: list[str] | None) -> tuple[dict[str, Any], i
     labels: Counter[str] = Counter()
     seen: set[bytes] = set()
     duplicates = 0
-    for index in view.keep:
-        sample = view.samples[index]
+    for sample in originals(view) if isinstance(view, StreamSplit) else (view.samples[i] for i in view.keep):
         image = sample.image
         formats[image.format or "in memory"] += 1
         modes[image.mode] += 1

@@ -26,6 +26,7 @@ from .model import MultimodalModel
 from .optim import param_groups
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
+from .streams import is_stream, train_loader
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -181,6 +182,10 @@ class Trainer:
             # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
             generator=torch.Generator().manual_seed(seed),
         )
+        if is_stream(train_samples):  # a stream batches itself (mmreg.streams)
+            self.sampler, self.loader = train_loader(
+                train_samples, collate, cfg.batch_size, seed, rank=rank, world=world, num_workers=num_workers, pin_memory=self.device.type == "cuda"
+            )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
             raise DataError(

@@ -9,6 +9,7 @@ was there before byte-identical.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -16,6 +17,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tarfile
 import sys
 import time
 from collections.abc import Callable
@@ -79,6 +81,7 @@ def pairs_csv(where: Path, extra_rows: list[str] = (), n: int = 24, header: str 
     (where / "pairs.csv").write_text("\n".join(rows) + "\n")
 
 
+WDS = ["--dataset", "webdataset", "--set", "dataset.train=train-{000..000}.tar", "--set", "dataset.val=val.tar", "--device", "cpu"]
 FILES = ["--dataset", "files", "--set", "dataset.train=pairs.csv", "--batch-size", "4", "--max-steps", "1", "--device", "cpu"]
 
 
@@ -144,6 +147,25 @@ def corrupt_image(content: bytes, name: str = "bad.png") -> Callable[[Path], Non
     def setup(d: Path) -> None:
         pairs_csv(d, [f"img/{name},a broken picture"])
         (d / "img" / name).write_bytes(content)
+
+    return setup
+
+
+def shard(name: str, suffixes: tuple[str, ...] = ("png", "txt"), n: int = 4) -> Callable[[Path], None]:
+    """A WebDataset shard (a tar of key.suffix files) of ``n`` samples, each with a file per suffix."""
+
+    def setup(d: Path) -> None:
+        with tarfile.open(d / name, "w") as tar:
+            for i in range(n):
+                for suffix in suffixes:
+                    data = f"a picture number {i}".encode()
+                    if suffix == "png":
+                        buffer = io.BytesIO()
+                        Image.new("RGB", (24, 24), (i * 40, 90, 160)).save(buffer, "PNG")
+                        data = buffer.getvalue()
+                    info = tarfile.TarInfo(f"{i:06d}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
 
     return setup
 
@@ -244,6 +266,11 @@ CASES = [
     Case("files-non-utf8", ["run", *FILES], lambda d: (csv_with()(d), (d / "pairs.csv").open("ab").write(b"img/img0.png,caf\xe9\n"))),
     Case("folder-missing", ["run", "--dataset", "folder", "--set", "dataset.root=nothere"]),
     Case("folder-empty", ["run", "--dataset", "folder", "--set", "dataset.root=empty"], lambda d: (d / "empty").mkdir()),
+    Case("webdataset-no-shard-matches", ["run", *WDS], shard("val.tar")),
+    Case("webdataset-missing-caption-key", ["run", *WDS], lambda d: (shard("train-000.tar", ("png",))(d), shard("val.tar")(d))),
+    Case("webdataset-not-a-tar", ["run", *WDS], lambda d: (write("train-000.tar", "not a tar file\n" * 40)(d), shard("val.tar")(d))),
+    Case("hf-missing-column", ["run", "--dataset", "hf", "--set", "dataset.path=pairs.csv", "--set", "dataset.image_column=path"], csv_with()),
+    Case("hf-hub-id-not-cached", ["run", "--dataset", "hf", "--set", "dataset.path=nobody/no-such-set"], env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}),
     # plugins and places
     Case("plugin-file-missing", ["--plugin", "./nothere.py", "list"]),
     Case("plugin-module-missing", ["list"], env={"MMREG_PLUGINS": "no_such_plugin_module"}),

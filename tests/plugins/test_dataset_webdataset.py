@@ -1,0 +1,158 @@
+"""The webdataset dataset: shards written here, streamed through the real loaders; lanes disjoint across
+processes and workers, every process the same batch count, exact resume, every val sample once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import mmreg
+from mmreg.api import prepare
+from mmreg.config import validate
+from mmreg.data import AugmentedSplit, make_loader
+from mmreg.errors import DataError
+from mmreg.streams import StreamSplit, train_loader
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def write_shard(path: Path, first: int, n: int, *, several: bool = False) -> None:
+    """A WebDataset shard as the webdataset library writes it; ``several``: json lists of two captions."""
+    import webdataset
+
+    with webdataset.TarWriter(str(path)) as writer:
+        for i in range(first, first + n):
+            png = io.BytesIO()
+            Image.new("RGB", (24, 24), ((i * 40) % 256, (i * 7) % 256, 160)).save(png, "PNG")
+            caption = {"json": json.dumps([f"picture {i}", f"image {i}"]).encode()} if several else {"txt": f"a picture number {i}".encode()}
+            writer.write({"__key__": f"s{i:05d}", "png": png.getvalue(), **caption})
+
+
+def shards(where: Path) -> dict:
+    """Four training shards of 16 samples, two val shards of 8 images (the second with two captions each)."""
+    for s in range(4):
+        write_shard(where / f"train-{s:03d}.tar", s * 16, 16)
+    write_shard(where / "val-000.tar", 100, 8)
+    write_shard(where / "val-001.tar", 108, 8, several=True)
+    return {"name": "webdataset", "train": str(where / "train-{000..003}.tar"), "val": [str(where / "val-000.tar"), str(where / "val-001.tar")]}
+
+
+def experiment(where: Path, **train) -> dict:
+    return {
+        "encoder": {"name": "clip", "hidden_size": 32, "projection_dim": 32, "layers": 1},
+        "fusion": {"name": "none"},
+        "dataset": shards(where),
+        "model": {"dim": 32},
+        "train": {"batch_size": 8, "eval_batch_size": 16, "lr": 3e-3, "device": "cpu", **train},
+        "runs_dir": str(where / "runs"),
+    }
+
+
+def captions(samples):
+    return [s.caption for s in samples]
+
+
+def test_shards_are_indexed_with_one_row_per_caption_sharing_the_image_id(tmp_path):
+    p = prepare(validate(experiment(tmp_path)))
+    assert len(p.train_split) == 64 and len(p.val_split) == 8 + 16
+    assert p.dataset.texts("val")[8:10] == ["picture 108", "image 108"]
+    rows = list(p.dataset.split("val").stream(0, 1, 0))
+    assert [r.load().image_id for r in rows[:8]] == [None] * 8  # one caption: the row's own image
+    assert [r.load().image_id for r in rows[8:12]] == ["s00108", "s00108", "s00109", "s00109"]
+    assert rows[0].load().image.size == (24, 24)
+
+
+def test_lanes_split_processes_and_workers_without_duplication_and_resume_exactly(tmp_path):
+    p = prepare(validate(experiment(tmp_path)))
+    seen = {}
+    for rank in (0, 1):  # the loaders two processes build, each with two DataLoader workers
+        sampler, loader = train_loader(AugmentedSplit(p.train_split, [], 0), captions, 8, 0, rank=rank, world=2, num_workers=2, pin_memory=False)
+        sampler.set_epoch(3)
+        batches = list(loader)
+        assert len(batches) == len(sampler) == 4
+        seen[rank] = [c for batch in batches for c in batch]
+        sampler.set_epoch(3, start_at=1)  # resumed after one batch: the rest of the same epoch, served by rotated lanes
+        assert list(loader) == batches[1:]
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(p.dataset.texts("train"))  # equal shards: the epoch is every sample once
+    sampler.set_epoch(4)
+    assert [c for batch in loader for c in batch] != seen[1]  # a new epoch, a new deal and order
+
+
+def test_evaluation_reads_every_val_sample_once_across_workers(tmp_path):
+    p = prepare(validate(experiment(tmp_path)))
+    assert isinstance(p.val_split, StreamSplit)
+    loader = make_loader(p.val_split, captions, 5, shuffle=False, seed=0, num_workers=2)
+    read = [c for batch in loader for c in batch]
+    assert sorted(read) == sorted(p.dataset.texts("val"))
+
+
+def test_a_stream_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    class Stop(Exception):
+        pass
+
+    class StopAt(mmreg.components.LoopCallback):
+        def on_step_start(self, step: int) -> None:
+            if step == 3:
+                raise Stop
+
+    common = {"max_steps": 6, "checkpoint_every": 1, "eval_every": 6}
+    whole = mmreg.run({**experiment(tmp_path, **common), "name": "whole", "data": {"num_workers": 2}}, progress=False)
+    with pytest.raises(Stop):
+        mmreg.run({**experiment(tmp_path, **common), "name": "stopped", "data": {"num_workers": 2}}, progress=False, callbacks=[StopAt()])
+    run_dir = tmp_path / "runs" / "stopped"
+    assert json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())["loop"]["step"] == 3
+    resumed = mmreg.run(resume=run_dir, progress=False)
+    assert resumed["final_loss"] == whole["final_loss"] and resumed["metrics"] == whole["metrics"]
+    a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_never_see_the_same_sample_in_an_epoch(tmp_path):
+    exp = experiment(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMREG_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(HERE / "distributed_stream.py"), json.dumps(exp)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("2-process stream hung") from None
+    assert proc.returncode == 0, err[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["batches"] == ranks[1]["batches"] == 4
+    for epoch in (0, 1):
+        first, second = (set(r["seen"][epoch]) for r in ranks)
+        assert len(first) == len(second) == 32 and not first & second
+    assert ranks[0]["seen"][0] != ranks[0]["seen"][1]
+
+
+def test_a_sample_without_its_caption_file_is_named_with_its_shard(tmp_path):
+    with tarfile.open(tmp_path / "bad.tar", "w") as tar:
+        data = b"not read"
+        info = tarfile.TarInfo("k1.png")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    exp = experiment(tmp_path)
+    exp["dataset"]["train"] = str(tmp_path / "bad.tar")
+    with pytest.raises(DataError, match=r"bad.tar sample 'k1' has no txt or json file \(it has: png\); set dataset.caption_key"):
+        prepare(validate(exp))
+
+
+def test_data_inspect_reads_a_stream_and_counts_the_shared_images(tmp_path):
+    from mmreg.inspection import inspect_data
+
+    report = inspect_data(experiment(tmp_path), split="val", n=4, out=tmp_path / "inspect")
+    assert report["samples"] == {"train": 64, "val": 24} and report["shown"] == {"split": "val", "samples": 4}
+    assert report["duplicates"]["val"]["images"] == 8  # the second val shard: two captions per image
