@@ -159,7 +159,7 @@ class HfDataset(Dataset):
         features = tables["train"].features
         if isinstance(features[image_column], datasets.Image):
             tables = {k: t.cast_column(image_column, datasets.Image(decode=False)) for k, t in tables.items()}
-        paths = features[image_column].dtype == "string" if isinstance(features[image_column], datasets.Value) else False
+        paths = isinstance(features[image_column], datasets.Value) and features[image_column].dtype in ("string", "large_string")
         # the column naming each row's image (an id, or a path made relative to base as Rows does)
         self._ids, self._paths = id_column or (image_column if paths else None), id_column is None and paths
         self._base = Path(path).parent if Path(path).is_file() else Path(path)

@@ -75,8 +75,9 @@ def test_csv_image_paths_are_read_relative_to_the_file_upright_and_name_their_im
     first = data.split("val")[0]
     assert first.image.size == (10, 30) and first.image_id == str(tmp_path / "img" / "a.jpg")
     assert data.split("val")[1].image_id == first.image_id
+    assert "image_id" in data.fields and data.image_ids("val") == [s.image_id for s in data.split("val")]
     grouped = HfDataset(**{**DEFAULTS, "path": str(tmp_path / "pairs.csv"), "image_column": "path", "caption_column": "text", "id_column": "group", "val_split": "train"})
-    assert [grouped.split("train")[i].image_id for i in range(5)] == ["1", "1", "2", "3", "4"]
+    assert [grouped.split("train")[i].image_id for i in range(5)] == ["1", "1", "2", "3", "4"] == grouped.image_ids("train")
 
 
 def test_streaming_lanes_are_disjoint_and_cover_the_split(tmp_path):
