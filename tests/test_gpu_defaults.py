@@ -107,3 +107,23 @@ def test_sharded_launches_are_refused_and_plain_ones_are_not(variable, name):
     check_launch({variable: "false", "ACCELERATE_MIXED_PRECISION": "bf16"})
     with pytest.raises(ConfigError, match=f"configured for {name} .*launch data-parallel"):
         check_launch({variable: "true"})
+
+
+def tensor_names(path: Path) -> set[str]:
+    with safe_open(str(path), "pt") as f:
+        return set(f.keys())
+
+
+@pytest.mark.slow  # torch.compile's first compilation: minutes on a busy 2-core CPU
+def test_a_compiled_run_trains_saves_plain_names_resumes_and_evaluates(tmp_path):
+    """train.compile: the same losses as eager to rounding, weights saved under the model's own names
+    (no `_orig_mod.` prefix), loadable by an uncompiled model and resumable by a compiled run."""
+    compiled = mmreg.run({**TINY, "runs_dir": str(tmp_path), "train": {**TINY["train"], "compile": True}}, progress=False)
+    eager = mmreg.run({**TINY, "runs_dir": str(tmp_path)}, progress=False)
+    assert compiled["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-4)
+    run_dir = Path(compiled["run_dir"])
+    names = set(prepare(validate(TINY)).model.state_dict())
+    for path in (run_dir / "model.safetensors", run_dir / "checkpoints" / "last" / "model.safetensors"):
+        assert tensor_names(path) == names
+    again = mmreg.run(resume=run_dir, progress=False)  # loads checkpoints/last into a compiled model, evaluates
+    assert again["metrics"] == pytest.approx(compiled["metrics"], abs=1e-6)
