@@ -20,7 +20,7 @@ the same CLIPModel with the same loss, so its FLOPs per step are the same. Print
 stderr and ONE JSON object as the last line of stdout.
 
     python benchmarks/gpu.py                     # a GPU if there is one, else the small CPU version
-    python benchmarks/gpu.py --device cuda --batch-size 256 --steps 60 --warmup 20 --repetitions 3
+    python benchmarks/gpu.py --device cuda --steps 60 --warmup 20 --repetitions 3   # batch 256 unless --batch-size
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import atexit
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,12 +56,15 @@ SIDES = ("mmreg", "mmreg+compile", "trainer", "trainer+compile")
 
 def parse_args() -> argparse.Namespace:
     def own(ap: argparse.ArgumentParser) -> None:
-        ap.add_argument("--examples", type=int, default=None, help="pre-processed examples in memory (default 2 batches)")
+        ap.add_argument(
+            "--examples", type=int, default=None,
+            help="pre-processed examples in memory (default 8 batches on a GPU, 1024 on the CPU, as trainer.py): "
+            "each side starts an epoch when they run out, which costs the Trainer more",
+        )
         ap.add_argument("--lr", type=float, default=1e-4)
         ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, when it is not in PEAK_BF16")
 
     args = common.parse_args(__doc__.split("\n\n")[0], own, "side")
-    args.examples = args.examples or 2 * args.batch_size
     args.weight_decay, args.schedule, args.hf_optim = 0.0, "linear", None
     return args
 
@@ -95,10 +99,12 @@ def main() -> None:
 
     device = pick_device("auto" if args.device == "cpu" else args.device)
     gpu = device.type == "cuda"
+    if gpu and not any(a.startswith("--batch-size") for a in sys.argv):
+        args.batch_size = 256  # the GPU version's own default; common's 32 is the CPU scripts'
     if not gpu:  # the small CPU version
         device = torch.device("cpu")
         args.batch_size = min(args.batch_size, 32)
-        args.examples = max(args.examples if args.examples >= args.batch_size else 0, 2 * args.batch_size)
+    args.examples = max(args.examples or (8 * args.batch_size if gpu else 1024), args.batch_size)
     args.precision = "bf16" if gpu else "fp32"
     encoder = VIT_B32 if gpu else {"preset": "tiny"}
     tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-gpu-"))

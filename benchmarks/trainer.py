@@ -179,7 +179,8 @@ def side_by_side(args: argparse.Namespace, device: torch.device, tmp: Path, enco
             "encoder": {"name": "clip", **encoder},
             "fusion": {"name": "none"},
             "loss": {"clip": {}},
-            "dataset": {"name": "shapes", "train_size": args.examples, "val_size": 16, "image_size": encoder.get("image_size", 32)},
+            # drawn at the encoder's input size where it sets one (224 px for gpu.py), else the dataset's default
+            "dataset": {"name": "shapes", "train_size": args.examples, "val_size": 16, **{k: v for k, v in encoder.items() if k == "image_size"}},
             "train": {
                 "batch_size": args.batch_size,
                 "max_steps": args.steps,
