@@ -93,7 +93,6 @@ def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig)
     return out
 
 
-
 def adamw_kernel(device_type: str, dtypes: Iterable[torch.dtype]) -> dict[str, bool]:
     """Which AdamW implementation to ask torch for: ``{"fused": True}`` (one kernel for every
     parameter, the default of transformers' Trainer on CUDA) when every trainable weight is a

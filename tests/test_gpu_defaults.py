@@ -116,12 +116,16 @@ def tensor_names(path: Path) -> set[str]:
 
 @pytest.mark.slow  # torch.compile's first compilation: minutes on a busy 2-core CPU
 def test_a_compiled_run_trains_saves_plain_names_resumes_and_evaluates(tmp_path):
-    """train.compile: the same losses as eager to rounding, weights saved under the model's own names
-    (no `_orig_mod.` prefix), loadable by an uncompiled model and resumable by a compiled run."""
-    compiled = mmreg.run({**TINY, "runs_dir": str(tmp_path), "train": {**TINY["train"], "compile": True}}, progress=False)
+    """train.compile: deterministic (a second compiled run gives the same bytes), the same losses as eager
+    to rounding, weights saved under the model's own names (no `_orig_mod.` prefix), loadable by an
+    uncompiled model and resumable by a compiled run."""
+    exp = {**TINY, "runs_dir": str(tmp_path), "train": {**TINY["train"], "compile": True}}
+    compiled, repeated = mmreg.run(exp, progress=False), mmreg.run(exp, progress=False)
     eager = mmreg.run({**TINY, "runs_dir": str(tmp_path)}, progress=False)
     assert compiled["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-4)
     run_dir = Path(compiled["run_dir"])
+    for name in ("model.safetensors", "metrics.jsonl"):
+        assert (run_dir / name).read_bytes() == (Path(repeated["run_dir"]) / name).read_bytes()
     names = set(prepare(validate(TINY)).model.state_dict())
     for path in (run_dir / "model.safetensors", run_dir / "checkpoints" / "last" / "model.safetensors"):
         assert tensor_names(path) == names
