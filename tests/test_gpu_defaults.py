@@ -1,6 +1,7 @@
 """GPU-native defaults, each branch tested on the CPU: what `--precision auto` resolves to (recorded
 in config.toml, the summary and the resume trajectory), the fused AdamW choice, TF32 set and
-restored, sharded launches (FSDP, DeepSpeed) refused, and a run under torch.compile."""
+restored, sharded launches (FSDP, DeepSpeed) refused, a run under torch.compile, and the row form
+of the contrastive loss on one process (under two, tests/test_training.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mmreg.checkpoint import read_state
 from mmreg.config import validate
 from mmreg.distributed import check_launch
 from mmreg.errors import ConfigError
+from mmreg.layers import symmetric_infonce
 from mmreg.optim import adamw_kernel, build_optimizer
 from mmreg.precision import auto_precision, resolve_precision, tf32_applies, tf32_matmuls
 
@@ -100,6 +102,18 @@ def test_tf32_settings_are_restored_after_the_block_even_on_error():
     finally:
         torch.set_float32_matmul_precision(before[0])
         torch.backends.cudnn.allow_tf32 = before[1]
+
+
+def test_the_row_form_of_infonce_on_one_process_is_the_whole_loss():
+    """With every row present (offset 0, one process), the sharded form's column softmax over the rows
+    gives the same loss and gradient as cross-entropy over the transposed matrix."""
+    logits = torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    whole = symmetric_infonce(logits)
+    (whole_grad,) = torch.autograd.grad(whole, logits)
+    rows = symmetric_infonce(logits, 0)
+    (rows_grad,) = torch.autograd.grad(rows, logits)
+    torch.testing.assert_close(rows, whole)
+    torch.testing.assert_close(rows_grad, whole_grad)
 
 
 @pytest.mark.parametrize(("variable", "name"), [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
