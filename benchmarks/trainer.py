@@ -7,8 +7,9 @@ run_clip.py example does: a torch Dataset of preprocessed examples, a
 data_collator stacking them, ``model(..., return_loss=True)``. Both read the
 same pre-processed, pre-tokenised tensors (captions padded to max_length) and
 stack them per batch with the same function, so the loops are compared, not
-the preprocessing. Optimizer on both: torch AdamW (not fused, as mmreg builds
-it), same lr and weight decay, linear decay, no warmup, gradient clipping 1.0.
+the preprocessing. Optimizer on both: torch AdamW as mmreg builds it (the
+per-tensor one on the CPU, the fused one on CUDA), same lr and weight decay,
+linear decay, no warmup, gradient clipping 1.0.
 
 Steps are timed from optimizer step ``--warmup`` to the last (mmreg: its
 on_step callback; transformers: a TrainerCallback's on_step_end; both
@@ -52,10 +53,11 @@ def parse_args() -> argparse.Namespace:
         ap.add_argument("--lr", type=float, default=1e-3)
         ap.add_argument("--weight-decay", type=float, default=0.0, help="0 makes both identical: Trainer exempts biases/LayerNorm from decay, mmreg does not")
         ap.add_argument("--schedule", default="linear", choices=["linear", "constant"])
+        ap.add_argument("--compile", action="store_true", help="torch.compile the model on both sides (train.compile, TrainingArguments.torch_compile)")
         ap.add_argument(
             "--hf-optim",
-            default="adamw_torch",
-            help="TrainingArguments.optim (default adamw_torch, the optimizer mmreg builds; Trainer's own default on torch>=2.8 is adamw_torch_fused)",
+            default=None,
+            help="TrainingArguments.optim (default: the optimizer mmreg builds, adamw_torch on the CPU, adamw_torch_fused on CUDA)",
         )
 
     def check(args: argparse.Namespace) -> str | None:
@@ -87,6 +89,11 @@ def hf_collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     return {**stack(examples), "return_loss": True}
 
 
+def hf_optim(args: argparse.Namespace, device: torch.device) -> str:
+    """The Trainer's optimizer: --hf-optim, or the AdamW kernel mmreg builds on ``device`` (mmreg.optim.adamw_kernel)."""
+    return args.hf_optim or ("adamw_torch_fused" if device.type == "cuda" else "adamw_torch")
+
+
 def timed(stamps: dict[int, float], args: argparse.Namespace) -> tuple[float, float]:
     """Samples/s of one repetition: at its median step, and over the whole timed window."""
     first = max(args.warmup, 1)
@@ -98,7 +105,7 @@ def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[tuple
     from mmreg.train import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = exp.train.model_copy(update={"max_steps": args.steps})
+    cfg = exp.train.model_copy(update={"max_steps": args.steps, "compile": args.compile})
     trainer = Trainer(
         copy.deepcopy(base), examples, stack, None, cfg,  # type: ignore[arg-type]
         seed=exp.seed, run_dir=run_dir, metric="recall@1",
@@ -134,7 +141,8 @@ def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) 
         lr_scheduler_type=args.schedule,
         warmup_steps=0,
         max_grad_norm=1.0,
-        optim=args.hf_optim,
+        optim=hf_optim(args, device),
+        torch_compile=args.compile,
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
@@ -154,26 +162,25 @@ def run_hf(clip, examples: Examples, args, device: torch.device, out_dir: Path) 
     return timed(stamps, args), str(trainer.args.device), type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer).__name__
 
 
-def main() -> None:
-    args = parse_args()
+def side_by_side(args: argparse.Namespace, device: torch.device, tmp: Path, encoder: dict[str, Any]):
+    """The experiment (``encoder`` params for the clip encoder, ``--fusion none --loss clip``), mmreg's
+    composed model, the very CLIPModel inside it and the pre-processed, pre-tokenised examples both
+    sides train on. Returns (exp, model, clip, examples)."""
     import transformers
 
     from mmreg.api import prepare
     from mmreg.config import validate
-    from mmreg.train import pick_device
 
     transformers.logging.set_verbosity_error()
-    device = pick_device(args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-trainer-"))
-    atexit.register(shutil.rmtree, tmp, True)  # run directories and checkpoints of the repetitions
     exp = validate(
         {
             "seed": args.seed,
             "runs_dir": str(tmp),
-            "encoder": {"name": "clip", "preset": "tiny"},
+            "encoder": {"name": "clip", **encoder},
             "fusion": {"name": "none"},
             "loss": {"clip": {}},
-            "dataset": {"name": "shapes", "train_size": args.examples, "val_size": 16},
+            # drawn at the encoder's input size where it sets one (224 px for gpu.py), else the dataset's default
+            "dataset": {"name": "shapes", "train_size": args.examples, "val_size": 16, **{k: v for k, v in encoder.items() if k == "image_size"}},
             "train": {
                 "batch_size": args.batch_size,
                 "max_steps": args.steps,
@@ -189,22 +196,33 @@ def main() -> None:
             },
         }
     )
-    started = time.perf_counter()
     prepared = prepare(exp)
     exp, base = prepared.exp, prepared.model
-    encoder = base.encoder
-    clip = encoder.model  # the very CLIPModel mmreg trains; the Trainer side gets deep copies of it
+    encoder_part = base.encoder
+    clip = encoder_part.model  # the very CLIPModel mmreg trains; the Trainer side gets deep copies of it
     samples = prepared.train_split
-    tokens = encoder.tokenizer(
-        [s.caption for s in samples], padding="max_length", truncation=True, max_length=encoder.max_length, return_tensors="pt"
+    tokens = encoder_part.tokenizer(
+        [s.caption for s in samples], padding="max_length", truncation=True, max_length=encoder_part.max_length, return_tensors="pt"
     )
     examples = Examples(
         {
-            "pixel_values": encoder.preprocess([s.image for s in samples]),
+            "pixel_values": encoder_part.preprocess([s.image for s in samples]),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
         }
     )
+    return exp, base, clip, examples
+
+
+def main() -> None:
+    args = parse_args()
+    from mmreg.train import pick_device
+
+    device = pick_device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="mmreg-bench-trainer-"))
+    atexit.register(shutil.rmtree, tmp, True)  # run directories and checkpoints of the repetitions
+    started = time.perf_counter()
+    exp, base, clip, examples = side_by_side(args, device, tmp, {"preset": "tiny"})
     mmreg_params = sum(p.numel() for p in base.parameters() if p.requires_grad)
     hf_params = sum(p.numel() for p in clip.parameters())
     # Same model, same loss: check it on one batch before timing anything.
@@ -257,7 +275,8 @@ def main() -> None:
         "examples": len(examples),
         "seq_len": int(examples.tensors["input_ids"].shape[1]),
         "precision": args.precision,
-        "trainer_optim": args.hf_optim,
+        "compile": args.compile,
+        "trainer_optim": hf_optim(args, device),
         "trainer_optimizer_class": optimizer,
         "lr": args.lr,
         "weight_decay": args.weight_decay,

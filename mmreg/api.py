@@ -215,7 +215,8 @@ def run(
     from .config import load_experiment
     from .data import AugmentedSplit, make_loader
     from .determinism import deterministic_kernels
-    from .precision import check_precision, used_precision
+    from .distributed import check_launch
+    from .precision import cuda_capability, resolve_precision, tf32_applies, tf32_matmuls, used_precision
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
     from .sampling import split_groups
@@ -230,16 +231,21 @@ def run(
     if experiment is None:
         raise ConfigError("nothing to run: give an experiment, or resume=RUN_DIR")
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
+    check_launch(os.environ)
+    device = pick_device(exp.train.device)
+    # `auto` becomes what it stands for on this device before anything is built; config.toml keeps
+    # the concrete precision, so a resumed run trains in the same one (mmreg.resume).
+    exp = exp.model_copy(update={"train": exp.train.model_copy(update={"precision": resolve_precision(exp.train.precision, device)})})
     if resume is not None:
         check_resume(run_dir, resolve(exp, host))  # an edited config.toml fails before any file changes
     else:
         check_runs_dir(exp.runs_dir)
-    check_precision(exp.train.precision, pick_device(exp.train.device))  # fails before anything is built
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
     # Everything that can refuse the experiment runs before the run directory exists.
-    with deterministic_kernels(exp.train.deterministic):
+    tf32 = tf32_applies(device.type, cuda_capability(device), exp.train.tf32)
+    with deterministic_kernels(exp.train.deterministic), tf32_matmuls(tf32):
         collate = collate_for(p)
         val_loader = make_loader(
             p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers

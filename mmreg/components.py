@@ -256,11 +256,18 @@ class Step:
     """What one forward pass produced, for the losses to read.
 
     A loss names in ``needs`` the fields it reads; the model fills only those.
+
+    Under data parallelism ``scores`` covers the global batch of B = b * P pairs. When every
+    loss reading it declares ``Loss.sharded``, each process gets only its own rows, [b, B]
+    (its images against every process's texts), and ``offset`` says where its pairs sit:
+    its pair i is matched at column ``offset + i``. Otherwise (one process, or a loss that
+    is not sharded) ``scores`` is the whole [B, B] matrix and ``offset`` is None.
     """
 
     image: Modality
     text: Modality
-    scores: torch.Tensor | None = None  # [N, M] "scores": matched pairs on the diagonal
+    scores: torch.Tensor | None = None  # [N, M] "scores": matched pairs on the diagonal; [b, B] rows when sharded
+    offset: int | None = None  # sharded scores: the global index of this process's first pair
     logits: torch.Tensor | None = None  # [N, C] "logits": task-head outputs
     labels: torch.Tensor | None = None  # [N] "labels"
     token_logits: torch.Tensor | None = None  # [N, L, V] "token_logits": a text decoder's next-token logits
@@ -270,9 +277,19 @@ class Step:
 
 
 class Loss(nn.Module):
-    """A training objective; ``needs`` names the ``Step`` fields it reads."""
+    """A training objective; ``needs`` names the ``Step`` fields it reads.
+
+    ``sharded = True`` declares that, under data parallelism, the loss reads only this
+    process's rows of the global score matrix (``Step.scores`` [b, B] with ``Step.offset``;
+    ``mmreg.layers.symmetric_infonce`` and ``mmreg.distributed.column_logsumexp`` give the
+    column terms), so each of P processes scores 1/P of the pairs. Each process's loss is
+    then its share: the mean over processes, which DDP's gradient averaging takes, is the
+    loss of the global batch. A loss that does not declare it gets the whole [B, B] matrix,
+    which every process computes in full.
+    """
 
     needs: ClassVar[frozenset[str]] = frozenset({"scores"})
+    sharded: ClassVar[bool] = False
 
     def forward(self, step: Step) -> torch.Tensor:
         raise NotImplementedError

@@ -26,9 +26,12 @@ class TrainConfig(BaseModel):
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="fp16/bf16 autocast for speed on GPUs; fp16 adds loss scaling"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on Ampere and newer GPUs, fp16 (with loss scaling) on older ones, fp32 on the CPU; "
+        "the run records what auto resolved to",
     )
+    tf32: bool = Field(True, description="fp32 matmuls and convolutions in TF32 on Ampere and newer GPUs (no effect elsewhere)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size * N)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; unset: no clipping")
     schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="learning-rate decay after warmup")

@@ -1,13 +1,34 @@
-"""Data-parallel helpers: gather features with their gradients across processes."""
+"""Data-parallel helpers: gather features and per-column log-sum-exps with their gradients across processes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .components import Modality
+from .errors import ConfigError
+
+# What `accelerate launch` sets for a sharded-training config (accelerate's parse_flag_from_env reads them)
+SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+
+
+def check_launch(environ: Mapping[str, str]) -> None:
+    """Refuse (ConfigError) a launch configured for sharded training (FSDP, DeepSpeed ZeRO, Megatron-LM).
+
+    mmreg trains data-parallel only: every process holds the whole model (DDP), evaluates
+    the whole validation split and saves whole safetensors weights; sharded parameters and
+    optimizer states would break those, so such a run is refused before anything is built.
+    """
+    for variable, name in SHARDED_LAUNCHES.items():
+        if environ.get(variable, "").strip().lower() in ("1", "true", "yes", "y", "on"):
+            raise ConfigError(
+                f"this launch is configured for {name} ({variable}), which mmreg does not train with; launch data-parallel "
+                f"instead (`accelerate launch --multi_gpu` or torchrun) and save memory with --precision bf16, "
+                f"train.gradient_checkpointing or --peft lora"
+            )
 
 
 def is_distributed() -> bool:
@@ -56,3 +77,21 @@ def gather_modality(features: Modality) -> Modality:
     masks = [torch.empty_like(mask) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(masks, mask)
     return Modality(pooled, _gather(tokens), torch.cat(masks))
+
+
+def rank_offset(rows: int) -> int:
+    """The global index of this process's first sample, when every process holds ``rows``."""
+    return torch.distributed.get_rank() * rows
+
+
+def column_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """[b, B] this process's rows of a global logit matrix -> [B] the log-sum-exp of each column
+    over every process's rows, with gradients to every process's rows; alone, the plain one.
+
+    Each process sends B partial log-sum-exps, not its rows, so a softmax over a column
+    (text -> image) costs no pairwise scoring of other processes' images.
+    """
+    partial = torch.logsumexp(logits, dim=0, keepdim=True)  # [1, B]
+    if not is_distributed():
+        return partial[0]
+    return torch.logsumexp(_gather(partial), dim=0)

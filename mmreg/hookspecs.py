@@ -94,6 +94,9 @@ def mmreg_register_losses(register: Register) -> None:
     ``"logits"`` and ``"labels"`` (task head), ``"views"`` (two augmented views,
     made by an augmenter declaring ``gives_views = True``), ``"logit_scale"`` (the
     encoder's own scale, from an encoder declaring ``gives_logit_scale = True``).
+    A contrastive loss declaring ``sharded = True`` reads, under data parallelism,
+    only this process's rows of the global scores (``Step.scores`` [b, B] and
+    ``Step.offset``); any other gets the whole matrix (see ``mmreg.components.Loss``).
     """
 
 

@@ -33,7 +33,24 @@ def full_mask(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return mask if mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
 
-def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with matches on the diagonal, averaged over rows (image->text) and columns (text->image)."""
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+def symmetric_infonce(logits: torch.Tensor, offset: int | None = None) -> torch.Tensor:
+    """Cross-entropy with matches on the diagonal, averaged over rows (image->text) and columns (text->image).
+
+    ``logits`` is the whole [N, N] matrix (``offset`` None), or, sharded under data parallelism
+    (``mmreg.components.Step``), this process's rows [b, B] with its pair i at column ``offset + i``:
+    then the result is this process's share, b/B of the terms of each direction scaled to a mean
+    over its b pairs, and the mean over processes is the whole matrix's loss. The column softmax
+    takes its normaliser from every process's rows (``column_logsumexp``). Rows as open_clip's
+    ``ClipLoss(local_loss=True)``; its columns come from the other processes' rows, not a second
+    [b, B] block, so each process scores b * B pairs, not 2 * b * B.
+    """
+    if offset is None:
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    from .distributed import column_logsumexp  # here: distributed imports components, which imports this module
+
+    local = torch.arange(logits.shape[0], device=logits.device)
+    targets = offset + local
+    matched = logits[local, targets]
+    text_to_image = (column_logsumexp(logits)[targets] - matched).mean()
+    return (F.cross_entropy(logits, targets) + text_to_image) / 2

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .components import Encoded, Encoder, Fusion, Loss, Modality, Step, Task
-from .distributed import gather_modality, is_distributed
+from .distributed import gather_modality, is_distributed, rank_offset
 
 
 def projection(width: int, dim: int) -> nn.Module:
@@ -47,6 +47,7 @@ class MultimodalModel(nn.Module):
         self.losses = nn.ModuleDict({name: loss for name, (_, loss) in losses.items()})
         self.loss_weights = {name: weight for name, (weight, _) in losses.items()}
         self.needs = frozenset().union(*(loss.needs for loss in self.losses.values()))
+        self.sharded = all(loss.sharded for loss in self.losses.values() if "scores" in loss.needs)
         self.task, self.head = task, head
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
         encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens)
@@ -86,10 +87,12 @@ class MultimodalModel(nn.Module):
         if "scores" in self.needs:
             # Under data parallelism each process contrasts against the whole global batch,
             # not its local slice (open_clip's gather-with-grad); alone, nothing changes.
-            if is_distributed():
-                step.scores = self.fusion.score(gather_modality(image), gather_modality(text))
-            else:
+            if not is_distributed():
                 step.scores = self.fusion.score(image, text)
+            elif self.sharded:  # only this process's rows: 1/P of the pairs (see Step)
+                step.scores, step.offset = self.fusion.score(image, gather_modality(text)), rank_offset(len(image))
+            else:
+                step.scores = self.fusion.score(gather_modality(image), gather_modality(text))
         if self.head is not None:
             for name, value in self.task.forward(self.head, self.fusion, features, dict(batch)).items():
                 setattr(step, name, value)

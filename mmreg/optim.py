@@ -4,6 +4,7 @@ layer-wise decay inside each tower, and no weight decay on norms, biases, embedd
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -91,3 +92,27 @@ def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig)
         out += buckets.values()
     return out
 
+
+def adamw_kernel(device_type: str, dtypes: Iterable[torch.dtype]) -> dict[str, bool]:
+    """Which AdamW implementation to ask torch for: ``{"fused": True}`` (one kernel for every
+    parameter, the default of transformers' Trainer on CUDA) when every trainable weight is a
+    floating-point tensor on CUDA, else ``{}``, torch's own choice (``foreach``, a few kernels per
+    parameter group, on accelerators; the per-tensor loop on the CPU, so CPU runs keep their bits).
+
+    A pure function of where the weights live (PyTorch's ``torch.optim.AdamW`` documents
+    ``fused`` for CUDA floating-point tensors), so the choice is tested without a GPU.
+    """
+    dtypes = list(dtypes)
+    if device_type == "cuda" and dtypes and all(dtype.is_floating_point for dtype in dtypes):
+        return {"fused": True}
+    return {}
+
+
+def build_optimizer(model: MultimodalModel, train: TrainConfig, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``, fused where ``adamw_kernel`` says; call it once the model is on
+    its device (the fused kernel checks where the weights are when it is built)."""
+    groups = param_groups(model, train, optim)
+    params = [p for group in groups for p in group["params"]]
+    device_type = params[0].device.type if params and all(p.device == params[0].device for p in params) else "mixed"
+    kernel = adamw_kernel(device_type, (p.dtype for p in params))
+    return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay, **kernel)

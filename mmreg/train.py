@@ -23,7 +23,8 @@ from .config import OptimConfig, TrainConfig
 from .data import AugmentedSplit, Collate
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
-from .optim import param_groups
+from .optim import build_optimizer
+from .precision import resolve_precision
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 from .streams import is_stream, train_loader
@@ -165,7 +166,8 @@ class Trainer:
         self.cfg, self.run_dir, self.metric = cfg, run_dir, metric
         self.trajectory: dict[str, Any] = {}
         device = pick_device(cfg.device)
-        mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[cfg.precision]
+        self.precision = resolve_precision(cfg.precision, device)
+        mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[self.precision]
         self.accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed)
         self.device = self.accelerator.device
         if cfg.gradient_checkpointing:
@@ -196,12 +198,12 @@ class Trainer:
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader = val_loader
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
-        optimizer = torch.optim.AdamW(param_groups(model, cfg, optim or OptimConfig()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        prepared = model.to(self.device)  # before the optimizer: a fused AdamW checks where the weights are
+        optimizer = build_optimizer(model, cfg, optim or OptimConfig())
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, self.total, warmup, cfg.schedule)
         )
-        prepared = model.to(self.device)
         if cfg.compile:
             prepared = torch.compile(prepared)  # type: ignore[assignment]
         self.model, self.optimizer = self.accelerator.prepare(prepared, optimizer)
@@ -272,13 +274,13 @@ class Trainer:
             self.loop.epoch += 1
             self.loop.batch_in_epoch = 0
 
-    def _agree_finite(self, value: float) -> bool:
-        """Whether the loss is finite on every process: all must skip together, or DDP hangs."""
-        finite = math.isfinite(value)
+    def _global_loss(self, value: float) -> float:
+        """The mean of every process's loss: the global batch's loss, also when each process holds
+        its share (sharded contrastive losses, see mmreg.components.Step). Not finite when any
+        process's is not, so all skip together, or DDP hangs."""
         if self.accelerator.num_processes > 1:
-            flag = torch.tensor([float(finite)], device=self.device)
-            finite = bool((self.accelerator.reduce(flag, reduction="mean") >= 1.0).item())
-        return finite
+            value = self.accelerator.reduce(torch.tensor([value], device=self.device), reduction="mean").item()
+        return value
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.bare_model, self.val_loader, self.device)
@@ -309,7 +311,7 @@ class Trainer:
         if loop.step + 1 == loop.bad_in_a_row:  # no step ever had a finite loss: the settings, not the training
             return said + "no step had a finite loss and no checkpoint was written; check the loss settings and the data"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written"
-        fp16 = ", or use --precision bf16 instead of fp16" if self.cfg.precision == "fp16" else ""
+        fp16 = ", or use --precision bf16 instead of fp16" if self.precision == "fp16" else ""
         return said + f"{kept}; lower train.lr or keep train.max_grad_norm set{fp16}"
 
     def fit(self, on_step: ProgressFn | None = None) -> TrainResult:
@@ -333,8 +335,8 @@ class Trainer:
                 no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
                 with no_sync:
                     loss, parts = self.model(batch)
-                    value = loss.item()  # the one host sync of the step
-                    if self._agree_finite(value):
+                    value = self._global_loss(loss.item())  # the one host sync of the step
+                    if math.isfinite(value):
                         accelerator.backward(loss / accum)
                         window_loss += value / accum
                     else:
@@ -368,7 +370,7 @@ class Trainer:
                 if loop.step % cfg.log_every == 0 or loop.step == self.total:
                     record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr}
                     if len(parts) > 1:
-                        record.update({f"loss/{k}": v.item() for k, v in parts.items()})
+                        record.update({f"loss/{k}": self._global_loss(v.item()) for k, v in parts.items()})
                     self._log(record)
                 if on_step is not None:
                     on_step(loop.step, self.total, {"loss": loss_value, "lr": lr, "samples_per_s": rate})

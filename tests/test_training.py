@@ -233,17 +233,25 @@ def test_two_process_data_parallel_run_finishes_on_the_whole_validation_set(tmp_
 
 
 def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_whole_batch(tmp_path):
-    result = torchrun(str(HERE / "distributed_loss.py"), json.dumps(TINY), cwd=tmp_path)
+    """Sharded (each process scores its 8 x 16 rows) and whole (16 x 16 on each process), the mean of the
+    processes' losses and the averaged gradients equal one process's on the 16 pairs, for infonce, siglip and clip."""
+    exp = {**TINY, "loss": {"infonce": {"weight": 1.0}, "siglip": {"weight": 0.5}, "clip": {"weight": 0.25}}}
+    result = torchrun(str(HERE / "distributed_loss.py"), json.dumps(exp), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    p = prepare(validate(TINY))
+    p = prepare(validate(exp))
     loss, _ = p.model.eval()(collate_for(p)(list(p.train_split[:16])))
     loss.backward()
-    for r in ranks:
-        assert r["loss"] == pytest.approx(loss.item(), rel=1e-5)
-        for name, grad in r["grads"].items():
-            expected = p.model.get_parameter(name).grad.flatten()[:64]
-            torch.testing.assert_close(torch.tensor(grad), expected, rtol=1e-4, atol=1e-6)
+    assert [r["sharded"]["scores"] for r in ranks] == [[8, 16], [8, 16]]
+    assert [r["sharded"]["offset"] for r in ranks] == [0, 8]
+    assert [r["whole"]["scores"] for r in ranks] == [[16, 16], [16, 16]]
+    for way in ("sharded", "whole"):
+        assert sum(r[way]["loss"] for r in ranks) / 2 == pytest.approx(loss.item(), rel=1e-5)
+        for r in ranks:
+            for name, grad in r[way]["grads"].items():
+                expected = p.model.get_parameter(name).grad.flatten()[:64]
+                torch.testing.assert_close(torch.tensor(grad), expected, rtol=1e-4, atol=1e-6)
+    assert ranks[0]["sharded"]["loss"] != pytest.approx(ranks[1]["sharded"]["loss"])  # each its own share
 
 
 def test_gradient_checkpointing_recomputes_without_changing_the_result(tmp_path):

@@ -43,7 +43,7 @@ def run_command(
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.", show_default=False)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.", show_default=False)] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (autocast; fp16 adds loss scaling).", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 on Ampere+ GPUs, fp16 on older GPUs, fp32 on the CPU), fp32, fp16 or bf16 (autocast; fp16 adds loss scaling).", show_default=False)] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.", show_default=False)
     ] = None,

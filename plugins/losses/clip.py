@@ -14,6 +14,7 @@ class CLIPLoss(Loss):
     """CLIPModel's loss: the scale it learns lives in the encoder, so fine-tuning keeps training that one."""
 
     needs = frozenset({"scores", "logit_scale"})
+    sharded = True
 
     def __init__(self, *, max_scale: float) -> None:
         super().__init__()
@@ -22,4 +23,4 @@ class CLIPLoss(Loss):
     def forward(self, step: Step) -> torch.Tensor:
         assert step.scores is not None and step.logit_scale is not None
         logits = step.scores * step.logit_scale.clamp(max=self.max_log_scale).exp()
-        return symmetric_infonce(logits)
+        return symmetric_infonce(logits, step.offset)

@@ -15,6 +15,7 @@ class InfoNCE(Loss):
     """Matched pairs lie on the diagonal of the [N, N] scores; every other entry is a negative."""
 
     needs = frozenset({"scores"})
+    sharded = True
 
     def __init__(self, *, temperature: float, learnable: bool, max_scale: float) -> None:
         super().__init__()
@@ -29,4 +30,4 @@ class InfoNCE(Loss):
     def forward(self, step: Step) -> torch.Tensor:
         assert step.scores is not None
         logits = step.scores * self.scale
-        return symmetric_infonce(logits)
+        return symmetric_infonce(logits, step.offset)

@@ -16,6 +16,7 @@ class SigLIP(Loss):
     over the batch is needed; the bias offsets the N-1 negatives per positive."""
 
     needs = frozenset({"scores"})
+    sharded = True
 
     def __init__(self, *, init_scale: float, init_bias: float, learnable: bool) -> None:
         super().__init__()
@@ -27,5 +28,7 @@ class SigLIP(Loss):
         assert step.scores is not None
         logits = step.scores * self.log_scale.exp() + self.bias
         n, m = logits.shape
-        signs = 2 * torch.eye(n, m, device=logits.device, dtype=logits.dtype) - 1  # +1 matched, -1 otherwise
+        # +1 matched, -1 otherwise; sharded, this process's rows match at columns offset + i
+        signs = 2 * torch.eye(n, m, device=logits.device, dtype=logits.dtype).roll(step.offset or 0, dims=1) - 1
+        # Every pair is its own term, so the rows alone give this process's share of the sum (per its n pairs)
         return -F.logsigmoid(signs * logits).sum() / n

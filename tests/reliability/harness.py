@@ -203,6 +203,8 @@ CASES = [
     Case("caption-missing-image", ["caption", "done", "nowhere.png"], run=True),
     Case("unknown-device", ["run", "--device", "tpu"]),
     Case("unknown-precision", ["run", "--precision", "fp8"]),
+    Case("launched-for-fsdp", ["run", *TINY], env={"ACCELERATE_USE_FSDP": "true"}),
+    Case("launched-for-deepspeed", ["run", *TINY], env={"ACCELERATE_USE_DEEPSPEED": "true"}),
     Case("unknown-kind-in-list", ["list", "widgets"]),
     Case("unknown-name-in-show", ["show", "fusion", "nope"]),
     Case("unknown-option", ["run", "--epochz", "3"]),
