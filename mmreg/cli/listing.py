@@ -106,3 +106,18 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
         status = "[green]ok[/green]" if r["ok"] else f"[red]failed[/red]: {r['error']}"
         table.add_row(r["name"], r["module"], r["version"] or "-", r["source"], status)
     Console().print(table)
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: Annotated[str, typer.Argument(help="The package, entry point and component name, e.g. my-fusion.", show_default=False)],
+    kind: Annotated[str, typer.Option(help="fusion, encoder, loss, augmenter, peft, dataset or task.", show_default=False)],
+    directory: Annotated[str, typer.Option("--dir", help="Where the package directory is created.")] = ".",
+) -> None:
+    """Write a pip-installable plugin package with one working component of KIND, and its tests."""
+    from ..scaffold import new_plugin
+
+    target = new_plugin(name, kind, directory)
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    typer.echo(f"wrote {target}: {', '.join(files)}")
+    typer.echo(f"next: pip install -e '{target}[test]' && pytest {target}")
