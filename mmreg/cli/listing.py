@@ -17,15 +17,21 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
 
 
 def list_command(
-    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft or datasets.", show_default=False)] = None,
+    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft, datasets or tasks.", show_default=False)] = None,
     pattern: Annotated[str, typer.Argument(help="fnmatch filter on names, e.g. 'cross*'.")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print one markdown table (as in the README).")] = False,
 ) -> None:
     """List registered components with their plugin and parameters."""
     from ..registry import KINDS, find_kind
 
     kinds = [find_kind(kind)] if kind else list(KINDS)
     host = state.host()
+    if markdown:
+        from ..catalog import markdown_table
+
+        typer.echo(markdown_table(e for k in kinds for e in host.registry(k).list(pattern)), nl=False)
+        return
     data = {k.key: [_entry_dict(e) for e in host.registry(k).list(pattern)] for k in kinds}
     if as_json:
         typer.echo(json.dumps(data, default=str))
