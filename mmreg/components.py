@@ -266,6 +266,8 @@ class Loss(nn.Module):
     """A training objective; ``needs`` names the ``Step`` fields it reads."""
 
     needs: ClassVar[frozenset[str]] = frozenset({"scores"})
+    # A claim that swapping images and texts (``scores.T``) leaves the loss unchanged; mmreg.testing checks it.
+    symmetric: ClassVar[bool] = False
 
     def forward(self, step: Step) -> torch.Tensor:
         raise NotImplementedError

@@ -81,7 +81,7 @@ def check_loss(loss: Loss, *, symmetric: bool | None = None, batch: int = 4) -> 
         expect(grad is not None and bool(grad.abs().sum() > 0), who, "gradient reaches every input it needs",
                f"no gradient reached '{name}'" if grad is None else f"the gradient of '{name}' is all zero")  # fmt: skip
 
-    claims = getattr(loss, "symmetric", False) if symmetric is None else symmetric
+    claims = loss.symmetric if symmetric is None else symmetric
     if claims and "scores" in needs:
         step = sample_step(needs, batch, soft_labels=soft)
         swapped = dataclasses.replace(step, image=step.text, text=step.image, scores=step.scores.detach().T)  # type: ignore[union-attr]
