@@ -87,6 +87,8 @@ def mmreg_register_losses(register: Register) -> None:
     ``"logits"`` and ``"labels"`` (task head), ``"views"`` (two augmented views,
     made by an augmenter declaring ``gives_views = True``), ``"logit_scale"`` (the
     encoder's own scale, from an encoder declaring ``gives_logit_scale = True``).
+    A loss unchanged when images and texts swap (``scores.T``) may declare
+    ``symmetric = True``; ``mmreg.testing.check_loss`` holds it to that.
     """
 
 
