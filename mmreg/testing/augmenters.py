@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..components import Augmenter, Sample
-from .contract import expect, fingerprint
+from .contract import ContractViolation, expect, fingerprint
 
 KEPT = ("label", "question", "answer", "answers", "answer_type", "question_id")  # an augmenter changes image, caption, views
 
@@ -33,7 +33,7 @@ def check_augmenter(augmenter: Augmenter, samples: Sequence[Sample], *, seed: in
     try:
         clone = pickle.loads(pickle.dumps(augmenter))
     except Exception as exc:  # any failure to pickle: DataLoader workers could not receive it
-        expect(False, who, "picklable for DataLoader workers", f"{type(exc).__name__}: {exc}")
+        raise ContractViolation(who, "picklable for DataLoader workers", f"{type(exc).__name__}: {exc}") from exc
     for i, sample in enumerate(samples):
         before = fingerprint(sample)
         _scramble_global_rngs(i)

@@ -34,7 +34,7 @@ def check_peft(
     before = {id(p) for p in encoder.parameters()}  # by identity: peft renames the weights it wraps
     returned = strategy.apply(encoder)
     expect(returned is encoder, who, "apply changes the encoder in place and returns it",
-           f"apply returned {type(returned).__name__} {'(another object)' if returned is not None else ''}")  # fmt: skip
+           "apply returned None" if returned is None else f"apply returned another object, a {type(returned).__name__}")  # fmt: skip
     after_apply = _trainable(encoder)
 
     pixels, batch = encoder.preprocess(list(images)), encoder.tokenize(list(texts))
