@@ -290,6 +290,8 @@ class Loss(nn.Module):
 
     needs: ClassVar[frozenset[str]] = frozenset({"scores"})
     sharded: ClassVar[bool] = False
+    # A claim that swapping images and texts (``scores.T``) leaves the loss unchanged; mmreg.testing checks it.
+    symmetric: ClassVar[bool] = False
 
     def forward(self, step: Step) -> torch.Tensor:
         raise NotImplementedError

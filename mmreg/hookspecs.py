@@ -97,6 +97,8 @@ def mmreg_register_losses(register: Register) -> None:
     A contrastive loss declaring ``sharded = True`` reads, under data parallelism,
     only this process's rows of the global scores (``Step.scores`` [b, B] and
     ``Step.offset``); any other gets the whole matrix (see ``mmreg.components.Loss``).
+    A loss unchanged when images and texts swap (``scores.T``) may declare
+    ``symmetric = True``; ``mmreg.testing.check_loss`` holds it to that.
     """
 
 

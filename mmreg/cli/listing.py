@@ -17,15 +17,21 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
 
 
 def list_command(
-    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft or datasets.", show_default=False)] = None,
+    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft, datasets or tasks.", show_default=False)] = None,
     pattern: Annotated[str, typer.Argument(help="fnmatch filter on names, e.g. 'cross*'.")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print one markdown table (as in the README).")] = False,
 ) -> None:
     """List registered components with their plugin and parameters."""
     from ..registry import KINDS, find_kind
 
     kinds = [find_kind(kind)] if kind else list(KINDS)
     host = state.host()
+    if markdown:
+        from ..catalog import markdown_table
+
+        typer.echo(markdown_table(e for k in kinds for e in host.registry(k).list(pattern)), nl=False)
+        return
     data = {k.key: [_entry_dict(e) for e in host.registry(k).list(pattern)] for k in kinds}
     if as_json:
         typer.echo(json.dumps(data, default=str))
@@ -106,3 +112,18 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
         status = "[green]ok[/green]" if r["ok"] else f"[red]failed[/red]: {r['error']}"
         table.add_row(r["name"], r["module"], r["version"] or "-", r["source"], status)
     Console().print(table)
+
+
+@plugins_app.command("new")
+def plugins_new(
+    name: Annotated[str, typer.Argument(help="The package, entry point and component name, e.g. my-fusion.", show_default=False)],
+    kind: Annotated[str, typer.Option(help="fusion, encoder, loss, augmenter, peft, dataset or task.", show_default=False)],
+    directory: Annotated[str, typer.Option("--dir", help="Where the package directory is created.")] = ".",
+) -> None:
+    """Write a pip-installable plugin package with one working component of KIND, and its tests."""
+    from ..scaffold import new_plugin
+
+    target = new_plugin(name, kind, directory)
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    typer.echo(f"wrote {target}: {', '.join(files)}")
+    typer.echo(f"next: pip install -e '{target}[test]' && pytest {target}")

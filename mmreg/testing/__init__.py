@@ -1,0 +1,38 @@
+"""The conformance kit: checks a component of any kind against mmreg's contracts.
+
+Built-ins are tested with it, and a plugin author calls it from their own tests::
+
+    from mmreg.testing import check_fusion, check_loss
+    check_fusion(MyFusion(dim=16, rank=4), dim=16)
+    check_loss(MyLoss())
+
+A broken contract raises ``ContractViolation`` (an AssertionError) whose message
+names the component, the contract and what was seen.
+"""
+
+from __future__ import annotations
+
+from .augmenters import check_augmenter
+from .contract import ContractViolation, fingerprint
+from .datasets import check_dataset
+from .encoders import check_encoder, check_single_stream, check_towers
+from .fusions import check_fusion, sample_modalities
+from .losses import check_loss, sample_step
+from .peft import check_peft
+from .tasks import check_task
+
+__all__ = [
+    "ContractViolation",
+    "check_augmenter",
+    "check_dataset",
+    "check_encoder",
+    "check_fusion",
+    "check_loss",
+    "check_peft",
+    "check_single_stream",
+    "check_task",
+    "check_towers",
+    "fingerprint",
+    "sample_modalities",
+    "sample_step",
+]

@@ -1,0 +1,91 @@
+"""The loss contract: a finite scalar, gradient to every declared input, symmetry where claimed, small batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..components import Loss, Modality, Step
+from ..errors import MmregError
+from .contract import expect
+
+KNOWN_NEEDS = frozenset({"scores", "logits", "labels", "token_logits", "views", "logit_scale"})
+
+
+def sample_step(needs: frozenset[str], n: int, *, dim: int = 8, classes: int = 3, soft_labels: bool = False, seed: int = 0) -> Step:
+    """A ``Step`` for a batch of ``n`` holding the fields in ``needs``, float inputs as leaves requiring grad:
+    scores [n, n], logits [n, classes], labels [n] class indices (or soft scores [n, classes] in [0, 1]),
+    token_logits [n, 5, 11] with token_labels [n, 5] (the last -100), views two [n, dim] pooled views,
+    logit_scale a scalar (log scale 2.0)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).requires_grad_(True)
+
+    step = Step(Modality(pooled=leaf(n, dim)), Modality(pooled=leaf(n, dim)))
+    if "scores" in needs:
+        step.scores = leaf(n, n)
+    if "logits" in needs:
+        step.logits = leaf(n, classes)
+    if "labels" in needs:
+        step.labels = torch.rand(n, classes, generator=g) if soft_labels else torch.randint(classes, (n,), generator=g)
+    if "token_logits" in needs:
+        step.token_logits = leaf(n, 5, 11)
+        step.token_labels = torch.randint(11, (n, 5), generator=g)
+        step.token_labels[:, -1] = -100
+    if "views" in needs:
+        step.views = (Modality(pooled=leaf(n, dim)), Modality(pooled=leaf(n, dim)))
+    if "logit_scale" in needs:
+        step.logit_scale = torch.tensor(2.0, requires_grad=True)
+    return step
+
+
+def _inputs(step: Step, needs: frozenset[str]) -> dict[str, torch.Tensor]:
+    """The float tensors of the declared fields, by field name (each view separately)."""
+    out = {name: getattr(step, name) for name in ("scores", "logits", "token_logits", "logit_scale") if name in needs}
+    if "views" in needs and step.views is not None:
+        out.update({"views[0]": step.views[0].pooled, "views[1]": step.views[1].pooled})
+    return out
+
+
+def check_loss(loss: Loss, *, symmetric: bool | None = None, batch: int = 4) -> None:
+    """A loss is a finite scalar at batch 1, 2 and ``batch``; gradient reaches every input it declares
+    in ``needs``; and where it claims symmetry (``symmetric``, else the loss's ``symmetric`` attribute)
+    swapping images and texts (``scores.T``) leaves it unchanged.
+
+    Labels are class indices, or soft scores [N, C] for a loss that refuses indices with a typed
+    error (``bce``). Raises ContractViolation naming the broken contract."""
+    who = f"loss {type(loss).__name__}"
+    needs = frozenset(loss.needs)
+    unknown = sorted(needs - KNOWN_NEEDS)
+    expect(not unknown, who, "needs names Step fields", f"unknown fields {unknown}; known: {sorted(KNOWN_NEEDS)}")
+    soft = False
+    try:
+        loss(sample_step(needs, batch))
+    except MmregError:
+        if "labels" not in needs:
+            raise
+        soft = True  # it reads soft scores [N, C], not class indices
+    for n in sorted({1, 2, batch}):
+        value = loss(sample_step(needs, n, soft_labels=soft))
+        expect(isinstance(value, torch.Tensor) and value.dim() == 0, who, "gives a scalar",
+               f"at batch {n} it gave {tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")  # fmt: skip
+        expect(torch.isfinite(value), who, "is finite", f"at batch {n} it gave {value.item()}")
+
+    step = sample_step(needs, batch, soft_labels=soft)
+    loss.zero_grad()
+    loss(step).backward()
+    for name, tensor in _inputs(step, needs).items():
+        grad = tensor.grad
+        expect(grad is not None and bool(grad.abs().sum() > 0), who, "gradient reaches every input it needs",
+               f"no gradient reached '{name}'" if grad is None else f"the gradient of '{name}' is all zero")  # fmt: skip
+
+    claims = loss.symmetric if symmetric is None else symmetric
+    if claims and "scores" in needs:
+        step = sample_step(needs, batch, soft_labels=soft)
+        swapped = dataclasses.replace(step, image=step.text, text=step.image, scores=step.scores.detach().T)  # type: ignore[union-attr]
+        with torch.no_grad():
+            a, b = loss(step), loss(swapped)
+        expect(torch.allclose(a, b, atol=1e-5, rtol=1e-5), who, "symmetric in images and texts",
+               f"{a.item():.6g} on the scores, {b.item():.6g} on their transpose")  # fmt: skip
