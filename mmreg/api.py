@@ -218,6 +218,7 @@ def run(
     from .precision import check_precision, used_precision
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
+    from .tracking import Tracking
     from .train import Trainer, pick_device
 
     host = host or load_plugins()
@@ -234,11 +235,12 @@ def run(
     else:
         check_runs_dir(exp.runs_dir)
     check_precision(exp.train.precision, pick_device(exp.train.device))  # fails before anything is built
+    tracking = Tracking(exp.track)  # a tracker whose package is missing fails here too
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
     # Everything that can refuse the experiment runs before the run directory exists.
-    with deterministic_kernels(exp.train.deterministic):
+    with deterministic_kernels(exp.train.deterministic), tracking:
         collate = collate_for(p)
         val_loader = make_loader(
             p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
@@ -272,6 +274,7 @@ def run(
             model.encoder.save_preprocessing(run_dir / "encoder")
         if resume is not None:
             trainer.resume()
+        tracking.attach(trainer, exp, run_dir, resumed=resume is not None)
         if progress and trainer.main:
             from .progress import training_progress
             from .textfit import note
@@ -317,6 +320,7 @@ def run(
         save_adapters(model.encoder, run_dir / "adapters")
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)
+        tracking.finish(run_dir / "curves.png")
     return summary
 
 
