@@ -235,7 +235,7 @@ def run(
     else:
         check_runs_dir(exp.runs_dir)
     check_precision(exp.train.precision, pick_device(exp.train.device))  # fails before anything is built
-    tracking = Tracking(exp.track)  # a tracker whose package is missing fails here too
+    tracking = Tracking(exp.track, resume=run_dir if resume is not None else None)  # a missing package fails here too
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
@@ -274,7 +274,7 @@ def run(
             model.encoder.save_preprocessing(run_dir / "encoder")
         if resume is not None:
             trainer.resume()
-        tracking.attach(trainer, exp, run_dir, resumed=resume is not None)
+        tracking.attach(trainer, exp, run_dir)
         if progress and trainer.main:
             from .progress import training_progress
             from .textfit import note

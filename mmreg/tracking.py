@@ -117,13 +117,21 @@ class Tracking(LoopCallback):
     interrupted or pruned).
     """
 
-    def __init__(self, track: TrackConfig) -> None:
+    def __init__(self, track: TrackConfig, resume: Path | None = None) -> None:
+        """``resume``: the run directory being resumed, whose ``trackers.json`` names the tracker runs to continue."""
         check_trackers(track)
         self.track = track
         self.trackers: dict[str, GeneralTracker] = {}
         self.step = 0
+        self.ids: dict[str, str] = {}
+        path = resume / IDS if resume is not None else None
+        if track.trackers and path is not None and path.is_file():
+            try:
+                self.ids = dict(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, ValueError, TypeError):
+                raise ConfigError(f"{path} is not a readable JSON object; restore it, or delete it to start new tracker runs") from None
 
-    def attach(self, trainer: Trainer, exp: Experiment, run_dir: Path, *, resumed: bool) -> None:
+    def attach(self, trainer: Trainer, exp: Experiment, run_dir: Path) -> None:
         """Start every tracker on the main process and add this to the trainer's callbacks.
 
         A resumed run continues its tracker runs (ids in ``trackers.json``): TensorBoard
@@ -135,14 +143,13 @@ class Tracking(LoopCallback):
         from .runs import write_json
 
         self.step = trainer.loop.step
-        ids_path = run_dir / IDS
-        ids = json.loads(ids_path.read_text(encoding="utf-8")) if resumed and ids_path.is_file() else {}
+        ids = dict(self.ids)
         for name in dict.fromkeys(self.track.trackers):
             try:
-                tracker = getattr(self, f"_open_{name}")(run_dir, ids.get(name), resumed)
+                tracker = getattr(self, f"_open_{name}")(run_dir, ids.get(name))
                 tracker.start()
                 self.trackers[name] = tracker
-                if not resumed:
+                if name not in ids:  # a new tracker run (a resumed one holds the config already)
                     values = hyperparameters(exp)
                     tracker.store_init_configuration({mlflow_key(k): v for k, v in values.items()} if name == "mlflow" else values)
             except Exception as exc:  # the tracker's own: a refused connection, a bad URI
@@ -150,18 +157,18 @@ class Tracking(LoopCallback):
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError(f"tracker '{name}' could not start: {first}; check track.{name}_* settings") from exc
             ids[name] = self._run_id(name, tracker)
-        write_json(ids_path, {k: v for k, v in ids.items() if v is not None})
+        write_json(run_dir / IDS, ids)
         trainer.callbacks.append(self)
 
     # -- accelerate's tracker classes, configured for a run directory -----------------
 
-    def _open_tensorboard(self, run_dir: Path, run_id: str | None, resumed: bool) -> GeneralTracker:
+    def _open_tensorboard(self, run_dir: Path, run_id: str | None) -> GeneralTracker:
         from accelerate.tracking import TensorBoardTracker
 
         # events at or after the first step not in metrics.jsonl any more are hidden from readers
-        return TensorBoardTracker("tensorboard", run_dir, **({"purge_step": self.step + 1} if resumed else {}))
+        return TensorBoardTracker("tensorboard", run_dir, **({"purge_step": self.step + 1} if run_id else {}))
 
-    def _open_mlflow(self, run_dir: Path, run_id: str | None, resumed: bool) -> GeneralTracker:
+    def _open_mlflow(self, run_dir: Path, run_id: str | None) -> GeneralTracker:
         from accelerate.tracking import MLflowTracker
 
         use_mlflow(self.track.mlflow_uri, run_dir / "mlruns")
@@ -172,7 +179,7 @@ class Tracking(LoopCallback):
             tags={"mmreg.run_dir": str(run_dir.absolute())},
         )
 
-    def _open_wandb(self, run_dir: Path, run_id: str | None, resumed: bool) -> GeneralTracker:
+    def _open_wandb(self, run_dir: Path, run_id: str | None) -> GeneralTracker:
         import wandb
         from accelerate.tracking import WandBTracker
 
@@ -188,16 +195,17 @@ class Tracking(LoopCallback):
             settings=wandb.Settings(base_url=self.track.wandb_url) if online else None,
         )
 
-    def _open_aim(self, run_dir: Path, run_id: str | None, resumed: bool) -> GeneralTracker:
+    def _open_aim(self, run_dir: Path, run_id: str | None) -> GeneralTracker:
         from accelerate.tracking import AimTracker
 
         repo = self.track.aim_repo or str(run_dir)
         return AimTracker(run_dir.name, repo, experiment=self.track.group or self.track.project, run_hash=run_id)
 
     @staticmethod
-    def _run_id(name: str, tracker: GeneralTracker) -> str | None:
+    def _run_id(name: str, tracker: GeneralTracker) -> str:
+        """What ``trackers.json`` keeps to reopen the tracker run: its id (TensorBoard: its directory)."""
         run = tracker.tracker
-        return {"mlflow": lambda: run.info.run_id, "wandb": lambda: run.id, "aim": lambda: run.hash}.get(name, lambda: None)()
+        return {"mlflow": lambda: run.info.run_id, "wandb": lambda: run.id, "aim": lambda: run.hash}.get(name, lambda: "tensorboard")()
 
     # -- the loop --------------------------------------------------------------------
 

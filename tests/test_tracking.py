@@ -145,7 +145,7 @@ def test_a_run_logs_config_records_and_curves_to_tensorboard_and_mlflow(tmp_path
     client = mlflow_client((run_dir / "mlruns").as_uri(), monkeypatch)
     experiment = client.get_experiment_by_name("mmreg")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_name == "t" and json.loads((run_dir / "trackers.json").read_text()) == {"mlflow": run.info.run_id}
+    assert run.info.run_name == "t" and json.loads((run_dir / "trackers.json").read_text()) == {"tensorboard": "tensorboard", "mlflow": run.info.run_id}
     assert_mlflow_equals_run(client, run, run_dir)
 
 

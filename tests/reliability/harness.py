@@ -275,6 +275,12 @@ CASES = [
     Case("search-unknown-sampler", ["search", "s.toml", "--sampler", "bayes"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
     Case("search-param-of-unchosen-loss", ["search", "s.toml"], write("s.toml", '[search]\n"loss.ce.weight" = {low = 0.1, high = 1.0}\n')),
     Case("search-bad-storage", ["search", "s.toml", "--storage", "postgresql://nobody@127.0.0.1:1/none"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    # trackers: wandb and aim are extras that the dev install leaves out
+    Case("track-package-missing", ["run", *TINY, "--track", "tensorboard", "--track", "wandb"]),
+    Case("track-unknown-tracker", ["run", *TINY, "--track", "tensorbord"]),
+    Case("track-not-a-table", ["run", "e.toml"], write("e.toml", 'track = "mlflow"\n')),
+    Case("track-unknown-setting", ["run", "e.toml"], write("e.toml", '[track]\ntrackers = ["mlflow"]\nmlflow_url = "http://x"\n')),
+    Case("search-track-package-missing", ["search", "s.toml", "--track", "aim"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
 ]
 
 
