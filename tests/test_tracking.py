@@ -20,22 +20,7 @@ from mmreg.tracking import mlflow_key, scalars, study_track
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
 
-# A tiny search: two trials of 3 steps each.
-SEARCH = """
-[encoder]
-hidden_size = 32
-projection_dim = 32
-[dataset]
-train_size = 32
-val_size = 16
-[model]
-dim = 32
-[train]
-max_steps = 3
-batch_size = 8
-eval_batch_size = 16
-device = "cpu"
-"""
+TINY_SETTINGS = [a for a in TINY if "=" in a] + ["train.max_steps=3", "train.batch_size=8", "train.device=cpu"]
 EVERY_STEP = ["--set", "train.log_every=1", "--set", "train.eval_every=2", "--max-steps", "4"]
 
 
@@ -162,9 +147,8 @@ class StopAfter(LoopCallback):
 
 def test_a_resumed_run_continues_its_tracker_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    flags = {"runs_dir": str(tmp_path / "runs"), "name": "r", "device": "cpu", "track": ["tensorboard", "mlflow"]}
-    overrides = [a for a in TINY + EVERY_STEP if "=" in a] + ["train.max_steps=4", "train.batch_size=8"]
-    exp = load_experiment(None, flags, overrides)
+    flags = {"runs_dir": str(tmp_path / "runs"), "name": "r", "track": ["tensorboard", "mlflow"]}
+    exp = load_experiment(None, flags, [*TINY_SETTINGS, "train.log_every=1", "train.eval_every=2", "train.max_steps=4"])
     run_dir = tmp_path / "runs" / "r"
     with pytest.raises(RuntimeError, match="stopped by the test"):  # steps 1-3 logged, the checkpoint is step 2's
         mmreg.run(exp, progress=False, callbacks=[StopAfter(3)])
@@ -184,8 +168,9 @@ def test_a_resumed_run_continues_its_tracker_runs(tmp_path, monkeypatch):
 
 def test_a_search_logs_one_run_per_trial_under_its_study(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "s.toml").write_text(SEARCH + '[search]\nfusion = ["none", "gated"]\n')
-    result = cli("search", "s.toml", "--trials", "2", "--sampler", "grid", "--track", "tensorboard", "--track", "mlflow", "--json", cwd=tmp_path, timeout=300)
+    (tmp_path / "s.toml").write_text('[search]\nfusion = ["none", "gated"]\n')
+    tiny = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+    result = cli("search", "s.toml", *tiny, "--trials", "2", "--sampler", "grid", "--track", "tensorboard", "--track", "mlflow", "--json", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["states"] == {"complete": 2}
