@@ -155,7 +155,7 @@ class Tracking(LoopCallback):
             except Exception as exc:  # the tracker's own: a refused connection, a bad URI
                 self._end(failed=True)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ConfigError(f"tracker '{name}' could not start: {first}; check track.{name}_* settings") from exc
+                raise ConfigError(f"tracker '{name}' could not start: {first}; check the [track] settings and the tracker's install") from exc
             ids[name] = self._run_id(name, tracker)
         write_json(run_dir / IDS, ids)
         trainer.callbacks.append(self)
