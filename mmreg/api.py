@@ -220,6 +220,7 @@ def run(
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
     from .sampling import split_groups
+    from .tracking import Tracking
     from .train import Trainer, pick_device
 
     host = host or load_plugins()
@@ -240,12 +241,13 @@ def run(
         check_resume(run_dir, resolve(exp, host))  # an edited config.toml fails before any file changes
     else:
         check_runs_dir(exp.runs_dir)
+    tracking = Tracking(exp.track, resume=run_dir if resume is not None else None)  # a missing package fails here too
     p = prepare(exp, host)
     exp, model = p.exp, p.model
 
     # Everything that can refuse the experiment runs before the run directory exists.
     tf32 = tf32_applies(device.type, cuda_capability(device), exp.train.tf32)
-    with deterministic_kernels(exp.train.deterministic), tf32_matmuls(tf32):
+    with deterministic_kernels(exp.train.deterministic), tf32_matmuls(tf32), tracking:
         collate = collate_for(p)
         val_loader = make_loader(
             p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
@@ -280,6 +282,7 @@ def run(
             model.encoder.save_preprocessing(run_dir / "encoder")
         if resume is not None:
             trainer.resume()
+        tracking.attach(trainer, exp, run_dir)
         if progress and trainer.main:
             from .progress import training_progress
             from .textfit import note
@@ -328,6 +331,7 @@ def run(
         save_adapters(model.encoder, run_dir / "adapters")
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)
+        tracking.finish(run_dir / "curves.png")
     return summary
 
 

@@ -332,6 +332,10 @@ class LoopCallback:
         """Called after each evaluation with the validation metrics (what ``mmreg.metrics`` computes)
         and the run directory; raising stops the run (a search trial's pruner raises optuna.TrialPruned)."""
 
+    def on_log(self, record: dict[str, Any]) -> None:
+        """Called on the main process with each record as it is appended to metrics.jsonl
+        (``step``, ``split``, then numbers such as ``loss`` or ``recall@1``); trackers log it."""
+
 
 class PeftStrategy(LoopCallback):
     """Decides which encoder weights train (all, adapters only, a tower frozen for a while).

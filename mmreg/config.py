@@ -130,6 +130,23 @@ class OptimConfig(BaseModel):
     )
 
 
+class TrackConfig(BaseModel):
+    """Experiment trackers fed with what metrics.jsonl holds (see mmreg/tracking.py)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    trackers: list[Literal["tensorboard", "mlflow", "wandb", "aim"]] = Field(
+        default_factory=list, description="trackers to log to (each an extra: pip install 'mmreg[NAME]'); empty: none"
+    )
+    project: str = Field("mmreg", min_length=1, description="MLflow experiment, W&B project and Aim experiment of a run")
+    group: str | None = Field(
+        None, description="the study a run belongs to (set by `mmreg search`): MLflow experiment, W&B group, Aim experiment"
+    )
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; unset: a file store in RUN_DIR/mlruns")
+    wandb_url: str | None = Field(None, description="W&B server URL, logging online; unset: offline, files in RUN_DIR/wandb")
+    aim_repo: str | None = Field(None, description="Aim repository path or aim:// URL; unset: RUN_DIR/.aim")
+
+
 class Component(BaseModel):
     """A chosen component: its registered name and its parameters."""
 
@@ -169,6 +186,7 @@ class Experiment(BaseModel):
     eval: EvalConfig = EvalConfig()
     answers: AnswersConfig = AnswersConfig()
     optim: OptimConfig = OptimConfig()
+    track: TrackConfig = TrackConfig()
 
 
 SINGLE = ("encoder", "fusion", "peft", "dataset")
@@ -312,6 +330,8 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
     for key in ("seed", "runs_dir", "name", "task"):
         if flags.get(key) is not None:
             data[key] = flags[key]
+    if flags.get("track"):
+        data["track"] = {**_table(data.get("track") or {}, "track"), "trackers": list(flags["track"])}
     for key in ("epochs", "max_steps", "batch_size", "lr", "device", "precision"):
         if flags.get(key) is not None:
             data.setdefault("train", {})

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .components import LoopCallback
-from .config import apply_overrides, read_file, to_file_layout, validate, write_file
+from .config import apply_flags, apply_overrides, read_file, to_file_layout, validate, write_file
 from .errors import ConfigError, MmregError, TrainingInterrupted, did_you_mean
 from .space import Space
 
@@ -142,6 +142,7 @@ def plan_search(
     heartbeat: int = 10,
     host: PluginHost | None = None,
     plugins: Sequence[str] = (),
+    track: Sequence[str] = (),
 ) -> Plan:
     """Read and check the experiment and its space, then open (or create) the study; no trial runs.
 
@@ -152,6 +153,7 @@ def plan_search(
     from .api import resolve
     from .plugins import load_plugins
     from .runs import check_runs_dir
+    from .tracking import check_trackers, open_study
 
     _pick("sampler", sampler, SAMPLERS)
     _pick("pruner", pruner, PRUNERS)
@@ -161,12 +163,13 @@ def plan_search(
     table = raw.pop("search", None)
     if table is not None and not isinstance(table, dict):
         raise ConfigError(f"'search' in {experiment} must be a table of dimensions")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(apply_flags(raw, {"track": track}), overrides)
     if runs_dir is not None:
         raw["runs_dir"] = str(runs_dir)
     base = resolve(validate(raw), host)
     space = Space(table or {}, raw, host)
     check_runs_dir(base.runs_dir)
+    check_trackers(base.track)
     make_sampler(sampler, space, seed=base.seed)  # a grid without steps fails here, before any file exists
     name = study or Path(experiment).stem
     study_dir = (Path(base.runs_dir) / name).absolute()
@@ -178,10 +181,11 @@ def plan_search(
     opened.sampler = make_sampler(sampler, space, seed=base.seed + len(opened.trials))  # a rerun draws anew
     opened.pruner = make_pruner(pruner)
     study_dir.mkdir(parents=True, exist_ok=True)
+    open_study(base.track, name, study_dir)
     settings = {
         "study": study, "storage": storage, "sampler": sampler, "pruner": pruner, "metric": metric,
         "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
-        "plugins": list(plugins),
+        "plugins": list(plugins), "track": list(track),
     }  # fmt: skip
     return Plan(space, opened, study_dir, metric, address, str(experiment), settings)
 
@@ -191,10 +195,12 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
     import optuna
 
     from .api import check_components, resolve, run
+    from .tracking import study_track
 
     def trial_fn(trial: optuna.Trial) -> float:
         raw = plan.space.draw(trial)
         raw["runs_dir"], raw["name"] = str(plan.study_dir / "trials"), f"trial-{trial.number:04d}"
+        raw["track"] = study_track(raw.get("track"), plan.study.study_name, plan.study_dir)  # one tracker run per trial
         if plan.metric:
             raw.setdefault("train", {})["metric"] = plan.metric
         try:
@@ -294,7 +300,7 @@ def search(
     """Search the experiment's ``[search]`` space with ``trials`` more trials; return the study summary.
 
     ``settings`` are ``plan_search``'s keywords (study, storage, sampler, pruner,
-    metric, direction, runs_dir, overrides, heartbeat, host, plugins). Rerunning
+    metric, direction, runs_dir, overrides, heartbeat, host, plugins, track). Rerunning
     with the same study and storage continues it. ``jobs`` worker processes share
     the trials (each on its own GPU when several are visible); ``on_trial`` sees
     each finished trial's row. Writes, in the study directory (``RUNS_DIR/STUDY``):

@@ -226,6 +226,8 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.main:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
+            for callback in self.callbacks:
+                callback.on_log(record)
 
     def save_last(self) -> None:
         if self.main:

@@ -22,6 +22,10 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override any setting: dotted.key=value, e.g. fusion.heads=8; repeatable."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+TrackOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Log to a tracker: tensorboard, mlflow, wandb or aim (offline, in the run directory); repeatable.", show_default=False),
+]
 
 
 def run_command(
@@ -51,6 +55,7 @@ def run_command(
     set_: SetOpt = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created [default: runs].", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Run name (the run directory's name).", show_default=False)] = None,
+    track: TrackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train and evaluate one experiment; defaults: clip + gated + infonce on shapes."""
@@ -75,6 +80,7 @@ def run_command(
         "seed": seed,
         "runs_dir": str(runs_dir) if runs_dir is not None else None,
         "name": name,
+        "track": track,
     }
     if resume is not None:
         given = [k for k, v in flags.items() if v not in (None, [])] + (["EXPERIMENT"] if experiment else []) + (["--set"] if set_ else [])

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .run import JsonOpt, SetOpt
+from .run import JsonOpt, SetOpt, TrackOpt
 from .state import state
 
 
@@ -36,6 +36,7 @@ def search_command(
     runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes \\[default: the file's runs_dir].", show_default=False)] = None,
     heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats on an RDB storage; a trial silent for twice this is failed and retried.")] = 10,
     set_: SetOpt = None,
+    track: TrackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search plugins and their parameters with Optuna; every trial is a full run, poor ones pruned."""
@@ -57,6 +58,7 @@ def search_command(
     plan = plan_search(
         experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
         runs_dir=runs_dir, overrides=set_ or [], heartbeat=heartbeat, host=state.host(), plugins=state.extra_plugins,
+        track=track or [],
     )  # fmt: skip: every refusal comes before the table shows
     with Live(table, console=console, refresh_per_second=2, transient=as_json):
         summary = execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=add)

@@ -320,12 +320,19 @@ CASES = [
     Case("search-grid-without-step", ["search", "s.toml", "--sampler", "grid"], write("s.toml", '[search]\n"train.lr" = {low = 1e-4, high = 1e-2}\n')),
     Case("search-unknown-sampler", ["search", "s.toml", "--sampler", "bayes"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
     Case("search-param-of-unchosen-loss", ["search", "s.toml"], write("s.toml", '[search]\n"loss.ce.weight" = {low = 0.1, high = 1.0}\n')),
-    Case("search-bad-storage", ["search", "s.toml", "--storage", "postgresql://nobody@127.0.0.1:1/none"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),    # `mmreg plugins new`: nothing written, an existing package never overwritten
+    Case("search-bad-storage", ["search", "s.toml", "--storage", "postgresql://nobody@127.0.0.1:1/none"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    # `mmreg plugins new`: nothing written, an existing package never overwritten
     Case("plugins-new-bad-name", ["plugins", "new", "My_Fusion", "--kind", "fusion"]),
     Case("plugins-new-unknown-kind", ["plugins", "new", "my-fusion", "--kind", "fuson"]),
     Case("plugins-new-no-kind", ["plugins", "new", "my-fusion"]),
     Case("plugins-new-existing", ["plugins", "new", "my-fusion", "--kind", "loss"], lambda d: write("pyproject.toml", "[project]\nname = 'mine'\n")(_mkdir(d / "my-fusion"))),
     Case("plugins-new-missing-dir", ["plugins", "new", "my-fusion", "--kind", "loss", "--dir", "nowhere"]),
+    # trackers: wandb and aim are extras that the dev install leaves out
+    Case("track-package-missing", ["run", *TINY, "--track", "tensorboard", "--track", "wandb"]),
+    Case("track-unknown-tracker", ["run", *TINY, "--track", "tensorbord"]),
+    Case("track-not-a-table", ["run", "e.toml"], write("e.toml", 'track = "mlflow"\n')),
+    Case("track-unknown-setting", ["run", "e.toml"], write("e.toml", '[track]\ntrackers = ["mlflow"]\nmlflow_url = "http://x"\n')),
+    Case("search-track-package-missing", ["search", "s.toml", "--track", "aim"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
 ]
 
 
