@@ -64,6 +64,7 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
     """Outputs have the widths the encoder declares, token masks agree with the tokenizer, and
     declared towers are distinct modules of the encoder holding their default LoRA targets."""
     encoder.eval()
+    check_uint8_pixels(encoder, images)
     if encoder.single_stream:
         check_single_stream(encoder, images, texts)
         return
@@ -80,6 +81,23 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
         assert text.tokens.shape[2] == encoder.text_token_dim
         assert text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool())
     check_towers(encoder)
+
+
+def check_uint8_pixels(encoder: Encoder, images: list) -> None:
+    """Where the encoder gives uint8 pixels (``pixel_inputs_uint8``), normalising them on the device
+    (``mmreg.pixels.normalize_pixels``) gives its ``pixel_inputs`` to 1e-5: what a checkpoint was trained on."""
+    from .pixels import normalize_pixels
+
+    raw = encoder.pixel_inputs_uint8(images)
+    if raw is None:
+        return
+    assert raw["pixel_values"].dtype == torch.uint8, f"pixel_inputs_uint8 gave {raw['pixel_values'].dtype}, not uint8"
+    ours, theirs = normalize_pixels(raw, encoder), encoder.pixel_inputs(images)
+    assert ours.keys() == theirs.keys(), f"pixel_inputs_uint8 gave {sorted(ours)}, pixel_inputs {sorted(theirs)}"
+    for key, value in theirs.items():
+        assert ours[key].shape == value.shape, f"{key}: {tuple(ours[key].shape)} vs {tuple(value.shape)}"
+        worst = (ours[key].float() - value.float()).abs().max().item()
+        assert worst <= 1e-5, f"{key} normalised on the device differs from pixel_inputs by up to {worst:.2e}"
 
 
 def check_single_stream(encoder: Encoder, images: list, texts: list[str]) -> None:
