@@ -55,6 +55,7 @@ def parse_args() -> argparse.Namespace:
         ap.add_argument("--vit-steps", type=int, default=4, help="optimizer steps of the ViT-B/32 runs (default 4, 1 of them warmup)")
         ap.add_argument("--vit-batch", type=int, default=8, help="ViT-B/32 samples per step (default 8)")
         ap.add_argument("--passes", type=int, default=2, help="timed passes over the files per worker count in part 2 (default 2)")
+        ap.set_defaults(steps=60, warmup=10)  # the tiny runs: enough steps for a stable share, a minute on a CPU
 
     args = common.parse_args(__doc__.split("\n\n")[0], own, "measurement")
     return args
