@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,7 @@ class Prepared:
     skipped: dict[str, list[str]]  # per split, the unusable samples left out (data.skip_bad), as "where: problem"
     text_fit: dict[str, dict[str, Any] | None]  # per split, texts truncated by the tokenizer (mmreg.textfit.measure)
     strategy: PeftStrategy  # applied to model.encoder; a loop callback during training
+    checks: dict[str, str] = field(default_factory=dict)  # per split, which unusable-image check ran (mmreg.badimages)
 
     @property
     def classes(self) -> list[str]:
@@ -129,6 +130,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     truncation merge texts, reporting both in the result instead of refusing them.
     """
     from . import textfit
+    from .badimages import check_mode, describe_check
     from .data import require_samples, without_bad
     from .images import parse_colour
     from .model import MultimodalModel
@@ -144,8 +146,11 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     task.name = task_name
     check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
-    train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background)
-    val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", skip, background)
+    data = exp.data
+    modes = {split: check_mode(len(dataset.split(split)), data.full_check_max) for split in ("train", "val")}
+    train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background, modes["train"])
+    val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", skip, background, modes["val"])
+    checks = {s: describe_check(s, len(dataset.split(s)), m, data.full_check_max, data.max_unreadable) for s, m in modes.items()}
     require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size if strict else 1)
     require_samples(val_split, exp.dataset.name, "val", 2 if strict else 1)
 
@@ -162,13 +167,19 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
     strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy)
+    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy, checks)
 
 
 def collate_for(prepared: Prepared) -> Any:
     from .data import Collate
 
     return Collate(prepared.model.encoder, prepared.task)
+
+
+def loading_notes(p: Prepared, num_workers: int) -> list[str]:
+    """Progress lines on how the data is read: the unusable-image check of each split, the workers."""
+    workers = f"{num_workers} DataLoader worker processes" if num_workers else "images loaded in the training process"
+    return [*(f"data check: {line}" for line in p.checks.values()), f"data loading: {workers} (data.num_workers={p.exp.data.num_workers})"]
 
 
 def is_main_process() -> bool:
@@ -213,7 +224,7 @@ def run(
     """
     from .adapters import parameter_counts, save_adapters
     from .config import load_experiment
-    from .data import AugmentedSplit, make_loader
+    from .data import AugmentedSplit, local_processes, make_loader, resolve_workers
     from .determinism import deterministic_kernels
     from .distributed import check_launch
     from .precision import cuda_capability, resolve_precision, tf32_applies, tf32_matmuls, used_precision
@@ -249,9 +260,12 @@ def run(
     tf32 = tf32_applies(device.type, cuda_capability(device), exp.train.tf32)
     with deterministic_kernels(exp.train.deterministic), tf32_matmuls(tf32), tracking:
         collate = collate_for(p)
+        device = pick_device(exp.train.device)
         val_loader = make_loader(
-            p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed, num_workers=exp.data.num_workers
-        )
+            p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed,
+            num_workers=resolve_workers(exp.data.num_workers, device, local_processes()),
+            pin_memory=device.type == "cuda", max_unreadable=exp.data.max_unreadable,
+        )  # fmt: skip
         computed = [name for evaluation in p.task.evaluations(model) for name in evaluation.names]
         metric = exp.train.metric or (computed[0] if computed else "")
         if metric not in computed:
@@ -266,6 +280,7 @@ def run(
             run_dir=None,
             metric=metric,
             num_workers=exp.data.num_workers,
+            max_unreadable=exp.data.max_unreadable,
             optim=exp.optim,
             callbacks=[p.strategy, *callbacks],
             image_groups=split_groups(p.dataset, "train", p.train_split),
@@ -287,7 +302,8 @@ def run(
             from .progress import training_progress
             from .textfit import note
 
-            with training_progress(notes=[line for line in [note(p.text_fit)] if line]) as on_step:
+            notes = [*loading_notes(p, trainer.num_workers), *[line for line in [note(p.text_fit)] if line]]
+            with training_progress(notes=notes) as on_step:
                 result = trainer.fit(on_step)
         else:
             result = trainer.fit()
@@ -307,6 +323,9 @@ def run(
         summary["classes"] = len(p.classes)
     if any(p.skipped.values()):
         summary["skipped"] = {split: len(problems) for split, problems in p.skipped.items()}
+    unreadable = {t.split: t.summary() for t in (trainer.loader.tally, val_loader.tally) if t.problems}
+    if unreadable:
+        summary["unreadable"] = unreadable  # failed to decode while loading: skipped, counted, named
     summary["text"] = p.text_fit
     summary.update(
         {

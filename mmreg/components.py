@@ -136,6 +136,13 @@ class Encoder(nn.Module):
         pixels) for an encoder that pads images of different sizes into one batch (ViLT)."""
         return {"pixel_values": self.preprocess(images)}
 
+    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor] | None:
+        """``pixel_inputs`` before rescaling and normalisation: ``pixel_values`` uint8 [N, 3, H, W]
+        (0-255, resized and cropped as ``pixel_inputs``), so DataLoader workers send a quarter of
+        the bytes and the device normalises with ``image_normalization`` (``mmreg.pixels``); the
+        result must equal ``pixel_inputs``. None (the default): this encoder gives float pixels only."""
+        return None
+
     def joint_fusion(self) -> Fusion:
         """A single-stream encoder's own fusion: ``fuse`` runs the model on matched pairs, ``score``
         rates every pair (image-text matching); see ``single_stream``."""
@@ -387,6 +394,10 @@ class Samples(Sequence[Sample]):
     def sample(self, index: int) -> Sample:
         raise NotImplementedError
 
+    def where(self, index: int) -> str:
+        """Names sample ``index`` in messages ("train.csv row 3", a file path)."""
+        return f"sample {index}"
+
     @overload
     def __getitem__(self, index: int) -> Sample: ...
     @overload
@@ -432,6 +443,14 @@ class Dataset:
             except Exception as exc:  # any failure to produce a sample makes it unusable
                 bad.append((i, f"{type(exc).__name__}: {exc}"))
         return bad
+
+    def check_headers(self, name: str) -> list[tuple[int, str]]:
+        """The cheap check of a split too large to decode before training (``data.full_check_max``):
+        what can be found without decoding (a missing file, an unreadable header), as (index,
+        problem). The default finds nothing; samples that fail to decode while training are then
+        skipped, counted and capped (``mmreg.badimages``). File-backed datasets read headers in
+        parallel (``mmreg.badimages.header_problem``, ``parallel_map``)."""
+        return []
 
     def texts(self, name: str, field: str = "caption") -> list[str]:
         """One text field ("caption", "question", "answer") of a split; override when

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
 from .errors import ConfigError, did_you_mean
 
@@ -57,7 +57,15 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     skip_bad: bool = Field(False, description="skip and count unusable samples instead of stopping before training")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: load in the main process)")
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; 0: load in the main process; auto: none on the CPU, else from the CPUs per process (at most 8)"
+    )
+    full_check_max: int = Field(
+        50_000, ge=0, description="splits up to this many samples are fully decoded before training; larger ones get a header-only check"
+    )
+    max_unreadable: float = Field(
+        0.01, ge=0, le=1, description="stop the run when more than this share of a split fails to decode while loading (each is skipped)"
+    )
     background: str = Field("white", description="colour transparent pixels are composited onto: a name or #rrggbb")
     max_merged_by_truncation: float = Field(
         0.05, ge=0, le=1, description="refuse a run when truncation makes more than this share of a split's distinct texts identical"

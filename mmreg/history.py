@@ -285,7 +285,7 @@ def evaluate_run(
     run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
 
     from .api import collate_for
-    from .data import make_loader
+    from .data import make_loader, resolve_workers
     from .train import evaluate, pick_device
 
     torch_device = pick_device(device)
@@ -300,8 +300,10 @@ def evaluate_run(
         batch_size or exp.train.eval_batch_size,
         shuffle=False,
         seed=exp.seed,
-        num_workers=exp.data.num_workers,
+        num_workers=resolve_workers(exp.data.num_workers, torch_device),
         pin_memory=torch_device.type == "cuda",
+        split=split,
+        max_unreadable=exp.data.max_unreadable,
     )
     metrics = evaluate(model, loader, torch_device)
     return {

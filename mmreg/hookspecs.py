@@ -71,7 +71,10 @@ def mmreg_register_encoders(register: Register) -> None:
     from the model), its batch image tensors in ``pixel_inputs`` (``pixel_mask``
     where it pads), and optionally a fine-tuned ``answer_head()``; any chosen
     fusion other than ``none`` is refused before it is built (see
-    ``mmreg.components.Encoder.single_stream``).
+    ``mmreg.components.Encoder.single_stream``). An encoder may give its
+    resized, cropped pixels as uint8 in ``pixel_inputs_uint8`` (normalised on
+    the device with its ``image_normalization``; ``mmreg.testing.check_encoder``
+    checks they equal ``pixel_inputs``).
     """
 
 
@@ -140,6 +143,10 @@ def mmreg_register_datasets(register: Register) -> None:
     frame, whole file decoded) and return them in their own mode: the core makes
     every sample's image RGB with ``mmreg.images.to_rgb`` (16-bit scaled,
     transparency composited onto ``data.background``) before augmentation.
+    ``check(split)`` finds unusable samples before training (file and row);
+    for splits above ``data.full_check_max`` the core calls the cheaper
+    ``check_headers(split)`` instead, and ``Samples.where(index)`` names a sample
+    that fails to decode while loading (``mmreg.badimages``).
     """
 
 

@@ -49,6 +49,7 @@ def inspect_data(
     from .api import collate_for, prepare
     from .data import AugmentedSplit
     from .errors import ConfigError
+    from .pixels import normalize_pixels
     from .runs import atomic_path, write_atomic, write_json
     from .streams import head, is_stream
 
@@ -64,8 +65,8 @@ def inspect_data(
     if split == "train":
         chosen = AugmentedSplit(chosen, p.augmenters, p.exp.seed)  # epoch 0, as the run's first pass
     items = head(chosen, n) if is_stream(chosen) else [chosen[i] for i in range(min(n, len(chosen)))]
-    batch = {k: v.contiguous() for k, v in collate_for(p)(items).items()}
     encoder = p.model.encoder
+    batch = {k: v.contiguous() for k, v in normalize_pixels(collate_for(p)(items), encoder).items()}
     texts = encoder.decode(batch["input_ids"]) or [getattr(s, p.task.text) for s in items]
 
     folder = Path(out)

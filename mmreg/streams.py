@@ -171,7 +171,7 @@ class StreamEpochs:
         self.stream.epoch, self.stream.start = epoch, start_at
 
 
-def train_loader(
+def stream_loader(
     augmented: Any, collate: Callable, batch_size: int, seed: int, *, rank: int, world: int, num_workers: int, pin_memory: bool
 ) -> tuple[StreamEpochs, DataLoader]:
     """The trainer's loader over ``augmented`` (``mmreg.data.AugmentedSplit`` of a ``StreamSplit``)."""
@@ -217,4 +217,4 @@ def eval_loader(split: StreamSplit, collate: Callable, batch_size: int, *, num_w
     return DataLoader(EvalStream(split, collate, batch_size), batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
 
 
-__all__ = ["IterableSamples", "LazySample", "StreamSplit", "deal", "eval_loader", "head", "is_stream", "lane_seed", "originals", "train_loader"]
+__all__ = ["IterableSamples", "LazySample", "StreamSplit", "deal", "eval_loader", "head", "is_stream", "lane_seed", "originals", "stream_loader"]

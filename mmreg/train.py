@@ -9,25 +9,26 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .components import LoopCallback
+from .components import Encoder, LoopCallback
 from .config import OptimConfig, TrainConfig
-from .data import AugmentedSplit, Collate
+from .badimages import Tally
+from .data import AugmentedSplit, Batches, Collate, local_processes, resolve_workers, train_loader
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
 from .optim import build_optimizer
+from .pixels import normalize_pixels
 from .precision import resolve_precision
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
-from .streams import is_stream, train_loader
+from .streams import is_stream, stream_loader
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -51,8 +52,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device, encoder: Encoder | None = None) -> dict[str, torch.Tensor]:
+    """The batch on ``device``; uint8 pixels normalised there for ``encoder`` (``mmreg.pixels``)."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return moved if encoder is None else normalize_pixels(moved, encoder)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -66,14 +69,14 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 @torch.inference_mode()
-def evaluate(model: MultimodalModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+def evaluate(model: MultimodalModel, loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device) -> dict[str, float]:
     """The task's metrics (``Task.evaluations``) over the split: each batch is loaded and
     encoded once, and every evaluation reads the same features."""
     was_training = model.training
     model.eval()
     evaluations = model.task.evaluations(model)
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, model.encoder)
         features = model.encode(batch)
         for evaluation in evaluations:
             evaluation.update(model, features, batch)
@@ -144,13 +147,14 @@ class Trainer:
         model: MultimodalModel,
         train_samples: Sequence[Any],
         collate: Collate,
-        val_loader: DataLoader,
+        val_loader: Iterable[Mapping[str, torch.Tensor]],
         cfg: TrainConfig,
         *,
         seed: int,
         run_dir: Path | None,
         metric: str,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
+        max_unreadable: float = 0.01,
         optim: OptimConfig | None = None,
         callbacks: Sequence[LoopCallback] = (),
         image_groups: Sequence[int] | None = None,
@@ -174,19 +178,17 @@ class Trainer:
             enable_gradient_checkpointing(model)
         self.train_samples = train_samples
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self.sampler = EpochBatches(len(train_samples), cfg.batch_size, seed, rank=rank, world=world, groups=image_groups)
-        self.loader = DataLoader(
-            train_samples,
-            batch_sampler=self.sampler,
-            collate_fn=collate,
-            num_workers=num_workers,
-            pin_memory=self.device.type == "cuda",
-            # each new iterator draws a worker seed; from the global RNG it would shift dropout after a resume
-            generator=torch.Generator().manual_seed(seed),
-        )
+        self.num_workers = resolve_workers(num_workers, self.device, local_processes())
+        pin = self.device.type == "cuda"
         if is_stream(train_samples):  # a stream batches itself (mmreg.streams)
-            self.sampler, self.loader = train_loader(
-                train_samples, collate, cfg.batch_size, seed, rank=rank, world=world, num_workers=num_workers, pin_memory=self.device.type == "cuda"
+            self.sampler, stream = stream_loader(
+                train_samples, collate, cfg.batch_size, seed, rank=rank, world=world, num_workers=self.num_workers, pin_memory=pin
+            )
+            self.loader = Batches(stream, Tally("train", len(train_samples), max_unreadable))
+        else:
+            self.sampler = EpochBatches(len(train_samples), cfg.batch_size, seed, rank=rank, world=world, groups=image_groups)
+            self.loader = train_loader(
+                train_samples, self.sampler, collate, seed=seed, num_workers=self.num_workers, pin_memory=pin, max_unreadable=max_unreadable
             )
         self.steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if self.steps_per_epoch == 0:
@@ -329,7 +331,7 @@ class Trainer:
         with StopSignals() as signals:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
-                batch = to_device(next(batches), self.device)
+                batch = to_device(next(batches), self.device, self.bare_model.encoder)
                 if micro % accum == 0:  # the first micro-batch of an optimizer step
                     for callback in self.callbacks:
                         callback.on_step_start(loop.step)

@@ -13,7 +13,7 @@ from accelerate import PartialState
 from mmreg.api import prepare
 from mmreg.config import validate
 from mmreg.data import AugmentedSplit
-from mmreg.streams import train_loader
+from mmreg.streams import stream_loader
 
 
 def captions(samples):
@@ -22,7 +22,7 @@ def captions(samples):
 
 state = PartialState(cpu=True)
 p = prepare(validate(json.loads(sys.argv[1])))
-sampler, loader = train_loader(
+sampler, loader = stream_loader(
     AugmentedSplit(p.train_split, p.augmenters, p.exp.seed), captions, p.exp.train.batch_size, p.exp.seed,
     rank=state.process_index, world=state.num_processes, num_workers=2, pin_memory=False,
 )  # fmt: skip

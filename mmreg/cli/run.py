@@ -134,4 +134,9 @@ def _print_summary(summary: dict) -> None:
             f"; {name} tower {t['trainable_parameters']:,} of {t['parameters']:,}" for name, t in summary.get("towers", {}).items()
         )
     )
+    for split, failed in summary.get("unreadable", {}).items():
+        console.print(
+            f"{split}: {failed['count']} samples failed to decode while loading and were skipped: {'; '.join(failed['names'])}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     console.print(f"run directory: {summary['run_dir']}")

@@ -15,6 +15,7 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
 
     Raises ContractViolation naming the broken contract."""
     encoder.eval()
+    check_uint8_pixels(encoder, images)
     if encoder.single_stream:
         check_single_stream(encoder, images, texts)
         return
@@ -36,6 +37,26 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
         expect(text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool()), who,
                "the text mask is the attention mask", "the mask differs from tokenize's attention_mask")  # fmt: skip
     check_towers(encoder)
+
+
+def check_uint8_pixels(encoder: Encoder, images: list) -> None:
+    """Where the encoder gives uint8 pixels (``pixel_inputs_uint8``), normalising them on the device
+    (``mmreg.pixels.normalize_pixels``) gives its ``pixel_inputs`` to 1e-5: what a checkpoint was trained on.
+
+    Raises ContractViolation naming the broken contract."""
+    from ..pixels import normalize_pixels
+
+    raw = encoder.pixel_inputs_uint8(images)
+    if raw is None:
+        return
+    who, contract = f"encoder {type(encoder).__name__}", "pixel_inputs_uint8 normalised on the device equals pixel_inputs"
+    expect(raw["pixel_values"].dtype == torch.uint8, who, contract, f"pixel_values of dtype {raw['pixel_values'].dtype}, not uint8")
+    ours, theirs = normalize_pixels(raw, encoder), encoder.pixel_inputs(images)
+    expect(ours.keys() == theirs.keys(), who, contract, f"keys {sorted(ours)} vs {sorted(theirs)}")
+    for key, value in theirs.items():
+        expect(ours[key].shape == value.shape, who, contract, f"{key}: {tuple(ours[key].shape)} vs {tuple(value.shape)}")
+        worst = (ours[key].float() - value.float()).abs().max().item()
+        expect(worst <= 1e-5, who, contract, f"{key} differs by up to {worst:.2e}")
 
 
 def check_single_stream(encoder: Encoder, images: list, texts: list[str]) -> None:

@@ -65,8 +65,23 @@ class ImageSplit(Samples):
         record = self.records[index]
         return Sample(open_image(record.image), record.caption, record.label, image_id=record.image_id)
 
+    def where(self, index: int) -> str:
+        record = self.records[index]
+        return f"{record.where}: image {record.image}" if record.where else f"image {record.image}"
+
     def check(self) -> list[tuple[int, str]]:
         return [(i, problem) for i, record in enumerate(self.records) if (problem := record.problem()) is not None]
+
+    def check_headers(self) -> list[tuple[int, str]]:
+        """Each image's header only, read by a thread pool (``mmreg.badimages.header_problem``)."""
+        from mmreg.badimages import header_problem, parallel_map
+
+        found = parallel_map(header_problem, [record.image for record in self.records])
+        return [(i, self._named(i, problem)) for i, problem in enumerate(found) if problem is not None]
+
+    def _named(self, index: int, problem: str) -> str:
+        where = self.records[index].where
+        return f"{where}: {problem}" if where else problem
 
 
 def hold_out(count: int, fraction: float, rng: np.random.Generator) -> list[int]:
@@ -90,6 +105,9 @@ class DiskDataset(Dataset):
 
     def check(self, name: str) -> list[tuple[int, str]]:
         return self.split(name).check()
+
+    def check_headers(self, name: str) -> list[tuple[int, str]]:
+        return self.split(name).check_headers()
 
     def texts(self, name: str, field: str = "caption") -> list[str]:
         """Captions without opening a single image."""

@@ -85,6 +85,10 @@ class VqaSplit(Samples):
     def __len__(self) -> int:
         return len(self.questions)
 
+    def where(self, index: int) -> str:
+        q = self.questions[index]
+        return f"question {q.question_id}: image {q.image}"
+
     def sample(self, index: int) -> Sample:
         q = self.questions[index]
         return Sample(open_image(q.image), q.question, question=q.question, answer=q.answer, answers=q.answers,

@@ -57,6 +57,12 @@ class ClipEncoder(Encoder):
         """Resize, centre-crop and normalise exactly as the checkpoint was trained."""
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
+    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image processor's resize and crop on uint8 pixels; normalised on the device (mmreg.pixels)."""
+        from mmreg.pixels import processor_uint8
+
+        return processor_uint8(self.image_processor, images)
+
     def image_normalization(self) -> tuple[list[float], list[float]]:
         return list(self.image_processor.image_mean), list(self.image_processor.image_std)
 

@@ -67,6 +67,19 @@ class DualEncoder(Encoder):
         """timm's eval transform for this model: resize, centre crop, normalise with its mean and std."""
         return torch.stack([self.transform(image.convert("RGB")) for image in images])
 
+    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """timm's eval transform up to its tensor conversion (PIL resize and centre crop), as uint8;
+        the device rescales and normalises with timm's mean and std (mmreg.pixels)."""
+        import numpy as np
+
+        resize_and_crop = self.transform.transforms[:-2]  # drop MaybeToTensor and Normalize
+        arrays = []
+        for image in images:
+            for step in resize_and_crop:
+                image = step(image)
+            arrays.append(np.asarray(image.convert("RGB")))
+        return {"pixel_values": torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()}
+
     def image_normalization(self) -> tuple[list[float], list[float]]:
         return list(self.data_config["mean"]), list(self.data_config["std"])
 

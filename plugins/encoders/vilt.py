@@ -79,6 +79,13 @@ class ViltEncoder(Encoder):
         out = self.image_processor(images=list(images), return_tensors="pt")
         return {"pixel_values": out["pixel_values"], "pixel_mask": out["pixel_mask"]}
 
+    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """``pixel_inputs`` on uint8 pixels (padding 0, ``pixel_mask`` as there); normalised on the
+        device (mmreg.pixels), which keeps the padding at 0 as the processor does."""
+        from mmreg.pixels import processor_uint8
+
+        return processor_uint8(self.image_processor, images)
+
     def image_normalization(self) -> tuple[list[float], list[float]]:
         return list(self.image_processor.image_mean), list(self.image_processor.image_std)
 

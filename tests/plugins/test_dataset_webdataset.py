@@ -22,7 +22,7 @@ from mmreg.api import prepare
 from mmreg.config import validate
 from mmreg.data import AugmentedSplit, make_loader
 from mmreg.errors import DataError
-from mmreg.streams import StreamSplit, train_loader
+from mmreg.streams import StreamSplit, stream_loader
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def test_lanes_split_processes_and_workers_without_duplication_and_resume_exactl
     p = prepare(validate(experiment(tmp_path)))
     seen = {}
     for rank in (0, 1):  # the loaders two processes build, each with two DataLoader workers
-        sampler, loader = train_loader(AugmentedSplit(p.train_split, [], 0), captions, 8, 0, rank=rank, world=2, num_workers=2, pin_memory=False)
+        sampler, loader = stream_loader(AugmentedSplit(p.train_split, [], 0), captions, 8, 0, rank=rank, world=2, num_workers=2, pin_memory=False)
         sampler.set_epoch(3)
         batches = list(loader)
         assert len(batches) == len(sampler) == 4

@@ -17,10 +17,10 @@ import random
 import shutil
 import signal
 import subprocess
-import tarfile
 import sys
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,6 +265,9 @@ CASES = [
     Case("shortlist-zero", ["run", "--set", "eval.shortlist=0"]),
     Case("shortlist-without-pooled-vectors", ["run", "--encoder", "dual", "--fusion", "gated", "--set", "eval.shortlist=8", "--device", "cpu",
                                               "--set", "dataset.train_size=32", "--set", "dataset.val_size=16", "--batch-size", "8"]),
+    # above data.full_check_max only headers are read before training: they still find a non-image and a missing file
+    Case("files-header-check-non-image", ["run", *FILES, "--set", "data.full_check_max=0"], corrupt_image(b"this is a text file, not a PNG\n")),
+    Case("files-header-check-missing-image", ["run", *FILES, "--set", "data.full_check_max=0"], csv_with("img/nothere.png,a missing picture")),
     Case("files-non-utf8", ["run", *FILES], lambda d: (csv_with()(d), (d / "pairs.csv").open("ab").write(b"img/img0.png,caf\xe9\n"))),
     Case("folder-missing", ["run", "--dataset", "folder", "--set", "dataset.root=nothere"]),
     Case("folder-empty", ["run", "--dataset", "folder", "--set", "dataset.root=empty"], lambda d: (d / "empty").mkdir()),
@@ -406,18 +409,21 @@ def kill_at_a_random_moment(proc: subprocess.Popen, checkpoints: Path, rng: rand
     return writing(checkpoints)
 
 
-def kill_and_resume(where: Path, kills: int = 10, seed: int = 0) -> dict[str, object]:
-    """Train ``KILLED`` once whole, then again SIGKILLed ``kills`` times (every other kill as soon as a
-    checkpoint write is under way), resuming after each kill and checking that ``checkpoints/last`` is
-    whole. Returns the counts and whether the final weights and metrics equal the whole run's."""
+def kill_and_resume(
+    where: Path, kills: int = 10, seed: int = 0, whole_args: Sequence[str] = (), killed_args: Sequence[str] = ()
+) -> dict[str, object]:
+    """Train ``KILLED`` (plus ``whole_args``) once whole, then again (plus ``killed_args``) SIGKILLed
+    ``kills`` times (every other kill as soon as a checkpoint write is under way), resuming after each
+    kill and checking that ``checkpoints/last`` is whole. Returns the counts and whether the final
+    weights and metrics equal the whole run's."""
     from mmreg.checkpoint import read_state
 
-    whole = mmreg("run", *KILLED, "--name", "whole", cwd=where)
+    whole = mmreg("run", *KILLED, *whole_args, "--name", "whole", cwd=where)
     assert whole.returncode == 0, whole.stderr
     rng = random.Random(seed)
     run_dir = where / "runs" / "killed"
     checkpoints = run_dir / "checkpoints"
-    proc = start("run", *KILLED, "--name", "killed", cwd=where)
+    proc = start("run", *KILLED, *killed_args, "--name", "killed", cwd=where)
     done, inside_a_write, whole_checkpoints = 0, 0, 0
     while done < kills:
         landed = kill_at_a_random_moment(proc, checkpoints, rng, mid_write=done % 2 == 0)

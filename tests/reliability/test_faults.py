@@ -30,3 +30,12 @@ def test_ten_kills_and_resumes_end_bit_identical_to_an_uninterrupted_run(tmp_pat
     assert result["kills_inside_a_checkpoint_write"] >= 1, "no kill landed inside a checkpoint write"
     assert result["finished"] and result["leftovers"] == []
     assert result["same_weights"] and result["same_metrics"]
+
+
+def test_a_run_with_two_workers_killed_and_resumed_ends_bit_identical_to_one_without_workers(tmp_path):
+    # augmentation seeded by (seed, epoch, index) over three epochs: persistent workers must see each epoch
+    short = ["--augment", "albumentations", "--max-steps", "12", "--set", "dataset.train_size=32", "--set", "train.eval_every=4"]
+    result = kill_and_resume(tmp_path, kills=1, whole_args=[*short, "--set", "data.num_workers=0"],
+                             killed_args=[*short, "--set", "data.num_workers=2"])  # fmt: skip
+    assert result["kills"] == 1 and result["finished"]
+    assert result["same_weights"] and result["same_metrics"]
