@@ -1,6 +1,8 @@
 """Retrieval evaluation at scale: the time to evaluate N validation pairs with a pairwise fusion
 (gated), scoring every pair in memory-bounded blocks against a shortlist of K candidates per
-query rescored by the fusion (eval.shortlist, as ALBEF and BLIP evaluate), at N = 1k, 4k, 16k.
+query rescored by the fusion (eval.shortlist, as ALBEF and BLIP evaluate), at N = 1k, 4k, 16k;
+and the pre-training check of unusable images at 1k and 100k files, full decode against headers
+only (benchmarks/scale_check.py, which also runs alone).
 
 Features are random tensors (the width and token counts of the model's features after
 projection) fed to the real GatedFusion and the real RetrievalEvaluation, so the figures are
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 
 from common import environment, log, parse_args, sync
+from scale_check import check_figures
 from mmreg.components import Encoded, Modality
 from mmreg.metrics import RetrievalEvaluation, rows_per_block, shortlist_ranks
 from mmreg_plugins.fusions.gated import GatedFusion
@@ -39,6 +42,8 @@ def own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--budget", type=float, default=30.0, help="seconds the fusion may take in one measured evaluation; beyond: extrapolated (default 30)")
     ap.add_argument("--probe-rows", type=int, default=4, help="image rows scored against every caption to measure the cost of a pair (default 4)")
     ap.add_argument("--memory-mb", type=int, default=512, help="eval.score_memory_mb (default 512)")
+    ap.add_argument("--check-sizes", type=int, nargs="*", default=[1000, 100000], help="files for the pre-training check, full decode vs headers (default 1000 100000; none: skip)")
+    ap.add_argument("--check-side", type=int, default=32, help="side of the synthetic check images in pixels (default 32)")
 
 
 def features(n: int, args: argparse.Namespace, device: torch.device) -> list[Encoded]:
@@ -150,6 +155,8 @@ def main() -> None:
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "sizes": evaluation_figures(args, device),
         },
+        # the pre-training check of unusable images (benchmarks/scale_check.py)
+        "check": check_figures(args.check_sizes, args.check_side, 3, args.seed) if args.check_sizes else None,
         "environment": environment(),
     }
     print(json.dumps(result, indent=2))

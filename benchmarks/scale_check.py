@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -83,8 +84,14 @@ def main() -> None:
     ap.add_argument("--repetitions", type=int, default=3, help="timed passes of each check per size (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    results = [measure(n, args.side, args.repetitions, args.seed) for n in sizes]
+    print(json.dumps({"benchmark": "scale_check", "cpus": len(os.sched_getaffinity(0)),
+                      **check_figures([int(s) for s in args.sizes.split(",")], args.side, args.repetitions, args.seed),
+                      **common.environment()}))  # fmt: skip
+
+
+def check_figures(sizes: list[int], side: int, repetitions: int, seed: int) -> dict[str, Any]:
+    """The check at each size and how each mode grows from the first size to the last."""
+    results = [measure(n, side, repetitions, seed) for n in sizes]
     growth = {}
     if len(results) >= 2:
         first, last = results[0], results[-1]
@@ -94,8 +101,7 @@ def main() -> None:
             "full_decode_time_ratio": round(last["full_decode_s"] / first["full_decode_s"], 1),
             "headers_time_ratio": round(last["headers_s"] / first["headers_s"], 1),
         }
-    print(json.dumps({"benchmark": "scale_check", "cpus": len(os.sched_getaffinity(0)), "results": results, "growth": growth,
-                      **common.environment()}))  # fmt: skip
+    return {"results": results, "growth": growth}
 
 
 if __name__ == "__main__":
