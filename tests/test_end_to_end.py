@@ -102,6 +102,7 @@ def test_saved_config_reloads_as_the_resolved_experiment(which, gated, dual, run
     exp = exp if isinstance(exp, Experiment) else validate(exp)
     host = load_plugins()
     expected = resolve(exp, host).model_dump()
+    expected["train"]["precision"] = "fp32"  # `auto` is saved as what it stood for on this device (the CPU)
     reloaded = load_experiment(Path(summary["run_dir"]) / "config.toml")
     assert reloaded.name == which and reloaded.train.max_steps == 3 and reloaded.model.dim == 32
     # TOML has no null, so parameters left at None (encoder.pretrained) are not written;
