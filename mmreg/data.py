@@ -163,7 +163,7 @@ class Batches:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.loader:
-            failed = batch.pop(UNREADABLE, None)
+            failed = batch.pop(UNREADABLE, None) if isinstance(batch, dict) else None
             if failed:
                 self.tally.record(failed)
             yield batch

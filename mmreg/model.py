@@ -9,6 +9,7 @@ from torch import nn
 
 from .components import Encoded, Encoder, Fusion, Loss, Modality, Step, Task
 from .distributed import gather_modality, is_distributed, rank_offset
+from .pixels import normalize_pixels
 
 
 def projection(width: int, dim: int) -> nn.Module:
@@ -68,7 +69,9 @@ class MultimodalModel(nn.Module):
 
     def encode(self, batch: Mapping[str, torch.Tensor]) -> Encoded:
         """Both modalities projected, and the encoder's own image tokens where the task reads them;
-        for a single-stream encoder, the raw inputs its own fusion reads (``Encoder.single_stream``)."""
+        for a single-stream encoder, the raw inputs its own fusion reads (``Encoder.single_stream``).
+        uint8 pixels (``Encoder.pixel_inputs_uint8``) are normalised here, on the model's device."""
+        batch = normalize_pixels(batch, self.encoder)
         if self.encoder.single_stream:
             mask = batch.get("pixel_mask")
             image = Modality(tokens=batch["pixel_values"], mask=None if mask is None else mask.bool())
@@ -81,6 +84,7 @@ class MultimodalModel(nn.Module):
         return Encoded(self._project(raw, self.image_proj), self._project(raw_text, self.text_proj), image_tokens, pooled)  # type: ignore[arg-type]
 
     def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
+        batch = normalize_pixels(batch, self.encoder)  # the views' pixels too; encode's pass is then a no-op
         features = self.encode(batch)
         image, text = features.image, features.text
         step = Step(image, text, labels=batch.get("labels"))

@@ -17,14 +17,13 @@ from typing import Any
 import torch
 
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .components import Encoder, LoopCallback
+from .components import LoopCallback
 from .config import OptimConfig, TrainConfig
 from .badimages import Tally
 from .data import AugmentedSplit, Batches, Collate, local_processes, resolve_workers, train_loader
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
 from .optim import build_optimizer
-from .pixels import normalize_pixels
 from .precision import resolve_precision
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
@@ -52,10 +51,9 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def to_device(batch: Mapping[str, torch.Tensor], device: torch.device, encoder: Encoder | None = None) -> dict[str, torch.Tensor]:
-    """The batch on ``device``; uint8 pixels normalised there for ``encoder`` (``mmreg.pixels``)."""
-    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    return moved if encoder is None else normalize_pixels(moved, encoder)
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch on ``device`` (uint8 pixels stay uint8: the model normalises them there, ``mmreg.pixels``)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -76,7 +74,7 @@ def evaluate(model: MultimodalModel, loader: Iterable[Mapping[str, torch.Tensor]
     model.eval()
     evaluations = model.task.evaluations(model)
     for batch in loader:
-        batch = to_device(batch, device, model.encoder)
+        batch = to_device(batch, device)
         features = model.encode(batch)
         for evaluation in evaluations:
             evaluation.update(model, features, batch)
@@ -331,7 +329,7 @@ class Trainer:
         with StopSignals() as signals:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
-                batch = to_device(next(batches), self.device, self.bare_model.encoder)
+                batch = to_device(next(batches), self.device)
                 if micro % accum == 0:  # the first micro-batch of an optimizer step
                     for callback in self.callbacks:
                         callback.on_step_start(loop.step)
