@@ -11,6 +11,7 @@ import mmreg
 from mmreg.api import collate_for, prepare
 from mmreg.config import validate
 from mmreg.errors import IncompatibleParts
+from mmreg.pixels import normalize_pixels
 from mmreg.plugins import load_plugins
 from mmreg.text import build_word_tokenizer
 from mmreg_plugins.tasks.vqa import answer_vocabulary
@@ -63,7 +64,8 @@ def test_same_logits_and_loss_as_transformers_on_a_padded_batch(qa_dir):
     p.model.eval()
     samples, batch = padded_batch(p)
     assert batch["pixel_mask"].shape[0] == 2 and not bool(batch["pixel_mask"].all())  # padding happened
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "pixel_mask")}
+    normalised = normalize_pixels(batch, p.model.encoder)  # the batch carries uint8 pixels; the model normalises them
+    inputs = {k: normalised[k] for k in ("input_ids", "attention_mask", "pixel_values", "pixel_mask")}
     with torch.no_grad():
         step = p.model.step(batch)
         expected = reference(**inputs, labels=batch["labels"][:, : len(answers)])
