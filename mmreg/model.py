@@ -71,7 +71,10 @@ class MultimodalModel(nn.Module):
         """Both modalities projected, and the encoder's own image tokens where the task reads them;
         for a single-stream encoder, the raw inputs its own fusion reads (``Encoder.single_stream``).
         uint8 pixels (``Encoder.pixel_inputs_uint8``) are normalised here, on the model's device."""
-        batch = normalize_pixels(batch, self.encoder)
+        return self._encode(normalize_pixels(batch, self.encoder))
+
+    def _encode(self, batch: Mapping[str, torch.Tensor]) -> Encoded:
+        """``encode`` of a batch whose pixels are already normalised."""
         if self.encoder.single_stream:
             mask = batch.get("pixel_mask")
             image = Modality(tokens=batch["pixel_values"], mask=None if mask is None else mask.bool())
@@ -84,8 +87,8 @@ class MultimodalModel(nn.Module):
         return Encoded(self._project(raw, self.image_proj), self._project(raw_text, self.text_proj), image_tokens, pooled)  # type: ignore[arg-type]
 
     def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
-        batch = normalize_pixels(batch, self.encoder)  # the views' pixels too; encode's pass is then a no-op
-        features = self.encode(batch)
+        batch = normalize_pixels(batch, self.encoder)  # the views' pixels too
+        features = self._encode(batch)
         image, text = features.image, features.text
         step = Step(image, text, labels=batch.get("labels"))
         if "scores" in self.needs:
