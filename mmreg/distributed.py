@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .components import Modality
 from .errors import ConfigError
+from .modality import Modality
 
 # What `accelerate launch` sets for a sharded-training config (accelerate's parse_flag_from_env reads them)
 SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import column_logsumexp
+from .modality import full_mask as full_mask  # re-exported from its low-level home
 from .params import AttentionBlockParams as AttentionBlockParams  # re-exported from its light home
 
 
@@ -28,11 +30,6 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def full_mask(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The mask, or all-True when a modality has no padding."""
-    return mask if mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-
-
 def symmetric_infonce(logits: torch.Tensor, offset: int | None = None) -> torch.Tensor:
     """Cross-entropy with matches on the diagonal, averaged over rows (image->text) and columns (text->image).
 
@@ -47,8 +44,6 @@ def symmetric_infonce(logits: torch.Tensor, offset: int | None = None) -> torch.
     if offset is None:
         targets = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-    from .distributed import column_logsumexp  # here: distributed imports components, which imports this module
-
     local = torch.arange(logits.shape[0], device=logits.device)
     targets = offset + local
     matched = logits[local, targets]
