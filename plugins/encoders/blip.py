@@ -6,20 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from mmreg.components import Encoder, Modality, Tower
+from mmreg.components import Modality, Tower
 from mmreg.errors import ConfigError, DataError
+from mmreg.hf_encoder import TransformersEncoder
 from mmreg.text import build_word_tokenizer
 from mmreg_plugins.encoders.blip_plugin import BlipParams
 
-if TYPE_CHECKING:
-    from PIL import Image
 
-
-class BlipEncoder(Encoder):
+class BlipEncoder(TransformersEncoder):
     """Image tokens: the ViT's last hidden states, pooled: its post-layernormed [CLS]. Texts are
     encoded by the decoder's BERT run bidirectionally without cross-attention ([CLS] pooled).
     ``text_decoder`` (``BlipTextLMHeadModel``), ``tokenizer`` and ``decoder_bos_token_id`` are
@@ -28,9 +26,7 @@ class BlipEncoder(Encoder):
     gives_tokens = True
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int) -> None:
-        super().__init__()
-        self.model, self.tokenizer, self.image_processor, self.max_length = model, tokenizer, image_processor, max_length
-        self.max_length_setting = "encoder.max_length"
+        super().__init__(model, tokenizer, image_processor, max_length, "encoder.max_length")
         self.text_decoder = model.text_decoder
         self.decoder_bos_token_id = model.config.text_config.bos_token_id
         self.image_token_dim = self.image_pooled_dim = model.config.vision_config.hidden_size
@@ -42,22 +38,6 @@ class BlipEncoder(Encoder):
         p = BlipParams(**params)
         return load_pretrained(p.pretrained, p.max_length) if p.pretrained else build_tiny(p, captions)
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-
-    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's resize and crop on uint8 pixels; normalised on the device (mmreg.pixels)."""
-        from mmreg.pixels import processor_uint8
-
-        return processor_uint8(self.image_processor, images)
-
-    def image_normalization(self) -> tuple[list[float], list[float]]:
-        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
-
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
     def encode_images(self, pixel_values: torch.Tensor) -> Modality:
         out = self.model.vision_model(pixel_values=pixel_values)
         return Modality(out.pooler_output, out.last_hidden_state, None)
@@ -65,10 +45,6 @@ class BlipEncoder(Encoder):
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality:
         hidden = self.text_decoder.bert(input_ids=input_ids, attention_mask=attention_mask, is_decoder=False).last_hidden_state
         return Modality(hidden[:, 0], hidden, attention_mask.bool())
-
-    def save_preprocessing(self, directory: Path | str) -> None:
-        self.tokenizer.save_pretrained(directory)
-        self.image_processor.save_pretrained(directory)
 
     def towers(self) -> dict[str, Tower]:
         """The ViT (fused ``qkv`` projection) and the decoder's BERT (``query``/``value``)."""

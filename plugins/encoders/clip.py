@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from mmreg.components import Encoder, Modality, Tower
+from mmreg.components import Modality, Tower
 from mmreg.errors import ConfigError, DataError
+from mmreg.hf_encoder import TransformersEncoder
 from mmreg.text import EOS, build_word_tokenizer
 from mmreg_plugins.encoders.clip_plugin import ClipParams
 
-if TYPE_CHECKING:
-    from PIL import Image
 
-
-class ClipEncoder(Encoder):
+class ClipEncoder(TransformersEncoder):
     """CLIP's two towers; pooled outputs are the projected embeddings, tokens the last hidden states."""
 
     gives_tokens = True
@@ -25,11 +23,7 @@ class ClipEncoder(Encoder):
     gives_logit_scale = True  # CLIPModel's learnable logit scale, for the `clip` loss
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, max_length_setting: str | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.max_length, self.max_length_setting = max_length, max_length_setting
+        super().__init__(model, tokenizer, image_processor, max_length, max_length_setting)
         config = model.config
         self.image_token_dim = config.vision_config.hidden_size
         self.text_token_dim = config.text_config.hidden_size
@@ -53,26 +47,6 @@ class ClipEncoder(Encoder):
         for module in (self.model.vision_model.post_layernorm, self.model.visual_projection, self.model.text_projection):
             module.requires_grad_(pooled)
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize, centre-crop and normalise exactly as the checkpoint was trained."""
-        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-
-    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's resize and crop on uint8 pixels; normalised on the device (mmreg.pixels)."""
-        from mmreg.pixels import processor_uint8
-
-        return processor_uint8(self.image_processor, images)
-
-    def image_normalization(self) -> tuple[list[float], list[float]]:
-        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
-
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pad to the batch's longest so short batches stay cheap; truncate at ``max_length``."""
-        batch = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
     def encode_images(self, pixel_values: torch.Tensor) -> Modality:
         out = self.model.get_image_features(pixel_values=pixel_values)
         return Modality(out.pooler_output, out.last_hidden_state, None)
@@ -81,11 +55,6 @@ class ClipEncoder(Encoder):
         out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         return Modality(out.pooler_output, out.last_hidden_state, attention_mask.bool())
 
-    def save_preprocessing(self, directory: Path | str) -> None:
-        """Write tokenizer and image processor beside the weights so ``pretrained=directory`` reloads them."""
-        self.tokenizer.save_pretrained(directory)
-        self.image_processor.save_pretrained(directory)
-
     def towers(self) -> dict[str, Tower]:
         """CLIPModel's two transformers; LoRA adapts the attention's query and value projections (the docs' choice)."""
         return {"vision": Tower("model.vision_model", ("q_proj", "v_proj")), "text": Tower("model.text_model", ("q_proj", "v_proj"))}
@@ -93,8 +62,7 @@ class ClipEncoder(Encoder):
     def export(self, directory: Path) -> None:
         """A transformers directory: ``CLIPModel.from_pretrained(directory)`` (or AutoModel,
         AutoTokenizer, AutoImageProcessor) gives this encoder's pooled embeddings."""
-        self.model.save_pretrained(directory)
-        self.save_preprocessing(directory)
+        self.save_transformers(directory)
 
 
 def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:

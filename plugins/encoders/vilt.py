@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from mmreg.components import Encoder, Modality, PairwiseFusion
+from mmreg.components import Modality, PairwiseFusion
 from mmreg.errors import ConfigError, DataError
+from mmreg.hf_encoder import TransformersEncoder
 from mmreg.text import build_word_tokenizer
 from mmreg_plugins.encoders.vilt_plugin import ViltParams
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 
 class ViltFusion(PairwiseFusion):
@@ -42,9 +40,10 @@ class ViltFusion(PairwiseFusion):
         return out.pooler_output
 
 
-class ViltEncoder(Encoder):
+class ViltEncoder(TransformersEncoder):
     """Single-stream (``single_stream = True``): the model reads the batch's ``pixel_values`` and
-    ``pixel_mask`` (ViLT's processor pads a batch to its largest image) with the token ids, and
+    ``pixel_mask`` with the token ids (ViLT's processor resizes the shortest edge, bounds the longest,
+    makes the sides multiples of 32 and pads a batch to its largest image), and
     ``joint_fusion`` gives the fusion that runs it. ``answer_head`` hands a fine-tuned VQA
     checkpoint's classifier and ``id2label`` to the ``vqa`` task."""
 
@@ -53,9 +52,7 @@ class ViltEncoder(Encoder):
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, classifier: nn.Module | None = None,
                  answers: list[str] | None = None, rank_head: nn.Module | None = None) -> None:  # fmt: skip
-        super().__init__()
-        self.model, self.tokenizer, self.image_processor, self.max_length = model, tokenizer, image_processor, max_length
-        self.max_length_setting = "encoder.max_length"
+        super().__init__(model, tokenizer, image_processor, max_length, "encoder.max_length")
         self.hidden_size = model.config.hidden_size
         self.image_token_dim = self.image_pooled_dim = self.text_token_dim = self.text_pooled_dim = self.hidden_size
         self.__dict__["_answer_head"] = None if classifier is None else (classifier, list(answers or []))  # the task's head owns it
@@ -70,43 +67,15 @@ class ViltEncoder(Encoder):
             encoder.model.config.max_image_length = p.max_image_length
         return encoder
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.pixel_inputs(images)["pixel_values"]
-
-    def pixel_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """ViLT's processor: shortest edge resized, longest bounded, sides multiples of 32, the batch
-        padded to its largest image with ``pixel_mask`` [N, H, W] marking the real pixels."""
-        out = self.image_processor(images=list(images), return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "pixel_mask": out["pixel_mask"]}
-
-    def pixel_inputs_uint8(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """``pixel_inputs`` on uint8 pixels (padding 0, ``pixel_mask`` as there); normalised on the
-        device (mmreg.pixels), which keeps the padding at 0 as the processor does."""
-        from mmreg.pixels import processor_uint8
-
-        return processor_uint8(self.image_processor, images)
-
-    def image_normalization(self) -> tuple[list[float], list[float]]:
-        return list(self.image_processor.image_mean), list(self.image_processor.image_std)
-
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
     def joint_fusion(self) -> ViltFusion:
         return ViltFusion(self, self._rank_head)
 
     def answer_head(self) -> tuple[nn.Module, list[str]] | None:
         return self._answer_head
 
-    def save_preprocessing(self, directory: Path | str) -> None:
-        self.tokenizer.save_pretrained(directory)
-        self.image_processor.save_pretrained(directory)
-
     def export(self, directory: Path) -> None:
         """The ``ViltModel`` with its tokenizer and image processor, loadable by ``from_pretrained``."""
-        self.model.save_pretrained(directory)
-        self.save_preprocessing(directory)
+        self.save_transformers(directory)
 
 
 def build_tiny(params: ViltParams, captions: Sequence[str]) -> ViltEncoder:
