@@ -16,6 +16,7 @@ from . import data, listing, run, runs, search
 from .caption import caption_command
 from .predict import predict_command
 from .export import export_command
+from .names import RegistryHelp
 from .state import state
 
 app = typer.Typer(
@@ -25,8 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command("run")(run.run_command)
-app.command("list")(listing.list_command)
+app.command("run", cls=RegistryHelp)(run.run_command)
+app.command("list", cls=RegistryHelp)(listing.list_command)
 app.command("show")(listing.show_command)
 app.add_typer(listing.plugins_app, name="plugins")
 app.command("eval")(runs.eval_command)

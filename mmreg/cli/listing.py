@@ -17,7 +17,7 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
 
 
 def list_command(
-    kind: Annotated[str | None, typer.Argument(help="encoders, fusions, losses, augmenters, peft, datasets or tasks.", show_default=False)] = None,
+    kind: Annotated[str | None, typer.Argument(help="{kinds}.", show_default=False)] = None,
     pattern: Annotated[str, typer.Argument(help="fnmatch filter on names, e.g. 'cross*'.")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print one markdown table (as in the README).")] = False,
@@ -37,6 +37,7 @@ def list_command(
         typer.echo(json.dumps(data, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -48,7 +49,7 @@ def list_command(
         table.add_column("help")
         for e in data[k.key]:
             params = ", ".join(f"{p['name']}={p['default']!r}" if not p["required"] else p["name"] for p in e["params"])
-            table.add_row(e["name"], e["plugin"], params or "-", e["help"])
+            table.add_row(*map(escape, (e["name"], e["plugin"], params or "-", e["help"])))
         console.print(table)
 
 
@@ -66,18 +67,19 @@ def show_command(
         typer.echo(json.dumps(data, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{entry.kind.label} {entry.name}[/bold]  (plugin {entry.plugin})")
+    console.print(f"[bold]{entry.kind.label} {escape(entry.name)}[/bold]  (plugin {escape(entry.plugin)})")
     if entry.help:
-        console.print(entry.help)
+        console.print(escape(entry.help))
     table = Table()
     for col in ("parameter", "type", "default", "search range", "help"):
         table.add_column(col)
     for p in data["params"]:
         default = "(required)" if p["required"] else repr(p["default"])
-        table.add_row(p["name"], p["type"], default, _range_text(p["search"]), p["help"])
+        table.add_row(*map(escape, (p["name"], p["type"], default, _range_text(p["search"]), p["help"])))
     console.print(table if data["params"] else "no parameters")
 
 
@@ -103,14 +105,15 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
         typer.echo(json.dumps(rows))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table()
     for col in ("plugin", "module", "version", "source", "status"):
         table.add_column(col)
     for r in rows:
-        status = "[green]ok[/green]" if r["ok"] else f"[red]failed[/red]: {r['error']}"
-        table.add_row(r["name"], r["module"], r["version"] or "-", r["source"], status)
+        status = "[green]ok[/green]" if r["ok"] else f"[red]failed[/red]: {escape(r['error'])}"
+        table.add_row(*map(escape, (r["name"], r["module"], r["version"] or "-", r["source"])), status)
     Console().print(table)
 
 
