@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 import common
@@ -115,6 +114,7 @@ def wait_share(kind: str, args: argparse.Namespace, csv: Path, workers: int | st
     from mmreg.api import collate_for, prepare
     from mmreg.config import validate
     from mmreg.data import AugmentedSplit
+    from mmreg.results import Metric
     from mmreg.train import Trainer
 
     steps = args.steps if kind == "tiny" else args.vit_steps
@@ -123,7 +123,7 @@ def wait_share(kind: str, args: argparse.Namespace, csv: Path, workers: int | st
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
     trainer = Trainer(
         p.model, AugmentedSplit(p.train_split, p.augmenters, p.exp.seed), collate_for(p), None, p.exp.train,  # type: ignore[arg-type]
-        seed=p.exp.seed, run_dir=run_dir, metric="recall@1", num_workers=p.exp.data.num_workers,
+        seed=p.exp.seed, run_dir=run_dir, metric=Metric("recall@1"), num_workers=p.exp.data.num_workers,
     )  # fmt: skip
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # not what is measured
     trainer.loader = Waiting(trainer.loader)  # type: ignore[assignment]

@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
 
 def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[float], str]:
     """One mmreg repetition: mean seconds per step over the timed window, per-step durations, device."""
+    from mmreg.results import Metric
     from mmreg.train import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def run_mmreg(base, batches, exp, args, run_dir: Path) -> tuple[float, list[floa
     samples = range(args.steps * args.batch_size)
     trainer = Trainer(
         copy.deepcopy(base), samples, collate, None, cfg,  # type: ignore[arg-type]
-        seed=exp.seed, run_dir=run_dir, metric="recall@1",
+        seed=exp.seed, run_dir=run_dir, metric=Metric("recall@1"),
     )
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # not timed; skip the work
     device = trainer.device

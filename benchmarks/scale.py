@@ -1,6 +1,6 @@
 """Retrieval evaluation at scale: the time to evaluate N validation pairs with a pairwise fusion
 (gated), scoring every pair in memory-bounded blocks against a shortlist of K candidates per
-query rescored by the fusion (eval.shortlist, as ALBEF and BLIP evaluate), at N = 1k, 4k, 16k;
+query rescored by the fusion (task.shortlist, as ALBEF and BLIP evaluate), at N = 1k, 4k, 16k;
 and the pre-training check of unusable images at 1k and 100k files, full decode against headers
 only (benchmarks/scale_check.py, which also runs alone).
 
@@ -63,7 +63,7 @@ def features(n: int, args: argparse.Namespace, device: torch.device) -> list[Enc
 def evaluate(fusion: GatedFusion, batches: list[Encoded], shortlist: int | None, memory_mb: int, device: torch.device) -> float:
     """Seconds for RetrievalEvaluation over ``batches`` (shared_space: the shortlist ranks by ``Encoded.pooled``)."""
     model = SimpleNamespace(fusion=fusion, encoder=SimpleNamespace(shared_space=True))
-    evaluation = RetrievalEvaluation(model, SimpleNamespace(shortlist=shortlist, score_memory_mb=memory_mb))  # type: ignore[arg-type]
+    evaluation = RetrievalEvaluation(model, shortlist=shortlist, memory_mb=memory_mb)  # type: ignore[arg-type]
     sync(device)
     start = time.perf_counter()
     for batch in batches:

@@ -102,13 +102,14 @@ def timed(stamps: dict[int, float], args: argparse.Namespace) -> tuple[float, fl
 
 
 def run_mmreg(base, examples: Examples, exp, args, run_dir: Path) -> tuple[tuple[float, float], str]:
+    from mmreg.results import Metric
     from mmreg.train import Trainer
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = exp.train.model_copy(update={"max_steps": args.steps, "compile": args.compile})
     trainer = Trainer(
         copy.deepcopy(base), examples, stack, None, cfg,  # type: ignore[arg-type]
-        seed=exp.seed, run_dir=run_dir, metric="recall@1",
+        seed=exp.seed, run_dir=run_dir, metric=Metric("recall@1"),
     )
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # after the timed steps; skip the work
     device = trainer.device

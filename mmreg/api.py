@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Experiment, check_numbers, validate, write_file
-from .errors import ConfigError, IncompatibleParts, did_you_mean
+from .errors import ConfigError, IncompatibleParts
 from .plugins import PluginHost, load_plugins
 from .tasks import check_task, choose_task, task_class
 
@@ -29,10 +29,37 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
         for name, item in data[key].items():
             item["params"] = host.registry(kind).get(name).validate(item["params"]).model_dump()
     if not data["loss"]:
-        raise IncompatibleParts("no loss chosen; add one with --loss, e.g. --loss infonce")
+        raise IncompatibleParts(f"no loss chosen; add one with --loss (known: {', '.join(host.registry('losses').names())})")
+    name = choose_task(exp.task.name, loss_needs(exp, host).values())
+    task_class(host.registry("tasks"), name)  # an unknown name is refused here, with the known ones
+    entry = host.registry("tasks").get(name)
+    params = {**place_legacy(name, entry.params.model_fields, exp.task.legacy, exp.task.params), **exp.task.params}
+    data["task"] = {"name": name, "params": entry.validate(params).model_dump()}
     resolved = Experiment.model_validate(data)
     check_numbers(resolved)
     return resolved
+
+
+def place_legacy(task: str, fields: Mapping[str, Any], legacy: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The task parameters an older file layout set in core sections (``eval.prompt``,
+    ``answers.min_answer_count``: ``mmreg.config.LEGACY_TASK_SETTINGS``), so run directories
+    written before tasks had parameters still evaluate, predict and resume.
+
+    Each goes to the task's parameter of the same name; one the task lacks is dropped at its old
+    default and refused otherwise (ConfigError naming where it belongs now)."""
+    from .config import LEGACY_TASK_SETTINGS
+
+    placed = {}
+    for dotted, value in legacy.items():
+        section, _, key = dotted.partition(".")
+        if key in fields:
+            placed[key] = value
+        elif value != LEGACY_TASK_SETTINGS[section][key] and key not in given:
+            raise ConfigError(
+                f"setting '{dotted}' is now a parameter of the task, and task '{task}' has none named '{key}'; "
+                f"remove it, or set task.{key} for a task that has it (mmreg show tasks NAME)"
+            )
+    return placed
 
 
 def declared(factory: Any) -> Any:
@@ -42,6 +69,20 @@ def declared(factory: Any) -> Any:
 
 def loss_needs(exp: Experiment, host: PluginHost) -> dict[str, frozenset[str]]:
     return {name: getattr(declared(host.registry("losses").get(name).factory), "needs", frozenset()) for name in exp.loss}
+
+
+def having(host: PluginHost, kind: str, test: Callable[[Any], bool], flag: str) -> str:
+    """The registered components of ``kind`` whose declared class passes ``test``, as flags for an
+    error's way out (``--encoder a or --encoder b``); "another one" where none does. Only error
+    paths call it: it imports each component's module."""
+    names = []
+    for entry in host.registry(kind):
+        try:
+            if test(declared(entry.factory)):
+                names.append(entry.name)
+        except Exception:  # a component that cannot even be imported is no way out
+            continue
+    return " or ".join(f"--{flag} {n}" for n in names) or f"another {flag}"
 
 
 def check_components(exp: Experiment, host: PluginHost) -> str:
@@ -62,29 +103,28 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     needs = loss_needs(exp, host)
     wants_scale = [name for name, n in needs.items() if "logit_scale" in n]
     if wants_scale and not getattr(encoder, "gives_logit_scale", False):
+        own = having(host, "losses", lambda c: getattr(c, "needs", frozenset()) == {"scores"}, "loss")
+        scaled = having(host, "encoders", lambda c: getattr(c, "gives_logit_scale", False), "encoder")
         raise IncompatibleParts(
             f"loss '{wants_scale[0]}' uses the encoder's own logit scale but encoder '{exp.encoder.name}' has none; "
-            f"use --loss infonce (its own learnable temperature) or --encoder clip"
+            f"use a loss with its own temperature ({own}) or an encoder with a logit scale ({scaled})"
         )
     wants_views = [name for name, n in needs.items() if "views" in n]
     makes_views = [n for n in exp.augment if getattr(declared(host.registry("augmenters").get(n).factory), "gives_views", False)]
     if wants_views and not makes_views:
-        raise IncompatibleParts(
-            f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; "
-            f"add --augment multiview"
-        )
-    name = choose_task(exp.task, needs.values())
+        makers = having(host, "augmenters", lambda c: getattr(c, "gives_views", False), "augment")
+        raise IncompatibleParts(f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; add {makers}")
+    name = choose_task(exp.task.name, needs.values())
     task = task_class(host.registry("tasks"), name)
     if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:
-        raise IncompatibleParts(
-            f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; "
-            f"use an encoder that gives tokens, e.g. --encoder clip"
-        )
+        givers = having(host, "encoders", lambda c: getattr(c, "gives_tokens", True) and not getattr(c, "single_stream", False), "encoder")
+        raise IncompatibleParts(f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; use {givers}")
     if getattr(encoder, "single_stream", False) and (task.needs_image_tokens or wants_views):
         what = f"task '{name}'" if task.needs_image_tokens else f"loss '{wants_views[0]}'"
+        towers = having(host, "encoders", lambda c: not getattr(c, "single_stream", False), "encoder")
         raise IncompatibleParts(
             f"{what} reads the image alone but encoder '{exp.encoder.name}' is single-stream (it encodes image and text together); "
-            f"use an encoder with separate towers, e.g. --encoder clip"
+            f"use an encoder with separate towers: {towers}"
         )
     fields = getattr(declared(host.registry("datasets").get(exp.dataset.name).factory), "fields", None)
     if fields is not None:
@@ -142,7 +182,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
 
     seed_everything(exp.seed)
     dataset = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    task = host.registry("tasks").build(task_name, settings=exp.eval, answers=exp.answers)
+    task = host.registry("tasks").build(task_name, exp.task.params, settings=exp.eval)
     task.name = task_name
     check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))
     skip, background = exp.data.skip_bad or not strict, parse_colour(exp.data.background)
@@ -170,6 +210,20 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy, checks)
 
 
+def split_counts(p: Prepared) -> dict[str, int]:
+    """``val_images`` and ``val_texts`` (likewise for train): distinct images and texts of each
+    split. Rows that share an ``image_id`` are one image with several captions; without ids
+    every row is its own image."""
+    from .sampling import split_groups
+
+    counts = {}
+    for split, samples in (("train", p.train_split), ("val", p.val_split)):
+        groups = split_groups(p.dataset, split, samples)
+        counts[f"{split}_images"] = len(set(groups)) if groups is not None else len(samples)
+        counts[f"{split}_texts"] = len(samples)
+    return counts
+
+
 def collate_for(prepared: Prepared) -> Any:
     from .data import Collate
 
@@ -179,7 +233,9 @@ def collate_for(prepared: Prepared) -> Any:
 def loading_notes(p: Prepared, num_workers: int) -> list[str]:
     """Progress lines on how the data is read: the unusable-image check of each split, the workers."""
     workers = f"{num_workers} DataLoader worker processes" if num_workers else "images loaded in the training process"
-    return [*(f"data check: {line}" for line in p.checks.values()), f"data loading: {workers} (data.num_workers={p.exp.data.num_workers})"]
+    counts = split_counts(p)
+    sizes = "; ".join(f"{s} {counts[f'{s}_images']} images, {counts[f'{s}_texts']} texts" for s in ("train", "val"))
+    return [*(f"data check: {line}" for line in p.checks.values()), f"data: {sizes}", f"data loading: {workers} (data.num_workers={p.exp.data.num_workers})"]
 
 
 def is_main_process() -> bool:
@@ -228,6 +284,8 @@ def run(
     from .determinism import deterministic_kernels
     from .distributed import check_launch
     from .precision import cuda_capability, resolve_precision, tf32_applies, tf32_matmuls, used_precision
+    from .contracts import preflight
+    from .results import resolve_metric
     from .resume import check_resume, trajectory
     from .runs import check_runs_dir, package_versions, save_weights, write_json
     from .sampling import split_groups
@@ -266,10 +324,7 @@ def run(
             num_workers=resolve_workers(exp.data.num_workers, device, local_processes()),
             pin_memory=device.type == "cuda", max_unreadable=exp.data.max_unreadable,
         )  # fmt: skip
-        computed = [name for evaluation in p.task.evaluations(model) for name in evaluation.names]
-        metric = exp.train.metric or (computed[0] if computed else "")
-        if metric not in computed:
-            raise ConfigError(f"validation metric '{metric}' is not computed by this run{did_you_mean(metric, computed)} (have: {', '.join(computed)}); set train.metric")
+        metric = resolve_metric(p.task, p.task.evaluations(model), exp.train.metric)
         trainer = Trainer(
             model,
             AugmentedSplit(p.train_split, p.augmenters, exp.seed),
@@ -286,6 +341,7 @@ def run(
             image_groups=split_groups(p.dataset, "train", p.train_split),
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
+        preflight(p, host, collate, trainer.device)  # a broken contract ends here, before any file is written
         if resume is None:
             run_dir = shared_run_dir(exp)
         trainer.run_dir = run_dir
@@ -314,11 +370,10 @@ def run(
         "metrics": result.metrics,
         "val_size": len(p.val_split),
         "train_size": len(p.train_split),
-        "chance@1": 1 / len(p.val_split),
+        **split_counts(p),
     }
-    if described := p.task.describe():  # retrieval: images x captions and how pairs were scored
-        summary["retrieval"] = {**described, "fusion": exp.encoder.name if model.encoder.single_stream else exp.fusion.name}
-        summary["chance@1"] = 1 / described["images"]
+    if described := p.task.describe():  # the task's own account of how it scored; the core never reads it
+        summary[p.task.name] = described
     if p.classes:
         summary["classes"] = len(p.classes)
     if any(p.skipped.values()):
@@ -329,7 +384,7 @@ def run(
     summary["text"] = p.text_fit
     summary.update(
         {
-            "best": {"metric": metric, "value": result.best, "step": result.best_step},
+            "best": {**metric.record(), "value": result.best, "step": result.best_step},
             "steps": result.steps,
             "epochs": round(result.epochs, 3),
             "final_loss": result.final_loss,
@@ -350,7 +405,7 @@ def run(
         save_adapters(model.encoder, run_dir / "adapters")
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)
-        tracking.finish(run_dir / "curves.png")
+        tracking.finish(run_dir / "curves.png", summary["best"])
     return summary
 
 

@@ -40,9 +40,9 @@ def find_bad(dataset: Dataset, split: str, mode: str) -> list[tuple[int, str]]:
 def describe_check(split: str, size: int, mode: str, full_check_max: int, max_unreadable: float) -> str:
     """One progress line saying which check ran on a split and what happens to images that fail later."""
     if mode == "full":
-        return f"{split}: {size} images fully decoded before training (up to data.full_check_max={full_check_max})"
+        return f"{split}: {size} samples' images fully decoded before training (up to data.full_check_max={full_check_max})"
     return (
-        f"{split}: {size} images, more than data.full_check_max={full_check_max}: headers read before training; "
+        f"{split}: {size} samples, more than data.full_check_max={full_check_max}: headers read before training; "
         f"images that fail to decode while loading are skipped and counted (at most data.max_unreadable={max_unreadable:g})"
     )
 

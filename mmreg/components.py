@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 import torch
 from torch import nn
 
-from .layers import full_mask
+from .modality import Modality as Modality  # re-exported from its low-level home
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-
-@dataclass
-class Modality:
-    """One modality's features for a batch.
-
-    ``pooled`` is [N, D]; ``tokens`` is [N, L, D]; ``mask`` is [N, L] bool, True
-    at real (non-padding) tokens. An encoder gives pooled vectors and, if it can,
-    tokens; after projection the model keeps only what the fusion reads.
-    """
-
-    pooled: torch.Tensor | None = None
-    tokens: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-
-    def _present(self) -> torch.Tensor:
-        present = self.pooled if self.pooled is not None else self.tokens
-        assert present is not None, "a Modality holds pooled vectors, tokens or both"
-        return present
-
-    def __len__(self) -> int:
-        return self._present().shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self._present().device
-
-    def index(self, idx: torch.Tensor | slice) -> Modality:
-        """The rows ``idx`` of every tensor (pairs are built by indexing)."""
-        return Modality(*(None if t is None else t[idx] for t in (self.pooled, self.tokens, self.mask)))
-
-    @staticmethod
-    def cat(parts: Sequence[Modality]) -> Modality:
-        """Concatenate batches, padding token sequences of different lengths."""
-        first = parts[0]
-        pooled = None if first.pooled is None else torch.cat([p.pooled for p in parts])  # type: ignore[misc]
-        if first.tokens is None:
-            return Modality(pooled)
-        length = max(p.tokens.shape[1] for p in parts)  # type: ignore[union-attr]
-        tokens, masks = [], []
-        for p in parts:
-            t = p.tokens
-            assert t is not None
-            m = full_mask(t, p.mask)
-            pad = length - t.shape[1]
-            tokens.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
-            masks.append(torch.nn.functional.pad(m, (0, pad), value=False))
-        return Modality(pooled, torch.cat(tokens), torch.cat(masks))
+    from .results import Metric
 
 
 @dataclass(frozen=True)
@@ -332,6 +286,10 @@ class LoopCallback:
     def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
         """Called once, before the first step, with the run's step budget."""
 
+    def on_metric(self, metric: Metric) -> None:
+        """Called once, before the first step, with the metric that decides the run and its
+        direction (``mmreg.results.Metric``: the task's headline, or ``train.metric``)."""
+
     def on_step_start(self, step: int) -> None:
         """Called before each optimizer step."""
 
@@ -494,11 +452,50 @@ class Evaluation:
 
     names: tuple[str, ...] = ()
 
-    def update(self, model: nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
+    def update(self, model: ModelView, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
     def compute(self) -> dict[str, float]:
         raise NotImplementedError
+
+
+class ModelView(Protocol):
+    """What a task (its ``forward``, evaluations and ``predict``) may use of the model it is handed.
+
+    Everything else of ``mmreg.model.MultimodalModel`` is internal. Shapes: N images, M texts,
+    L tokens, D the shared width.
+
+    - ``encoder.tokenize(texts)`` -> ``{"input_ids", "attention_mask"}`` [M, L]: texts that are not
+      in the batch (zero-shot prompts, candidate captions, questions); ``encoder.pixel_inputs(images)``
+      -> the batch's image tensors of PIL images.
+    - ``encode_images(pixel_values)`` [N, 3, H, W] -> ``Modality`` projected to the shared width;
+      ``encode_texts(input_ids, attention_mask)`` -> ``Modality`` likewise. Pixels here are float and
+      normalised (``encode`` and ``step`` normalise the uint8 pixels of a batch themselves).
+    - ``encode(batch)`` -> ``Encoded``: a whole collated batch, both modalities and (where the task
+      reads them) the encoder's image tokens.
+    - ``fusion.score(image, text)`` -> [N, M] matching logits; ``fusion.fuse(image, text)`` -> [N, D].
+    - ``head``: the module ``Task.build_head`` returned (None without one).
+    - ``needs``: the ``Step`` fields the chosen losses read ("scores": a loss trains ``score``).
+    - ``device``: where the weights are; move tensors made outside the batch there.
+
+    A batch (``dict[str, Tensor]``) holds ``pixel_values`` [N, 3, H, W] (uint8 or float),
+    ``input_ids`` and ``attention_mask`` [N, L] of the task's ``text`` field, ``pixel_mask`` for
+    encoders that pad images, and every tensor the task's ``targets()`` added, row for row.
+    """
+
+    encoder: Encoder
+    fusion: Fusion
+    head: nn.Module | None
+    needs: frozenset[str]
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode_images(self, pixel_values: torch.Tensor) -> Modality: ...
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Modality: ...
+
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> Encoded: ...
 
 
 class Task:
@@ -510,6 +507,15 @@ class Task:
     fills for the losses ("logits", "labels", "token_logits"); ``reads_fused`` that its head
     reads the fusion's ``fuse``; ``needs_image_tokens`` that it reads the encoder's image tokens
     (refused on an encoder giving only pooled vectors).
+
+    A task's own settings are the parameters it registered (``register(..., params=Schema)``):
+    ``[task]`` in an experiment holds its ``name`` and them, ``--set task.NAME=VALUE`` reaches them,
+    and the factory is called with them as keyword arguments beside the core's ``settings``.
+
+    The task declares its results: ``headline`` names the metric that decides (the best
+    checkpoint, early stopping, a search's objective and pruner, `mmreg runs list`), None for
+    the first metric of the first evaluation; ``lower_is_better`` the metrics that are better
+    lower. The user may name another (``train.metric``, ``mmreg search --metric``).
     """
 
     name: str = ""  # the registered name, set when the task is built
@@ -519,12 +525,18 @@ class Task:
     provides: ClassVar[frozenset[str]] = frozenset()
     reads_fused: ClassVar[bool] = False
     needs_image_tokens: ClassVar[bool] = False
+    headline: ClassVar[str | None] = None
+    benchmark: ClassVar[str | None] = None  # the task's name in CLIP_benchmark's results JSON (`mmreg eval --output`)
+    # The metrics this task's evaluations may return where lower is better (a loss, a perplexity,
+    # an error rate); every other one is better higher. Declared on the class, so `mmreg search`
+    # knows the direction of its objective before any trial is built.
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, *, settings: Any = None, answers: Any = None) -> None:
-        """``settings`` is the experiment's ``eval`` section (``mmreg.config.EvalConfig``:
-        generation settings, for tasks that generate text); ``answers`` its ``answers`` section
-        (``mmreg.config.AnswersConfig``: the answer vocabulary, for tasks that answer questions)."""
-        self.settings, self.answer_settings = settings, answers
+    def __init__(self, *, settings: Any = None) -> None:
+        """``settings`` is the experiment's ``eval`` section (``mmreg.config.EvalConfig``: how much
+        memory a block of scores may take). A task with parameters takes them as keyword
+        arguments before it and passes ``settings`` on."""
+        self.settings = settings
         self.classes: list[str] = []  # the head's classes or answers, saved as classes.json; empty for none
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module | None:
@@ -540,16 +552,26 @@ class Task:
         """The ``Step`` fields the head gives for a training batch (those in ``provides``)."""
         return {}
 
-    def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        """What the validation pass computes; the first metric of the first is the default ``train.metric``."""
+    def evaluations(self, model: ModelView) -> list[Evaluation]:
+        """What the validation pass computes; ``headline`` (else the first metric of the first)
+        decides which checkpoint is best."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """How the last evaluation computed its metrics, for summary.json (retrieval: images,
-        captions, how pairs were scored); {} where there is nothing to add."""
+        """How the last evaluation computed its metrics, JSON-able (retrieval: images, captions,
+        how pairs were scored, the chance level), kept in summary.json under the task's name and
+        never read by the core; {} where there is nothing to add."""
         return {}
 
-    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    def results(self, model: ModelView, samples: Sequence[Sample]) -> Any:
+        """``mmreg eval --results``: the task's predictions for ``samples`` as JSON-able data in
+        its own benchmark's results format (VQA's ``[{"question_id", "answer"}]``), written by the
+        core as JSON. Raises ConfigError where the task has no results format (the default)."""
+        from .errors import ConfigError
+
+        raise ConfigError(f"task '{self.name}' has no results file format; leave out --results")
+
+    def predict(self, model: ModelView, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
         """The task's prediction for each image (``pixels``: ``Encoder.pixel_inputs`` of N images),
         best first, at most ``top_k``: ``[{"<what>": ..., "score": float}]`` per image. ``texts`` are
         what the task reads beside the image (a question, a caption, candidate captions).

@@ -18,7 +18,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(4, ge=1, description="passes over the training split")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    max_steps: int | None = Field(
+        None, ge=0, description="stop after this many optimizer steps (overrides epochs); 0 evaluates the initial weights and trains nothing"
+    )
     batch_size: int = Field(32, ge=2, description="samples per step; contrastive losses need at least 2")
     eval_batch_size: int = Field(128, ge=1, description="samples per batch when encoding the validation split")
     lr: float = Field(
@@ -90,30 +92,20 @@ class ModelConfig(BaseModel):
 
 
 class EvalConfig(BaseModel):
-    """How evaluation scores retrieval, and how a task that generates text generates it."""
+    """What evaluation may use, for every task (each task's own settings are in ``[task]``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    shortlist: int | None = Field(
-        None,
-        ge=1,
-        description="rank by pooled-vector cosine, rescore only the top K per query with the fusion (ALBEF, BLIP); unset: score every pair",
-    )
     score_memory_mb: int = Field(512, ge=1, description="memory bound of one block of retrieval scores, in MiB")
 
-    num_beams: int = Field(1, ge=1, description="beam search width; 1 is greedy decoding")
-    max_new_tokens: int = Field(20, ge=1, description="the most tokens generated per text")
-    prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
 
-
-class AnswersConfig(BaseModel):
-    """The answer vocabulary of a task that answers questions (VQA)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    min_answer_count: int = Field(
-        1, ge=1, description="an answer enters the vocabulary when at least this many human answers in training give it (normalised)"
-    )
+# Settings that lived in core sections before tasks had parameters, with the defaults every run
+# directory of that layout recorded: ``resolve`` moves each into the task that has a parameter of
+# that name, drops it at its old default, and refuses any other value (mmreg.api.resolve).
+LEGACY_TASK_SETTINGS: dict[str, dict[str, Any]] = {
+    "eval": {"shortlist": None, "num_beams": 1, "max_new_tokens": 20, "prompt": ""},
+    "answers": {"min_answer_count": 1},
+}
 
 
 class GroupLR(BaseModel):
@@ -164,11 +156,27 @@ class Component(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class TaskChoice(BaseModel):
+    """The task: its registered name (None: chosen from the losses) and its parameters."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Settings of an older file layout (``LEGACY_TASK_SETTINGS``) found in the file, for resolve to place.
+    legacy: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+
 class WeightedComponent(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     weight: float = Field(1.0, gt=0, description="the loss's share of the total; leave a loss out rather than weigh it 0")
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+# The default experiment (`mmreg run` with no flags): the one place the core names built-in plugins.
+DEFAULTS = {"encoder": "clip", "fusion": "gated", "loss": "infonce", "augment": "none", "peft": "full", "dataset": "shapes"}
+DEFAULT_TASKS = {"logits": "classification", "otherwise": "retrieval"}  # chosen by whether a loss reads head logits
 
 
 class Experiment(BaseModel):
@@ -179,25 +187,26 @@ class Experiment(BaseModel):
     name: str | None = Field(None, description="run name; the run directory is named after it")
     seed: int = Field(0, ge=0, description="seeds data order, initialisation and augmentation")
     runs_dir: str = Field("runs", description="where run directories are created")
-    task: str | None = Field(
-        None, description="the task plugin to train for; by default classification if a loss reads logits, else retrieval"
+    task: TaskChoice = Field(
+        default_factory=TaskChoice,
+        description=f"the task plugin to train for and its parameters; by default {DEFAULT_TASKS['logits']} if a loss reads logits, "
+        f"else {DEFAULT_TASKS['otherwise']}",
     )
-    encoder: Component = Component(name="clip")
-    fusion: Component = Component(name="gated")
-    loss: dict[str, WeightedComponent] = Field(default_factory=lambda: {"infonce": WeightedComponent()})
-    augment: dict[str, WeightedComponent] = Field(default_factory=lambda: {"none": WeightedComponent()})
-    peft: Component = Component(name="full")
-    dataset: Component = Component(name="shapes")
+    encoder: Component = Component(name=DEFAULTS["encoder"])
+    fusion: Component = Component(name=DEFAULTS["fusion"])
+    loss: dict[str, WeightedComponent] = Field(default_factory=lambda: {DEFAULTS["loss"]: WeightedComponent()})
+    augment: dict[str, WeightedComponent] = Field(default_factory=lambda: {DEFAULTS["augment"]: WeightedComponent()})
+    peft: Component = Component(name=DEFAULTS["peft"])
+    dataset: Component = Component(name=DEFAULTS["dataset"])
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    answers: AnswersConfig = AnswersConfig()
     optim: OptimConfig = OptimConfig()
     track: TrackConfig = TrackConfig()
 
 
-SINGLE = ("encoder", "fusion", "peft", "dataset")
+SINGLE = ("encoder", "fusion", "peft", "dataset", "task")
 MULTI = ("loss", "augment")
 
 
@@ -208,13 +217,40 @@ MULTI = ("loss", "augment")
 # parameter by a dotted key: fusion.heads=8, loss.infonce.temperature=0.05.
 
 
-def _from_file_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
+def default_name(key: str) -> str | None:
+    """The component a table of ``key`` without a name sets parameters of (None for the task:
+    the losses choose it, ``mmreg.tasks.choose_task``)."""
+    return None if key == "task" else Experiment.model_fields[key].default.name
+
+
+def with_task_table(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The file layout with ``task = "NAME"`` (the short form, and the layout of older run
+    directories) written as the table ``[task] name = "NAME"``, so flags and --set reach its parameters."""
     data = dict(raw)
+    if "task" in data and data["task"] is None:  # Python callers' "task": None: chosen from the losses
+        del data["task"]
+    if isinstance(data.get("task"), str):
+        data["task"] = {"name": data["task"]}
+    return data
+
+
+def _from_file_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
+    data = with_task_table(raw)
+    legacy = {}
+    for section, keys in LEGACY_TASK_SETTINGS.items():
+        if isinstance(data.get(section), Mapping):
+            table = dict(data[section])
+            legacy.update({f"{section}.{k}": table.pop(k) for k in keys if k in table})
+            data[section] = table
+    if not data.get("answers") and "answers" in data:
+        del data["answers"]
     for key in SINGLE:
         if key in data:  # a table without a name sets parameters of the default component
             table = _table(data[key], key)
-            name = table.get("name", Experiment.model_fields[key].default.name)
+            name = table.get("name", default_name(key))
             data[key] = {"name": name, "params": {k: v for k, v in table.items() if k != "name"}}
+    if legacy:
+        data["task"] = {**data.get("task", {"name": None, "params": {}}), "legacy": legacy}
     for key in MULTI:
         if key in data:
             entries = {}
@@ -230,6 +266,8 @@ def to_file_layout(exp: Experiment) -> dict[str, Any]:
     data = exp.model_dump()
     for key in SINGLE:
         data[key] = {"name": data[key]["name"], **data[key]["params"]}
+    if data["task"] == {"name": None}:
+        del data["task"]
     for key in MULTI:
         data[key] = {name: {"weight": e["weight"], **e["params"]} for name, e in data[key].items()}
     return _drop_none(data)
@@ -302,7 +340,7 @@ def parse_value(text: str) -> Any:
 
 
 def parse_weighted(spec: str) -> tuple[str, float]:
-    """'clip:0.7' -> ('clip', 0.7); 'clip' -> ('clip', 1.0)."""
+    """'NAME:0.7' -> ('NAME', 0.7); 'NAME' -> ('NAME', 1.0)."""
     name, sep, weight = spec.partition(":")
     if not sep:
         return spec, 1.0
@@ -318,7 +356,7 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
     Choosing another component by flag drops the file's parameters for the old
     one: they belonged to a different schema.
     """
-    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in with_task_table(raw).items()}
     for key in SINGLE:
         name = flags.get(key)
         if name is not None:
@@ -335,7 +373,7 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
                     raise ConfigError(f"--{key} {name} is given twice; give each {key} once, e.g. --{key} {name}:0.5")
                 entries[name] = {**old.get(name, {}), "weight": weight}
             data[key] = entries
-    for key in ("seed", "runs_dir", "name", "task"):
+    for key in ("seed", "runs_dir", "name"):
         if flags.get(key) is not None:
             data[key] = flags[key]
     if flags.get("track"):
@@ -375,7 +413,7 @@ def load_experiment(
 
     A file's ``[search]`` table is `mmreg search`'s; a run uses the experiment around it.
     """
-    raw = read_file(path) if path is not None else {}
+    raw = with_task_table(read_file(path) if path is not None else {})
     raw.pop("search", None)
     raw = apply_flags(raw, flags or {})
     raw = apply_overrides(raw, overrides)

@@ -53,6 +53,15 @@ class DataError(MmregError):
     """A dataset that is empty, missing or unreadable."""
 
 
+class ContractBroken(MmregError):
+    """A component broke one of mmreg's contracts on the run's first batch (``mmreg.contracts``),
+    found before the run directory exists: the message names the component, its plugin and the contract."""
+
+    def __init__(self, component: str, contract: str, seen: str) -> None:
+        self.component, self.contract, self.seen = component, contract, seen
+        super().__init__(f"{component} breaks the contract '{contract}': {seen}; fix the plugin or choose another component")
+
+
 class PluginLoadError(MmregError):
     """A plugin that could not be imported or whose hooks failed."""
 

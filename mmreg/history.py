@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, did_you_mean
+from .tables import flatten as flatten  # re-exported from its low-level home
 
 if TYPE_CHECKING:
     from .api import Prepared
+    from .components import Sample, Task
+    from .config import Experiment
     from .plugins import PluginHost
 
 CHECKPOINTS = ("best", "last", "final")
@@ -47,10 +50,13 @@ class RunRecord:
 
     @property
     def headline(self) -> dict[str, Any]:
-        """The metrics a listing shows: accuracy and/or mean recall@1, else every metric."""
-        metrics = self.metrics
-        picked = {k: metrics[k] for k in ("accuracy", "recall@1") if k in metrics}
-        return picked or metrics
+        """The metric a listing shows: the one that decided the run (``summary.json``'s ``best``:
+        the task's headline or ``train.metric``) at its best checkpoint; every metric where the
+        summary names none."""
+        best = (self.summary or {}).get("best") or {}
+        if best.get("metric") and best.get("value") is not None:
+            return {best["metric"]: best["value"]}
+        return self.metrics
 
     @property
     def steps(self) -> int | None:
@@ -71,6 +77,11 @@ class RunRecord:
             "steps": self.steps,
             "error": self.error,
         }
+
+
+def task_name(task: Any) -> str | None:
+    """The task's name in config.toml: a table's ``name``, or the bare string of the older layout."""
+    return task.get("name") if isinstance(task, dict) else task
 
 
 def is_run(path: Path) -> bool:
@@ -108,7 +119,7 @@ def read_run(path: str | Path) -> RunRecord:
         name=path.name,
         path=path,
         created=created,
-        task=(summary or {}).get("task") or config.get("task"),
+        task=(summary or {}).get("task") or task_name(config.get("task")),
         encoder=name_of("encoder"),
         fusion=name_of("fusion"),
         losses=list(losses) if isinstance(losses, dict) else [],
@@ -150,18 +161,6 @@ def load_run(path_or_name: str | Path, runs_dir: str | Path = "runs") -> RunReco
         raise ConfigError(f"unknown run '{path_or_name}': no runs in {runs_dir}; give a run directory's path or --runs-dir")
     shown = ", ".join(sorted(known)[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
     raise ConfigError(f"unknown run '{path_or_name}' in {runs_dir}{did_you_mean(str(path_or_name), known)} (known: {shown})")
-
-
-def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables to dotted keys: {"fusion": {"heads": 4}} -> {"fusion.heads": 4}; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def config_differences(runs: Sequence[RunRecord | str | Path], runs_dir: str | Path = "runs") -> dict[str, list[Any]]:
@@ -264,6 +263,57 @@ def rebuild_run(run_path: Path, weights: Path, host: PluginHost | None = None) -
     return p
 
 
+EVAL_INFO = ("split", "checkpoint", "size", "weights", "device", "task", "dataset")  # evaluate_run's keys beside the metrics
+
+
+def evaluation_experiment(run: Experiment, host: PluginHost, *, task: str | None, dataset: str | None, overrides: Sequence[str]) -> Experiment:
+    """The run's resolved experiment with another ``task``, ``dataset`` or their parameters
+    (``overrides``: ``task.KEY=VALUE``, ``dataset.KEY=VALUE``) swapped in for evaluation, resolved and
+    checked as a run of it would be, before anything is built.
+
+    Raises ConfigError for an override of anything else (the model stays the run's), and whatever a
+    run would be refused for: an unknown name, a bad parameter (a template without ``{c}``), a
+    dataset without the fields the task reads."""
+    from .api import check_components, resolve
+    from .config import apply_flags, apply_overrides, to_file_layout, validate
+
+    outside = [item for item in overrides if not item.partition("=")[0].strip().startswith(("task.", "dataset."))]
+    if outside:
+        raise ConfigError(f"--set {outside[0]}: mmreg eval sets only task.* and dataset.* (the model is the run's, as it trained); drop it")
+    raw = apply_overrides(apply_flags(to_file_layout(run), {"task": task, "dataset": dataset}), overrides)
+    exp = resolve(validate(raw), host)
+    check_components(exp, host)
+    return exp
+
+
+def evaluation_parts(p: Prepared, exp: Experiment, split: str, host: PluginHost) -> tuple[Task, Sequence[Sample]]:
+    """The task and the ``split`` samples of ``evaluation_experiment``'s ``exp``, beside the rebuilt
+    run ``p``, whose model, encoder preprocessing and weights stay as they are: nothing is retrained.
+
+    Raises ConfigError for a task with a head (none was trained for it), IncompatibleParts for a
+    dataset without the fields the task reads, DataError for unusable samples."""
+    from .api import loss_needs
+    from .badimages import check_mode
+    from .data import require_samples, without_bad
+    from .images import parse_colour
+    from .tasks import check_task
+
+    name = exp.task.name
+    data = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
+    evaluator = host.registry("tasks").build(name, exp.task.params, settings=exp.eval)
+    evaluator.name = name
+    check_task(name, evaluator, host, loss_needs(exp, host), exp.dataset.name, frozenset(data.fields))
+    if evaluator.build_head(p.model.fusion.out_dim, data, p.model.encoder) is not None:
+        raise ConfigError(
+            f"task '{name}' reads a head trained for the run's own task and data; mmreg eval --task, --dataset and --set "
+            f"evaluate only tasks that build no head (zero-shot evaluation; mmreg list tasks)"
+        )
+    mode = check_mode(len(data.split(split)), exp.data.full_check_max)
+    samples, _ = without_bad(data, exp.dataset.name, split, exp.data.skip_bad, parse_colour(exp.data.background), mode)
+    require_samples(samples, exp.dataset.name, split)
+    return evaluator, samples
+
+
 def evaluate_run(
     path: str | Path,
     split: str = "val",
@@ -273,30 +323,48 @@ def evaluate_run(
     runs_dir: str | Path = "runs",
     batch_size: int | None = None,
     host: PluginHost | None = None,
+    task: str | None = None,
+    dataset: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Rebuild a run's model exactly as the run built it, load its weights and evaluate one split.
 
     ``checkpoint`` is ``best``, ``last`` (``checkpoints/<name>/model.safetensors``;
     runs without checkpoints fall back to the final weights) or ``final``
     (``model.safetensors``). ``split="train"`` evaluates the training split without
-    augmentation. Returns the metrics of ``mmreg.train.evaluate`` plus ``split``,
-    ``checkpoint`` (the one actually loaded), ``size`` and ``weights``.
+    augmentation. ``task``, ``dataset`` and ``overrides`` (``task.KEY=VALUE``,
+    ``dataset.KEY=VALUE``) evaluate the run's model with another task or data set instead of its
+    own, retraining nothing (``evaluation_experiment``, checked before anything is built, and
+    ``evaluation_parts``), e.g. a zero-shot task on a labelled data set.
+    Returns the metrics of ``mmreg.train.evaluate`` plus ``EVAL_INFO``: ``split``, ``checkpoint``
+    (the one actually loaded), ``size``, ``weights``, ``device``, ``task`` and ``dataset``.
     """
     run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
 
-    from .api import collate_for
-    from .data import make_loader, resolve_workers
+    from .api import resolve
+    from .config import load_experiment
+    from .data import Collate, make_loader, resolve_workers
+    from .plugins import load_plugins
     from .train import evaluate, pick_device
 
     torch_device = pick_device(device)
+    host = host or load_plugins()
+    swapped = None
+    if task is not None or dataset is not None or overrides:
+        run = resolve(load_experiment(run_path / "config.toml"), host)
+        swapped = evaluation_experiment(run, host, task=task, dataset=dataset, overrides=overrides)
     p = rebuild_run(run_path, weights, host)
-    exp, model = p.exp, p.model
+    exp, model, evaluator = p.exp, p.model, p.task
+    samples = p.val_split if split == "val" else p.train_split  # the bare split: no augmentation
+    if swapped is not None:
+        exp = swapped
+        evaluator, samples = evaluation_parts(p, exp, split, host)
+        model.task = evaluator  # the evaluation pass reads the model's task
     model.to(torch_device)
 
-    samples = p.val_split if split == "val" else p.train_split  # the bare split: no augmentation
     loader = make_loader(
         samples,  # type: ignore[arg-type]
-        collate_for(p),
+        Collate(model.encoder, evaluator),
         batch_size or exp.train.eval_batch_size,
         shuffle=False,
         seed=exp.seed,
@@ -313,13 +381,36 @@ def evaluate_run(
         "size": len(samples),
         "weights": str(weights),
         "device": str(torch_device),
+        "task": evaluator.name,
+        "dataset": exp.dataset.name,
+    }
+
+
+def benchmark_record(result: Mapping[str, Any], run: str, host: PluginHost) -> dict[str, Any]:
+    """An ``evaluate_run`` result as CLIP_benchmark writes its results JSON: ``{"dataset", "model",
+    "pretrained", "task", "metrics"}``, with the run's name as ``model`` and the checkpoint loaded
+    as ``pretrained``. ``task`` is the benchmark's name where the task class declares one
+    (``Task.benchmark``, e.g. ``zeroshot_classification``), else the task's registered name."""
+    from .tasks import task_class
+
+    declared = task_class(host.registry("tasks"), result["task"]).benchmark
+    return {
+        "dataset": result["dataset"],
+        "model": run,
+        "pretrained": result["checkpoint"],
+        "task": declared or result["task"],
+        "metrics": {k: v for k, v in result.items() if k not in EVAL_INFO},
     }
 
 
 __all__ = [
+    "EVAL_INFO",
     "RunRecord",
+    "benchmark_record",
     "config_differences",
     "evaluate_run",
+    "evaluation_experiment",
+    "evaluation_parts",
     "find_runs",
     "flatten",
     "load_run",

@@ -6,7 +6,7 @@ distinct image is scored once against every caption; image->text counts a hit wh
 the image's captions ranks in the top K, text->image when the caption's own image does.
 With one caption per image this is the usual diagonal recall. Scores are computed in
 blocks of image rows bounded in memory (``eval.score_memory_mb``), or, with
-``eval.shortlist=K``, only for the K best candidates of each query by pooled-vector cosine
+``task.shortlist=K``, only for the K best candidates of each query by pooled-vector cosine
 (ALBEF, Li et al. 2021, section 4 "inference"; BLIP's ``evaluation`` with ``k_test``).
 """
 
@@ -163,7 +163,7 @@ def shortlist_ranks(
 
 
 def shortlist_source(model: torch.nn.Module) -> str | None:
-    """Which pooled vectors ``eval.shortlist`` ranks by: "encoder" (the encoder's own, in its
+    """Which pooled vectors ``task.shortlist`` ranks by: "encoder" (the encoder's own, in its
     shared space: ``Encoder.shared_space``), "projected" (the pooled vectors the fusion reads),
     or None where the model has neither."""
     if getattr(model.encoder, "shared_space", False):
@@ -194,23 +194,23 @@ def protocol_text(report: dict[str, Any]) -> str:
 class RetrievalEvaluation(Evaluation):
     """Recall@K of every distinct image against every caption of the split (``image_group`` in
     the batch groups captions of one image; without it every row is its own image), scored by
-    the fusion's ``score`` in memory-bounded blocks, or over a shortlist (``settings``: the
-    experiment's ``eval`` section, ``mmreg.config.EvalConfig``).
+    the fusion's ``score`` in blocks of at most ``memory_mb`` MiB (``eval.score_memory_mb``), or over
+    the ``shortlist`` best candidates of each query (retrieval's ``task.shortlist``).
 
     The shortlist needs pooled vectors (``shortlist_source``) and a fusion that scores pairs one by
     one (``PairwiseFusion``); another fusion's ``score`` is already one matrix product, so every
     pair is scored and the report says so. Raises ConfigError for a shortlist without pooled vectors.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, settings: Any = None) -> None:
+    def __init__(self, model: torch.nn.Module | None = None, *, memory_mb: float = 512, shortlist: int | None = None) -> None:
         self.names = tuple(retrieval_metric_names())
-        self.memory_mb = getattr(settings, "score_memory_mb", 512)
-        self.shortlist: int | None = getattr(settings, "shortlist", None)
+        self.memory_mb = memory_mb
+        self.shortlist = shortlist
         self.source = None if model is None else shortlist_source(model)
         if self.shortlist is not None and self.source is None:
             raise ConfigError(
-                "eval.shortlist ranks candidates by the cosine of pooled vectors, and this encoder and fusion give none "
-                "(the fusion reads tokens, and the encoder's pooled vectors share no space); unset eval.shortlist"
+                "task.shortlist ranks candidates by the cosine of pooled vectors, and this encoder and fusion give none "
+                "(the fusion reads tokens, and the encoder's pooled vectors share no space); unset task.shortlist"
             )
         self.images: list[Modality] = []
         self.texts: list[Modality] = []
@@ -248,7 +248,7 @@ class RetrievalEvaluation(Evaluation):
         else:
             i2t, t2i = blocked_ranks(self.fusion.score, image, text, image_of_text, block, max(KS))
             if self.shortlist is not None:
-                self.report["note"] = "its score is one matrix product: eval.shortlist saves nothing and was not used"
+                self.report["note"] = "its score is one matrix product: task.shortlist saves nothing and was not used"
         return recalls(i2t, t2i)
 
 

@@ -61,6 +61,11 @@ class MultimodalModel(nn.Module):
             return Modality(tokens=proj(features.tokens), mask=features.mask)
         return Modality(pooled=proj(features.pooled))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (``mmreg.components.ModelView.device``)."""
+        return next(self.parameters()).device
+
     def encode_images(self, pixel_values: torch.Tensor) -> Modality:
         return self._project(self.encoder.encode_images(pixel_values), self.image_proj)
 

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment, to_file_layout
+from .config import LEGACY_TASK_SETTINGS, Experiment, to_file_layout
 from .errors import ConfigError
-from .history import flatten
+from .tables import flatten
 
 MAY_CHANGE = frozenset(
     {
@@ -36,6 +36,25 @@ def trajectory(exp: Experiment, processes: int) -> dict[str, Any]:
     return {**settings, "processes": processes}
 
 
+def upgrade_trajectory(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's settings written before tasks had parameters, in today's layout: ``task``
+    (a name, or absent where the losses chose it) becomes ``task.name``, and each setting of
+    ``LEGACY_TASK_SETTINGS`` the task's parameter of that name, where the task has one (as
+    ``mmreg.api.resolve`` places them in the run's config.toml). A current checkpoint is returned as it is."""
+    if "task.name" in saved:
+        return saved
+    out = {k: v for k, v in saved.items() if k != "task"}
+    out["task.name"] = saved.get("task", now.get("task.name"))
+    for section, keys in LEGACY_TASK_SETTINGS.items():
+        for key in keys:
+            value = out.pop(f"{section}.{key}", None)
+            if f"task.{key}" in now and value is not None:
+                out[f"task.{key}"] = value
+    # parameters the task gained since keep their defaults: the run it continues had no such setting
+    out.update({k: v for k, v in now.items() if k.startswith("task.") and k not in out})
+    return out
+
+
 def check_resume(run_dir: Path, exp: Experiment) -> None:
     """Refuse to resume when the run directory's config.toml was edited in a setting that defines
     the run, or the process count changed; changes no file.
@@ -44,8 +63,8 @@ def check_resume(run_dir: Path, exp: Experiment) -> None:
     """
     from .checkpoint import read_state
 
-    saved = read_state(run_dir / "checkpoints" / "last")["trajectory"]
     now = trajectory(exp, int(os.environ.get("WORLD_SIZE", "1")))
+    saved = upgrade_trajectory(read_state(run_dir / "checkpoints" / "last")["trajectory"], now)
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
             where = "the process count" if key == "processes" else f"setting '{key}'"

@@ -30,6 +30,9 @@ from .space import Space
 if TYPE_CHECKING:
     import optuna
 
+    from .config import Experiment
+    from .results import Metric
+
     from .plugins import PluginHost
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -128,6 +131,23 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     }[name]()
 
 
+def objective_direction(base: Experiment, host: PluginHost, metric: str | None, direction: str | None) -> str:
+    """The study's direction: the one the experiment's task declares for the metric (``metric``,
+    else ``train.metric``, else the task's headline: ``Task.lower_is_better``), or ``direction``
+    where given. Raises ConfigError for a direction that contradicts the declared one."""
+    from .tasks import task_class
+
+    task = task_class(host.registry("tasks"), base.task.name)
+    name = metric or base.train.metric or task.headline
+    if name is None:  # the task's first metric, known once a trial builds it; its direction is checked then
+        return direction or "maximize"
+    declared = "minimize" if name in task.lower_is_better else "maximize"
+    if direction is not None and direction != declared:
+        better = "lower" if declared == "minimize" else "higher"
+        raise ConfigError(f"task '{base.task.name}' declares {name} better {better}, so a search must {declared} it; drop --direction {direction}")
+    return declared
+
+
 def plan_search(
     experiment: str | Path,
     *,
@@ -136,7 +156,7 @@ def plan_search(
     sampler: str = "tpe",
     pruner: str = "median",
     metric: str | None = None,
-    direction: str = "maximize",
+    direction: str | None = None,
     runs_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     heartbeat: int = 10,
@@ -145,6 +165,10 @@ def plan_search(
     track: Sequence[str] = (),
 ) -> Plan:
     """Read and check the experiment and its space, then open (or create) the study; no trial runs.
+
+    ``metric`` (default: the experiment's ``train.metric``, else its task's headline) is what every
+    trial's run keeps its best checkpoint by, reports to the pruner and returns as the trial's value;
+    ``direction`` defaults to the one the task declares for it (``Task.lower_is_better``).
 
     Raises ConfigError (and the other typed errors of mmreg.errors) for any bad input.
     """
@@ -157,7 +181,8 @@ def plan_search(
 
     _pick("sampler", sampler, SAMPLERS)
     _pick("pruner", pruner, PRUNERS)
-    _pick("direction", direction, DIRECTIONS)
+    if direction is not None:
+        _pick("direction", direction, DIRECTIONS)
     host = host or load_plugins(plugins)
     raw = read_file(experiment)
     table = raw.pop("search", None)
@@ -167,6 +192,7 @@ def plan_search(
     if runs_dir is not None:
         raw["runs_dir"] = str(runs_dir)
     base = resolve(validate(raw), host)
+    direction = objective_direction(base, host, metric, direction)
     space = Space(table or {}, raw, host)
     check_runs_dir(base.runs_dir)
     check_trackers(base.track)
@@ -177,7 +203,7 @@ def plan_search(
     store, address = open_storage(storage, study_dir, heartbeat)
     opened = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True)
     if opened.direction.name.lower() != direction:
-        raise ConfigError(f"study '{name}' in {address} was made to {opened.direction.name.lower()}; drop --direction or use another --study")
+        raise ConfigError(f"study '{name}' in {address} was made to {opened.direction.name.lower()}, this search would {direction}; use another --study")
     opened.sampler = make_sampler(sampler, space, seed=base.seed + len(opened.trials))  # a rerun draws anew
     opened.pruner = make_pruner(pruner)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +227,7 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
         raw = plan.space.draw(trial)
         raw["runs_dir"], raw["name"] = str(plan.study_dir / "trials"), f"trial-{trial.number:04d}"
         raw["track"] = study_track(raw.get("track"), plan.study.study_name, plan.study_dir)  # one tracker run per trial
-        if plan.metric:
+        if plan.metric:  # the run keeps its best checkpoint by the search's metric
             raw.setdefault("train", {})["metric"] = plan.metric
         try:
             exp = resolve(validate(raw), plan.host)
@@ -234,9 +260,10 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
         finally:
             _free_gpu_memory()
         trial.set_user_attr("run_dir", summary["run_dir"])
-        value = summary["metrics"][summary["best"]["metric"]]
-        if not math.isfinite(value):
+        value = summary["best"]["value"]  # the best checkpoint's, by the metric the pruner was fed
+        if value is None or not math.isfinite(value):
             trial.set_user_attr("fail_reason", f"{summary['best']['metric']} is {value}")
+            return float("nan")
         return value
 
     return trial_fn
@@ -248,13 +275,24 @@ class PruningReport(LoopCallback):
 
     def __init__(self, trial: optuna.Trial, plan: Plan) -> None:
         self.trial, self.plan = trial, plan
+        self.metric: Metric | None = None
+
+    def on_metric(self, metric: Metric) -> None:
+        """The run's deciding metric: the one reported, and the trial's value; its direction must be the study's."""
+        study = self.plan.study.direction.name.lower()
+        if metric.direction != study:
+            better = "higher" if metric.higher_is_better else "lower"
+            raise ConfigError(f"this trial's metric {metric.name} is better {better}, but the study must {study}; use another --study or --metric")
+        self.metric = metric
+        self.trial.set_user_attr("metric", metric.name)
 
     def on_eval(self, step: int, metrics: dict[str, float], run_dir: Path) -> None:
         import optuna
 
         from .runs import write_json
 
-        trial, name = self.trial, self.plan.metric or ("accuracy" if "accuracy" in metrics else "recall@1")
+        assert self.metric is not None, "on_metric is called before the first evaluation"
+        trial, name = self.trial, self.metric.name
         if trial.user_attrs.get("run_dir") != str(run_dir):
             trial.set_user_attr("run_dir", str(run_dir))
         trial.report(metrics[name], step)
@@ -389,6 +427,7 @@ def summarize(plan: Plan, *, interrupted: bool = False) -> dict[str, Any]:
         "storage": plan.storage,
         "study_dir": str(study_dir),
         "direction": study.direction.name.lower(),
+        "metric": next((t.user_attrs["metric"] for t in trials if "metric" in t.user_attrs), plan.metric),
         "trials": len(rows),
         "states": counts,
         "interrupted": interrupted,

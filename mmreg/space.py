@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import MULTI, SINGLE, Experiment, validate
+from .config import MULTI, SINGLE, Experiment, default_name, validate, with_task_table
 from .errors import ConfigError, MmregError, did_you_mean
 from .registry import find_kind, search_hint
 
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from .plugins import PluginHost
 
 RANGE_KEYS = {"low", "high", "log", "step"}
-KIND_OF = {"encoder": "encoders", "fusion": "fusions", "peft": "peft", "dataset": "datasets", "loss": "losses", "augment": "augmenters"}
+KIND_OF = {
+    "encoder": "encoders", "fusion": "fusions", "peft": "peft", "dataset": "datasets", "task": "tasks", "loss": "losses", "augment": "augmenters",
+}  # fmt: skip
 
 
 def _label(value: Any) -> str | int | float | bool:
@@ -106,7 +108,7 @@ def set_value(raw: dict[str, Any], key: str, value: Any) -> None:
 def chosen(raw: Mapping[str, Any], key: str) -> list[str]:
     """The component names a file layout chooses for ``key`` (one for encoder, fusion, ...; several for loss)."""
     if key in SINGLE:
-        return [(raw.get(key) or {}).get("name", Experiment.model_fields[key].default.name)]
+        return [(raw.get(key) or {}).get("name", default_name(key))]
     return list(raw[key]) if key in raw else list(Experiment.model_fields[key].default_factory())  # type: ignore[misc]
 
 
@@ -146,7 +148,7 @@ class Space:
         """Raises ConfigError for an unknown key, a malformed range, or any value its setting refuses."""
         if not table:
             raise ConfigError("the experiment has no [search] table; add one, e.g. [search] fusion = [\"none\", \"gated\"]")
-        self.base, self.host = copy.deepcopy(dict(base)), host
+        self.base, self.host = copy.deepcopy(with_task_table(base)), host
         # Choices of plugin first: which parameters exist, and their declared ranges, depend on them.
         self.dims: list[Dimension] = []
         for key in sorted(table, key=lambda k: k not in SINGLE and k not in MULTI):

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from .components import Encoded, Evaluation, Fusion, Task
+from .config import DEFAULT_TASKS
 from .errors import ConfigError, IncompatibleParts, did_you_mean
 from .metrics import AccuracyEvaluation, RetrievalEvaluation
 
-DEFAULT_WITH_LOGITS, DEFAULT = "classification", "retrieval"  # the defaults of Experiment.task, as its other defaults name plugins
 HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
 
@@ -21,7 +21,7 @@ def choose_task(requested: str | None, loss_needs: Iterable[frozenset[str]]) -> 
     """The task asked for, or the one the losses imply: logits mean classification, else retrieval."""
     if requested is not None:
         return requested
-    return DEFAULT_WITH_LOGITS if any("logits" in needs for needs in loss_needs) else DEFAULT
+    return DEFAULT_TASKS["logits"] if any("logits" in needs for needs in loss_needs) else DEFAULT_TASKS["otherwise"]
 
 
 def task_class(tasks: Any, name: str) -> Any:
@@ -76,12 +76,14 @@ class FusedHeadTask(Task):
 
     provides = frozenset({"logits", "labels"})
     reads_fused = True
+    headline = "accuracy"
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"logits": head(fusion.fuse(features.image, features.text))}
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        return [AccuracyEvaluation(self), *([RetrievalEvaluation(model, self.settings)] if "scores" in model.needs else [])]
+        memory_mb = getattr(self.settings, "score_memory_mb", 512)
+        return [AccuracyEvaluation(self), *([RetrievalEvaluation(model, memory_mb=memory_mb)] if "scores" in model.needs else [])]
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores [N, C] in [0, 1] of the head's logits: a softmax over exclusive classes."""
@@ -95,7 +97,7 @@ class FusedHeadTask(Task):
             raise ConfigError(f"task '{self.name}' reads one {self.text} per image: give one --text for all {n} images or one per image, not {len(texts)}")
         paired = list(texts) * n if len(texts) == 1 else list(texts)
         batch = {**pixels, **model.encoder.tokenize(paired)}
-        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        batch = {k: v.to(model.device) for k, v in batch.items()}
         logits = self.forward(model.head, model.fusion, model.encode(batch), batch)["logits"]
         top = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
         probs = self.probabilities(logits).gather(1, top)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .components import LoopCallback
 from .errors import ConfigError
+from .tables import flatten
 
 if TYPE_CHECKING:
     from accelerate.tracking import GeneralTracker
@@ -62,7 +63,6 @@ def mlflow_key(key: str) -> str:
 def hyperparameters(exp: Experiment) -> dict[str, str | int | float | bool]:
     """The resolved experiment as dotted keys (``train.lr``, ``fusion.heads``); lists and empty tables as JSON text."""
     from .config import to_file_layout
-    from .history import flatten
 
     flat = flatten(to_file_layout(exp))
     return {k: v if isinstance(v, str | int | float | bool) else json.dumps(v) for k, v in flat.items()}
@@ -217,11 +217,15 @@ class Tracking(LoopCallback):
         for name, tracker in self.trackers.items():
             tracker.log({mlflow_key(k): v for k, v in values.items()} if name == "mlflow" else values, step=self.step)
 
-    def finish(self, curves: Path) -> None:
-        """Log ``curves`` (the run's curves.png) as an artifact of every tracker run, then end them."""
+    def finish(self, curves: Path, best: Mapping[str, Any] | None = None) -> None:
+        """Log the deciding metric's kept value as ``best/METRIC`` (``best``: summary.json's ``best``)
+        and ``curves`` (the run's curves.png) as an artifact of every tracker run, then end them."""
         if not self.trackers:
             return
         from PIL import Image
+
+        if best is not None and best.get("value") is not None:
+            self.on_log({"step": self.step, "split": "best", best["metric"]: best["value"]})
 
         if curves.is_file():
             for name, tracker in self.trackers.items():

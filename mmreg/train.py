@@ -25,6 +25,7 @@ from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupte
 from .model import MultimodalModel
 from .optim import build_optimizer
 from .precision import resolve_precision
+from .results import Metric
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 from .streams import is_stream, stream_loader
@@ -150,7 +151,7 @@ class Trainer:
         *,
         seed: int,
         run_dir: Path | None,
-        metric: str,
+        metric: Metric,
         num_workers: int | str = 0,
         max_unreadable: float = 0.01,
         optim: OptimConfig | None = None,
@@ -211,6 +212,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         for callback in self.callbacks:
             callback.on_train_start(self.total, self.steps_per_epoch)
+            callback.on_metric(self.metric)
 
     # -- files (main process only) ---------------------------------------------
 
@@ -289,15 +291,15 @@ class Trainer:
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
         """Record an evaluation, keep the best weights; True when early stopping says stop."""
-        value = metrics.get(self.metric)
+        value = metrics.get(self.metric.name)
         if value is None:
-            raise ConfigError(f"validation metric '{self.metric}' is not computed here (have: {', '.join(metrics)}); set train.metric")
+            raise ConfigError(f"validation metric '{self.metric.name}' is not computed here (have: {', '.join(metrics)}); set train.metric")
         self.loop.history.append({"step": self.loop.step, **metrics})
         self._log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "val", **metrics})
-        if self.loop.best is None or value > self.loop.best:
+        if self.metric.better(value, self.loop.best):
             self.loop.best, self.loop.best_step, self.loop.evals_since_best = value, self.loop.step, 0
             if self.main:
-                record = {"step": self.loop.step, "metric": self.metric, "value": value, "metrics": metrics}
+                record = {"step": self.loop.step, **self.metric.record(), "value": value, "metrics": metrics}
                 save_best(self.run_dir / "checkpoints", self.bare_model, record)
         else:
             self.loop.evals_since_best += 1
@@ -388,8 +390,11 @@ class Trainer:
                 if signals.received is not None:
                     self.save_last()
                     raise TrainingInterrupted(signals.received, loop.step, str(self.run_dir))
-        if evaluated_at != loop.step:  # resumed at the very end, or stopped early between evaluations
+        if evaluated_at != loop.step:  # resumed at the very end, stopped early between evaluations, or no step to take
             metrics = self.evaluate()
+            if self.total == 0 and not loop.history:  # train.max_steps 0: the initial weights are the run's one evaluation
+                self._after_eval(metrics)
+                self.save_last()
         return TrainResult(
             steps=loop.step,
             epochs=loop.step / self.steps_per_epoch,

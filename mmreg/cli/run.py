@@ -40,7 +40,7 @@ def run_command(
     dataset: DatasetOpt = None,
     task: Annotated[
         str | None,
-        typer.Option(help="retrieval, classification or vqa [default: classification if a loss reads logits, else retrieval].", show_default=False),
+        typer.Option(help="{tasks} \\[default: classification if a loss reads logits, else retrieval].", show_default=False),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", show_default=False)] = None,
@@ -53,7 +53,7 @@ def run_command(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
     set_: SetOpt = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created [default: runs].", show_default=False)] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created \\[default: runs].", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Run name (the run directory's name).", show_default=False)] = None,
     track: TrackOpt = None,
     as_json: JsonOpt = False,
@@ -102,27 +102,21 @@ def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    m = summary["metrics"]
-    if "accuracy" in m:
-        classes = f" ({summary['classes']} classes, chance {1 / summary['classes']:.4f})" if summary.get("classes") else ""
-        console.print(
-            f"validation {summary['task']} accuracy: [bold]{m['accuracy']:.4f}[/bold] over {summary['val_size']} samples{classes}"
-        )
-    others = {k: v for k, v in m.items() if k != "accuracy" and "recall@" not in k}
-    if others:  # the metrics of other tasks (captioning's cider and bleu4, a plugin's own)
-        shown = ", ".join(f"{k} [bold]{v:.4f}[/bold]" for k, v in others.items())
-        console.print(f"validation {summary['task']}: {shown} over {summary['val_size']} samples")
-    if "recall@1" in m:
-        from mmreg.metrics import protocol_text
-
-        protocol = protocol_text(summary["retrieval"]) if "retrieval" in summary else f"{summary['val_size']} pairs"
-        console.print(f"validation retrieval: {protocol}")
-        table = Table(title=f"validation retrieval (chance@1 {summary['chance@1']:.4f})")
-        for col, justify in (("metric", "left"), ("image->text", "right"), ("text->image", "right"), ("mean", "right")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
-        for k in (1, 5, 10):
-            table.add_row(f"recall@{k}", f"{m[f'i2t_recall@{k}']:.4f}", f"{m[f't2i_recall@{k}']:.4f}", f"{m[f'recall@{k}']:.4f}")
-        console.print(table)
+    m, best = summary["metrics"], summary["best"]
+    texts = summary.get("val_texts", summary["val_size"])
+    images = summary.get("val_images", texts)
+    over = f"{images} images" + (f" and {texts} texts" if texts != images else "")
+    classes = f", {summary['classes']} classes" if summary.get("classes") else ""
+    console.print(f"validation {summary['task']} over {over}{classes}:", highlight=False)
+    table = Table()
+    for col, justify in (("metric", "left"), ("last", "right"), ("best checkpoint", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for key, value in m.items():
+        headline = key == best["metric"]
+        kept = "" if not headline or best["value"] is None else f"{best['value']:.4f} (step {best['step']})"
+        table.add_row(f"[bold]{key}[/bold] (headline, {'higher' if best.get('higher_is_better', True) else 'lower'} is better)" if headline else key,
+                      f"{value:.4f}", kept)  # fmt: skip
+    console.print(table)
     console.print(
         f"{summary['steps']} steps in {summary['train_seconds']:.1f}s ({summary['samples_per_second']:.0f} samples/s "
         f"on {summary['device']} in {summary['precision']}), final loss {summary['final_loss']:.4f}"

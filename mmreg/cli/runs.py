@@ -69,34 +69,55 @@ def eval_command(
     runs_dir: RunsDir = Path("runs"),
     as_json: AsJson = False,
     results: Annotated[
-        Path | None, typer.Option(help="Also write a VQA run's answers here in the official results format: [{question_id, answer}].", show_default=False)
+        Path | None,
+        typer.Option(help="Also write here the task's results file (e.g. VQA's official [{question_id, answer}]); tasks without one refuse it.", show_default=False),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Evaluate with this task instead of the run's, retraining nothing: e.g. a zero-shot task on a labelled --dataset (mmreg list tasks).", show_default=False),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the run's (mmreg list datasets).", show_default=False)] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A parameter of the evaluation's task or dataset: task.KEY=VALUE or dataset.KEY=VALUE; repeatable."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Also write the metrics here as CLIP_benchmark's results JSON: {dataset, model, pretrained, task, metrics}.", show_default=False),
     ] = None,
 ) -> None:
-    """Rebuild a run's model, load its weights and evaluate it on a split."""
-    from ..history import check_eval, evaluate_run
+    """Rebuild a run's model, load its weights and evaluate it on a split, with its own task and dataset or others."""
+    from ..errors import ConfigError
+    from ..history import EVAL_INFO, benchmark_record, check_eval, evaluate_run
+    from ..runs import write_json
 
     run_path, _, _ = check_eval(run, split, checkpoint, runs_dir)  # a wrong name fails before plugins load
-    result = evaluate_run(run_path, split, checkpoint, device, runs_dir=runs_dir, batch_size=batch_size, host=state.host())
+    if results is not None and (task or dataset or set_):
+        raise ConfigError("--results writes the run's own task's results file; drop --task, --dataset and --set, or --results")
+    result = evaluate_run(
+        run_path, split, checkpoint, device, runs_dir=runs_dir, batch_size=batch_size, host=state.host(),
+        task=task, dataset=dataset, overrides=set_ or [],
+    )  # fmt: skip
+    if output is not None:
+        write_json(output, benchmark_record(result, run_path.name, state.host()))
     if results is not None:
-        from ..predict import vqa_results
-        from ..runs import write_json
+        from ..predict import task_results
 
-        write_json(results, vqa_results(run_path, split, checkpoint=checkpoint, device=device, runs_dir=runs_dir, host=state.host()))
+        write_json(results, task_results(run_path, split, checkpoint=checkpoint, device=device, runs_dir=runs_dir, host=state.host()))
     if as_json:
         typer.echo(json.dumps(result))
         return
     from rich.table import Table
 
-    info = {"split", "checkpoint", "size", "weights", "device"}
     note = "" if result["checkpoint"] == checkpoint else f" (the run has no '{checkpoint}' checkpoint)"
     console = _console()
-    console.print(f"{result['split']} split of run {run_path.name}: {result['size']} samples, on {result['device']}")
+    console.print(f"task {result['task']} on the {result['split']} split of dataset {result['dataset']}, run {run_path.name}: {result['size']} samples, on {result['device']}")
     console.print(f"weights: {result['weights']}, {result['checkpoint']}{note}")
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if key not in info:
+        if key not in EVAL_INFO:
             table.add_row(key, _fmt(value))
     console.print(table)
 
@@ -148,7 +169,7 @@ def _highlights(config: dict[str, Any]) -> dict[str, Any]:
     from ..history import flatten
 
     flat = flatten(config)
-    keys = ["task", "seed", "encoder.name", "fusion.name", "peft.name", "dataset.name", "model.dim"]
+    keys = ["task", "task.name", *(k for k in flat if k.startswith("task.") and k != "task.name"), "seed", "encoder.name", "fusion.name", "peft.name", "dataset.name", "model.dim"]
     keys += [k for k in flat if k.startswith(("loss.", "augment."))]
     keys += [f"train.{k}" for k in ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "device")]
     return {k: flat[k] for k in keys if k in flat}

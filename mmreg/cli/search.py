@@ -31,8 +31,12 @@ def search_command(
     study: Annotated[str | None, typer.Option(help="Study name \\[default: the experiment file's name].", show_default=False)] = None,
     sampler: Annotated[str, typer.Option(help="tpe, random, grid or cmaes.")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median, hyperband, successive-halving or none.")] = "median",
-    metric: Annotated[str | None, typer.Option(help="Validation metric to optimise \\[default: the run's].", show_default=False)] = None,
-    direction: Annotated[str, typer.Option(help="maximize or minimize.")] = "maximize",
+    metric: Annotated[
+        str | None, typer.Option(help="Validation metric to optimise \\[default: train.metric, else the task's headline metric].", show_default=False)
+    ] = None,
+    direction: Annotated[
+        str | None, typer.Option(help="maximize or minimize \\[default: the direction the task declares for the metric].", show_default=False)
+    ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes \\[default: the file's runs_dir].", show_default=False)] = None,
     heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats on an RDB storage; a trial silent for twice this is failed and retried.")] = 10,
     set_: SetOpt = None,
@@ -68,6 +72,8 @@ def search_command(
         _print_best(console, summary)
     if summary["interrupted"]:
         sys.exit(130)
+    if summary["best"] is None and summary["states"].get("FAIL"):
+        sys.exit(1)  # every trial that ran failed: the reasons are in the table
 
 
 def _print_best(console: Any, summary: dict[str, Any]) -> None:
@@ -75,9 +81,12 @@ def _print_best(console: Any, summary: dict[str, Any]) -> None:
     console.print(f"study {summary['study']}: {summary['trials']} trials ({states}) in {summary['storage']}")
     best = summary["best"]
     if best is None:
-        console.print("no trial completed yet")
+        failed = [r for r in summary["rows"] if r["state"] == "FAIL"]
+        why = f"; trial {failed[0]['number']} failed: {failed[0]['reason']}" if failed else " yet"
+        console.print(f"no trial completed{why}", markup=False)
         return
-    console.print(f"best: trial {best['number']}, value [bold]{best['value']:.4f}[/bold]")
+    metric = summary.get("metric") or "value"
+    console.print(f"best: trial {best['number']}, {metric} [bold]{best['value']:.4f}[/bold] ({summary['direction']})")
     for key, value in best["params"].items():
         console.print(f"  {key} = {value!r}")
     console.print(f"rerun it with: mmreg run {best['experiment']}")

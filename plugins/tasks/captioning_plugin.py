@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mmreg.hookspecs import hookimpl
+
+
+class CaptioningParams(BaseModel):
+    """How evaluation and `mmreg predict` generate captions."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_beams: int = Field(1, ge=1, description="beam search width; 1 is greedy decoding")
+    max_new_tokens: int = Field(20, ge=1, description="the most tokens generated per caption")
+    prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
 
 
 @hookimpl
@@ -10,5 +22,6 @@ def mmreg_register_tasks(register):
     register(
         "captioning",
         "mmreg_plugins.tasks.captioning:Captioning",
-        help="generate the caption from image tokens (BLIP's decoder): CIDEr-D, BLEU-4",
+        params=CaptioningParams,
+        help="generate the caption from image tokens (BLIP's decoder): CIDEr-D (headline), BLEU-4",
     )

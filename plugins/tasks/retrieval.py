@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
-from mmreg.components import Evaluation, Sample, Task
+from mmreg.components import Evaluation, ModelView, Sample, Task
 from mmreg.errors import ConfigError
-from mmreg.metrics import RetrievalEvaluation, image_groups
+from mmreg.metrics import RetrievalEvaluation, image_groups, protocol_text
 
 
 class Retrieval(Task):
@@ -19,14 +17,18 @@ class Retrieval(Task):
     every distinct image against every caption of the split, where a loss trains the fusion's
     ``score``; scored in memory-bounded blocks or over ``eval.shortlist`` candidates."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    headline = "recall@1"  # the mean of both directions, as retrieval papers report it
+
+    def __init__(self, *, shortlist: int | None = None, settings: Any = None) -> None:
+        super().__init__(settings=settings)
+        self.shortlist = shortlist
         self.evaluation: RetrievalEvaluation | None = None
 
-    def evaluations(self, model: nn.Module) -> list[Evaluation]:
+    def evaluations(self, model: ModelView) -> list[Evaluation]:
         if "scores" not in model.needs:
             return []
-        self.evaluation = RetrievalEvaluation(model, self.settings)
+        memory_mb = getattr(self.settings, "score_memory_mb", 512)
+        self.evaluation = RetrievalEvaluation(model, memory_mb=memory_mb, shortlist=self.shortlist)
         return [self.evaluation]
 
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -34,16 +36,20 @@ class Retrieval(Task):
         return image_groups(samples)
 
     def describe(self) -> dict[str, Any]:
-        """The last evaluation's protocol and scoring (``RetrievalEvaluation.report``)."""
-        return dict(self.evaluation.report) if self.evaluation is not None else {}
+        """The last evaluation's protocol and scoring (``RetrievalEvaluation.report``) and its
+        chance level: recall@1 of a random ranking, one over the distinct images."""
+        if self.evaluation is None or not self.evaluation.report:
+            return {}
+        report = dict(self.evaluation.report)
+        return {**report, "protocol": protocol_text(report), "chance@1": 1 / report["images"]}
 
-    def predict(self, model: nn.Module, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    def predict(self, model: ModelView, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
         """The ``top_k`` best-matching ``texts`` (candidate captions) of each image by the fusion's
         ``score``, as ``{"text": caption, "score": score}``."""
         if not texts:
             raise ConfigError("task 'retrieval' ranks candidate captions: give them with --text")
         batch = {**pixels, **model.encoder.tokenize(list(texts))}
-        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        batch = {k: v.to(model.device) for k, v in batch.items()}
         image = model.encode_images(batch["pixel_values"])
         text = model.encode_texts(batch["input_ids"], batch["attention_mask"])
         scores = model.fusion.score(image, text)

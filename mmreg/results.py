@@ -1,0 +1,67 @@
+"""The one metric that decides a run: which checkpoint is best, when to stop early, what a search
+optimises and prunes on, and what `mmreg runs list` shows, with whether higher or lower is better.
+
+The task declares it (``Task.headline``, ``Task.lower_is_better``); the user may name
+another (``train.metric``, ``mmreg search --metric``), checked against the metrics the task's
+evaluations will compute before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric by name, and its direction."""
+
+    name: str
+    higher_is_better: bool = True
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for it: "maximize" or "minimize"."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` improves on ``best`` (None: nothing yet); ties do not improve."""
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+    def record(self) -> dict[str, Any]:
+        """As summary.json's ``best`` and search records hold it."""
+        return {"metric": self.name, "higher_is_better": self.higher_is_better}
+
+
+def resolve_metric(task: Any, evaluations: Sequence[Any], requested: str | None = None) -> Metric:
+    """The metric that decides: ``requested`` (``train.metric``), else the task's ``headline``,
+    else the first metric of the first evaluation; its direction from ``task.lower_is_better``.
+
+    Raises ConfigError for a requested metric the evaluations do not compute (naming those they
+    do), and for a run that computes none (a task whose evaluations need a loss that is absent).
+    """
+    computed = [name for evaluation in evaluations for name in evaluation.names]
+    lower = getattr(task, "lower_is_better", frozenset())
+    who = f"task '{getattr(task, 'name', type(task).__name__)}'"
+    if not computed:
+        raise ConfigError(f"{who} computes no validation metric with these losses; add a loss its evaluation reads (mmreg show tasks {getattr(task, 'name', '')})")
+    if requested is not None:
+        if requested not in computed:
+            raise ConfigError(
+                f"validation metric '{requested}' is not computed by {who}{did_you_mean(requested, computed)} "
+                f"(it computes: {', '.join(computed)}); set train.metric or --metric to one of them"
+            )
+        name = requested
+    else:
+        name = getattr(task, "headline", None) or computed[0]
+        if name not in computed:
+            raise ConfigError(f"{who} declares headline metric '{name}' but its evaluations compute {', '.join(computed)}; fix the task's headline")
+    return Metric(name, name not in lower)
+
+
+__all__ = ["Metric", "resolve_metric"]
