@@ -17,7 +17,7 @@ import torch
 
 import mmreg
 from mmreg.plugins import load_plugins
-from mmreg.vqa_accuracy import normalise_answer, vqa_accuracy
+from mmreg_plugins.tasks._vqa_accuracy import normalise_answer, vqa_accuracy
 
 
 def question_type(question: str) -> str:

@@ -23,11 +23,7 @@ def __getattr__(name: str) -> Any:
         from .search import search
 
         return search
-    if name == "caption_images":
-        from .captions import caption_images
-
-        return caption_images
-    if name in ("predict_images", "vqa_results"):
+    if name in ("predict_images", "task_results"):
         from . import predict
 
         return getattr(predict, name)
@@ -54,11 +50,10 @@ __all__ = [
     "Experiment",
     "PluginHost",
     "__version__",
-    "caption_images",
     "hookimpl",
     "inspect_data",
     "predict_images",
-    "vqa_results",
+    "task_results",
     "load_experiment",
     "load_image",
     "load_plugins",

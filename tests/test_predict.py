@@ -1,4 +1,5 @@
-"""`mmreg predict`: each task's own prediction from a trained run."""
+"""`mmreg predict`: each task's own prediction from a trained run; `mmreg caption` is its short
+form and `mmreg eval --results` writes the task's own results file."""
 
 import json
 import subprocess
@@ -10,8 +11,9 @@ import torch
 from PIL import Image
 
 import mmreg
+from mmreg.errors import ConfigError, InvalidParams
 from mmreg.history import rebuild_run, weights_for
-from mmreg.predict import predict_images
+from mmreg.predict import predict_images, task_results
 
 TINY = {
     "seed": 3,
@@ -66,14 +68,48 @@ def test_retrieval_predict_ranks_the_candidate_captions(tmp_path):
 
 
 def test_classification_and_captioning_predict(tmp_path):
+    from test_cli import cli, one_error_line
+
     image = tmp_path / "shape.png"
     Image.new("RGB", (40, 40), (30, 200, 30)).save(image)
     summary = mmreg.run({**TINY, "task": "classification", "loss": {"ce": {}}, "runs_dir": str(tmp_path)}, progress=False)
-    preds = predict_images(Path(summary["run_dir"]).name, [image, image], texts=["a shape"], top_k=10, runs_dir=tmp_path)
+    classifier = Path(summary["run_dir"]).name
+    preds = predict_images(classifier, [image, image], texts=["a shape"], top_k=10, runs_dir=tmp_path)
     assert [len(x["predictions"]) for x in preds] == [5, 5]  # five shape kinds: top-k capped
     scores = [x["score"] for x in preds[0]["predictions"]]
     assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=1e-5)
-    caption = {**TINY, "task": "captioning", "fusion": {"name": "none"}, "loss": {"lm": {}}, "eval": {"max_new_tokens": 6}, "runs_dir": str(tmp_path)}
+    refused = one_error_line(cli("caption", classifier, str(image), "--runs-dir", str(tmp_path), "--device", "cpu", cwd=tmp_path))
+    assert "task 'classification', which predicts label, not caption" in refused
+    with pytest.raises(ConfigError, match="task 'classification' has no results file format"):
+        task_results(classifier, runs_dir=tmp_path, device="cpu")
+
+    caption = {**TINY, "task": {"name": "captioning", "max_new_tokens": 6}, "fusion": {"name": "none"}, "loss": {"lm": {}}, "runs_dir": str(tmp_path)}
     run = Path(mmreg.run(caption, progress=False)["run_dir"]).name
     generated = predict_images(run, [image], runs_dir=tmp_path)[0]["predictions"]
-    assert generated == [{"caption": mmreg.caption_images(run, [image], runs_dir=tmp_path)[0]["caption"]}]
+    assert len(generated) == 1 and set(generated[0]) == {"caption"}
+    shown = cli("caption", run, str(image), "--runs-dir", str(tmp_path), "--device", "cpu", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [{"image": str(image), "caption": generated[0]["caption"]}]
+    plain = cli("caption", run, str(image), "--runs-dir", str(tmp_path), "--device", "cpu", cwd=tmp_path)
+    assert plain.stdout == f"{image}: {generated[0]['caption']}\n"
+    with pytest.raises(InvalidParams, match="task 'captioning' has no parameter 'num_beam'; did you mean 'num_beams'"):
+        predict_images(run, [image], task_params={"num_beam": 2}, runs_dir=tmp_path)
+    bad = one_error_line(cli("caption", run, str(image), "--beams", "0", "--runs-dir", str(tmp_path), cwd=tmp_path))
+    assert "'num_beams'" in bad
+
+
+def test_task_params_change_how_the_run_predicts_not_its_weights(tmp_path):
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (200, 200, 30)).save(image)
+    exp = {**TINY, "task": {"name": "captioning", "max_new_tokens": 6, "prompt": "a"}, "fusion": {"name": "none"}, "loss": {"lm": {}}}
+    run = Path(mmreg.run({**exp, "runs_dir": str(tmp_path)}, progress=False)["run_dir"]).name
+    given = predict_images(run, [image], task_params={"prompt": "a small", "num_beams": 2}, runs_dir=tmp_path)
+    run_path = tmp_path / run
+    p = rebuild_run(run_path, weights_for(run_path, "best")[0])
+    p.task.prompt, p.task.num_beams = "a small", 2
+    model = p.model.eval()
+    with torch.inference_mode():
+        expected = p.task.predict(model, model.encoder.pixel_inputs([Image.open(image).convert("RGB")]), [], 1)
+    assert given[0]["predictions"] == expected[0] and expected[0][0]["caption"].startswith("a small")
+    with pytest.raises(ConfigError, match="prompt word 'portrait' is not in the decoder's vocabulary"):
+        predict_images(run, [image], task_params={"prompt": "a portrait of"}, runs_dir=tmp_path)

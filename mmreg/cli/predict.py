@@ -1,4 +1,4 @@
-"""`mmreg predict`: a trained run's own prediction for image files (answers, classes, captions)."""
+"""`mmreg predict`: a trained run's own prediction for image files (its task's ``predict``)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from .state import state
 def predict_command(
     run: RunArg,
     images: Annotated[list[Path], typer.Argument(help="Image files to predict for.", show_default=False)],
-    text: Annotated[list[str] | None, typer.Option("--text", help="The question or caption read with the images (one for all, or one per image); for retrieval, the candidate captions. Repeatable.", show_default=False)] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="What the task reads with the images: a question or caption (one for all, or one per image), or the candidate captions it ranks. Repeatable.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Predictions kept per image, best first.")] = 5,
     checkpoint: Annotated[str, typer.Option(help="Weights to use: best, last or final (as for `mmreg eval`).")] = "best",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     runs_dir: RunsDir = Path("runs"),
     as_json: AsJson = False,
 ) -> None:
-    """Print the task's prediction for each image: VQA answers and classes with their scores,
-    retrieval's best captions among --text, captioning's generated caption."""
+    """Print the task's prediction for each image, best first: answers or classes with their
+    scores, the best captions among --text, or a generated caption, as the run's task predicts."""
     from ..predict import predict_images
 
     results = predict_images(

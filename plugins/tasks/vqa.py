@@ -10,10 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Sample
+from mmreg.components import Dataset, Encoded, Encoder, Evaluation, ModelView, Sample
 from mmreg.errors import DataError
 from mmreg.tasks import FusedHeadTask
-from mmreg.vqa_accuracy import ANSWER_TYPES, accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
+from mmreg_plugins.tasks._vqa_accuracy import ANSWER_TYPES, accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
+
+RESULTS_BATCH = 32  # questions answered per forward pass when writing the results file
 
 
 def answer_vocabulary(answers: Sequence[Sequence[str]], min_count: int) -> list[str]:
@@ -29,13 +31,14 @@ def answer_vocabulary(answers: Sequence[Sequence[str]], min_count: int) -> list[
         counts.update(normalise_answer(a) for a in given)
     vocabulary = sorted((a for a, n in counts.items() if n >= min_count and a), key=lambda a: (-counts[a], a))
     if not vocabulary:
-        raise DataError(f"no answer occurs {min_count} or more times in training, so the answer vocabulary is empty; lower answers.min_answer_count")
+        raise DataError(f"no answer occurs {min_count} or more times in training, so the answer vocabulary is empty; lower task.min_answer_count")
     return vocabulary
 
 
 class VqaEvaluation(Evaluation):
-    """The official VQA accuracy of the head's top answer (``mmreg.vqa_accuracy``), overall and per
-    answer type: ``batch["answer_scores"]`` [N, C] holds the accuracy each vocabulary answer would get."""
+    """The official VQA accuracy of the head's top answer (``mmreg_plugins.tasks._vqa_accuracy``),
+    overall and per answer type: ``batch["answer_scores"]`` [N, C] holds the accuracy each
+    vocabulary answer would get."""
 
     names = ("vqa_accuracy",)
 
@@ -54,7 +57,7 @@ class VqaEvaluation(Evaluation):
 
 class VisualQuestionAnswering(FusedHeadTask):
     """The question is fed as text; the head scores every answer of the vocabulary (normalised
-    training answers given ``answers.min_answer_count`` times or more).
+    training answers given ``task.min_answer_count`` times or more).
 
     ``labels`` [N, C] are ViLT's soft scores, 0/0.3/0.6/0.9/1 for 0/1/2/3/4+ matching human answers
     (a question with a single answer: 1 for it); ``answer_scores`` [N, C] the official accuracy of each
@@ -64,10 +67,12 @@ class VisualQuestionAnswering(FusedHeadTask):
 
     text = "question"
     target = "answer"
+    headline = "vqa_accuracy"
     needs_fields = frozenset({"image", "question", "answer"})
 
-    def __init__(self, *, settings: Any = None, answers: Any = None) -> None:
-        super().__init__(settings=settings, answers=answers)
+    def __init__(self, *, min_answer_count: int = 1, settings: Any = None) -> None:
+        super().__init__(settings=settings)
+        self.min_answer_count = min_answer_count
         self.ids: dict[str, int] = {}
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
@@ -92,10 +97,6 @@ class VisualQuestionAnswering(FusedHeadTask):
                 wider.bias[: last.out_features] = last.bias
             head[-1] = wider
         return head
-
-    @property
-    def min_answer_count(self) -> int:
-        return self.answer_settings.min_answer_count if self.answer_settings is not None else 1
 
     def set_classes(self, classes: Sequence[str]) -> None:
         self.classes = list(classes)
@@ -123,3 +124,17 @@ class VisualQuestionAnswering(FusedHeadTask):
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         return [VqaEvaluation(self), *super().evaluations(model)[1:]]
+
+    def results(self, model: ModelView, samples: Sequence[Sample]) -> list[dict[str, Any]]:
+        """The official VQA results format (``mmreg eval --results``): ``[{"question_id": int,
+        "answer": str}]``, the top answer of ``predict`` to each question of ``samples``, in order,
+        with the sample's ``question_id``, else its index in ``samples``; ``RESULTS_BATCH`` at a time."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(samples), RESULTS_BATCH):
+            chunk = samples[start : start + RESULTS_BATCH]
+            answers = self.predict(model, model.encoder.pixel_inputs([s.image for s in chunk]), [s.question for s in chunk], 1)
+            out += [
+                {"question_id": s.question_id if s.question_id is not None else start + i, "answer": best[0]["answer"]}
+                for i, (s, best) in enumerate(zip(chunk, answers, strict=True))
+            ]
+        return out

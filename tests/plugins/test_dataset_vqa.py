@@ -11,7 +11,7 @@ from mmreg.api import prepare
 from mmreg.config import validate
 from mmreg.errors import DataError
 from mmreg.plugins import load_plugins
-from mmreg.predict import vqa_results
+from mmreg.predict import task_results
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 
@@ -43,7 +43,7 @@ def test_a_vqa_v2_directory_trains_and_evaluates(tmp_path):
     }  # fmt: skip
     summary = mmreg.run(exp, progress=False)
     assert set(summary["metrics"]) == {"vqa_accuracy", "vqa_accuracy/yes/no", "vqa_accuracy/other"}
-    results = vqa_results(summary["run_dir"].split("/")[-1], runs_dir=tmp_path / "runs")
+    results = task_results(summary["run_dir"].split("/")[-1], runs_dir=tmp_path / "runs")
     assert [r["question_id"] for r in results] == [q * 10 for q in range(100, 108)]
     p = prepare(validate(exp), load_plugins())
     assert p.train_split[0].answers and len(p.train_split[0].answers) == 10 and p.train_split[1].answer_type == "other"

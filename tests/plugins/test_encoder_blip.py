@@ -13,13 +13,12 @@ from mmreg.plugins import load_plugins
 
 TINY = {
     "seed": 0,
-    "task": "captioning",
+    "task": {"name": "captioning", "max_new_tokens": 6},
     "encoder": {"name": "blip", "hidden_size": 32},
     "fusion": {"name": "none"},
     "loss": {"lm": {}},
     "model": {"dim": 32},
     "dataset": {"name": "shapes", "train_size": 32, "val_size": 16},
-    "eval": {"max_new_tokens": 6},
     "train": {"max_steps": 3, "batch_size": 8, "eval_batch_size": 16},
 }
 
@@ -60,9 +59,32 @@ def test_a_saved_checkpoint_loads_with_from_pretrained_and_captions(tmp_path):
     assert p.model.encoder.image_token_dim == 32 and p.task.bos_token_id == 14 and p.task.eos_token_id == 3
     batch = collate_for(p)(p.val_split[:2])
     assert batch["caption_ids"][0, 0].item() == 14  # the decoder starts from [DEC], as BLIP's does
+    p.task.num_beams = 2
     with torch.no_grad():
-        captions = p.task.generate(p.model.head, p.model.encode(batch).image_tokens, num_beams=2)
+        captions = p.task.generate(p.model.head, p.model.encode(batch).image_tokens)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    # its decoder has an id ([DEC]) its tokenizer does not name, so the vocabulary cannot grow a prompt's new words
+    with pytest.raises(ConfigError, match=r"prompt word '\w+' is not in the encoder's vocabulary, which cannot grow"):
+        prepare(validate({**exp, "task": {**TINY["task"], "prompt": "a picture of"}}))
+
+
+def test_a_prompt_of_new_words_joins_the_vocabulary_and_the_run_predicts_after_it(tmp_path):
+    from PIL import Image
+
+    from mmreg.predict import predict_images
+
+    exp = {**TINY, "task": {**TINY["task"], "prompt": "A picture of"}, "runs_dir": str(tmp_path)}  # shapes' captions lack "picture", "of"
+    p = prepare(validate(exp))
+    tokenizer = p.model.encoder.tokenizer
+    assert tokenizer.unk_token_id not in tokenizer("a picture of")["input_ids"]
+    assert p.model.encoder.text_decoder.get_input_embeddings().num_embeddings == len(tokenizer)
+    batch = collate_for(p)(p.val_split[:2])
+    assert batch["caption_ids"][0, 1:4].tolist() == p.task.prompt_ids()[1:]
+    summary = mmreg.run(exp, progress=False)
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    [caption] = predict_images(summary["run_dir"], [image], device="cpu")[0]["predictions"]  # the rebuilt run's weights fit
+    assert caption["caption"].startswith("A picture of")
 
 
 def test_a_missing_checkpoint_is_one_line():

@@ -1,6 +1,8 @@
-"""The `vqa` task as the field trains and scores it: vocabulary, soft scores, BCE, official accuracy."""
+"""The `vqa` task as the field trains and scores it: vocabulary, soft scores, BCE, official accuracy,
+and the official results file."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +18,8 @@ from mmreg.config import validate
 from mmreg.errors import DataError, IncompatibleParts
 from mmreg.plugins import load_plugins
 from mmreg_plugins.losses.bce import SoftBinaryCrossEntropy
-from mmreg.vqa_accuracy import normalise_answer, vqa_accuracy
+from mmreg_plugins.tasks._vqa_accuracy import normalise_answer, vqa_accuracy
+from mmreg_plugins.tasks import vqa
 from mmreg_plugins.tasks.vqa import VisualQuestionAnswering, answer_vocabulary
 
 VQA = {
@@ -39,7 +42,7 @@ def test_vocabulary_is_normalised_answers_given_often_enough():
     answers = [("Left",) * 7 + ("on the left",) * 3, ("two",), ("2", "red")]
     assert answer_vocabulary(answers, 1) == ["left", "on left", "2", "red"]  # by count: 7, 3, 2, 1
     assert answer_vocabulary(answers, 3) == ["left", "on left"]
-    with pytest.raises(DataError, match="vocabulary is empty; lower answers.min_answer_count"):
+    with pytest.raises(DataError, match="vocabulary is empty; lower task.min_answer_count"):
         answer_vocabulary(answers, 8)
     with pytest.raises(DataError, match="question 1 has no answers"):
         answer_vocabulary([("yes",), ()], 1)
@@ -104,3 +107,15 @@ def test_vqa_runs_end_to_end_and_saves_the_vocabulary(tmp_path):
     assert set(summary["metrics"]) == {"vqa_accuracy"} and 0.0 <= summary["metrics"]["vqa_accuracy"] <= 1.0
     classes = json.loads((tmp_path / summary["run_dir"].split("/")[-1] / "classes.json").read_text())
     assert any(c.startswith("on ") for c in classes)
+
+
+def test_results_are_the_official_format_in_batches(monkeypatch):
+    p = prepare(validate(VQA), load_plugins())
+    samples = [*p.val_split[:4], *(replace(s, question_id=100 + i) for i, s in enumerate(p.val_split[4:7]))]
+    monkeypatch.setattr(vqa, "RESULTS_BATCH", 3)  # batches of 3, so ids and order cross batches
+    model = p.model.eval()
+    with torch.inference_mode():
+        results = p.task.results(model, samples)
+        best = p.task.predict(model, model.encoder.pixel_inputs([s.image for s in samples]), [s.question for s in samples], 1)
+    assert [r["question_id"] for r in results] == [0, 1, 2, 3, 100, 101, 102]  # the sample's id, else its index
+    assert [r["answer"] for r in results] == [b[0]["answer"] for b in best] and set(results[0]) == {"question_id", "answer"}

@@ -14,7 +14,8 @@ Answer normalisation follows the official script (GT-Vision-Lab/VQA,
 - the period step strips at most 32 periods (the script passes ``re.UNICODE``, 32, where
   ``re.sub`` takes its ``count``).
 
-No maintained package implements this, hence this module.
+No maintained package implements this, hence this module: a helper of the `vqa` task plugin
+(the leading underscore: a module with no entry point of its own), torch-free.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmreg.vqa_accuracy import accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
+from mmreg_plugins.tasks._vqa_accuracy import accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
 
 
 @pytest.mark.parametrize(
