@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mmreg.components import Augmenter, Dataset, Loss, Modality, PeftStrategy, Sample, Samples, Step, Tower
-from mmreg.errors import DataError
+from mmreg.components import Augmenter, Dataset, Evaluation, Loss, Modality, PeftStrategy, Sample, Samples, Step, Task, Tower
+from mmreg.contracts import DESCRIBE_JSON, LOSS_SCALAR, METRICS_NAMED
+from mmreg.errors import ConfigError, DataError
 from mmreg.layers import symmetric_infonce
 from mmreg.plugins import load_plugins
 from mmreg.testing import ContractViolation, check_augmenter, check_dataset, check_fusion, check_loss, check_peft, check_task
@@ -70,9 +73,9 @@ def test_a_conforming_loss_passes():
     "loss, contract, seen",
     [
         (OneWay(), "symmetric in images and texts", "transpose"),
-        (PerPair(), "gives a scalar", "at batch 1 it gave (1,)"),
+        (PerPair(), LOSS_SCALAR, "at batch 2 it returned a tensor of shape (2,)"),
         (Detached(), "gradient reaches every input it needs", "'scores' is all zero"),
-        (NaNAtOne(), "is finite", "batch 1"),
+        (NaNAtOne(), LOSS_SCALAR, "at batch 1 it returned nan"),
         (Misnamed(), "needs names Step fields", "['score']"),
     ],
 )
@@ -337,5 +340,110 @@ def test_a_broken_task_is_caught():
         "task": "size", "loss": {"ce": {}}, "fusion": {"name": "concat"}, "model": {"dim": 16}, "train": {"batch_size": 4},
         "encoder": {"name": "clip", "hidden_size": 16, "projection_dim": 16}, "dataset": {"name": "shapes", "train_size": 8, "val_size": 4},
     }  # fmt: skip
-    seen = caught("an evaluation computes the metrics it names", check_task, experiment, host)
+    seen = caught(METRICS_NAMED, check_task, experiment, host)
     assert "names ['acc'], computed ['accuracy']" in seen
+
+
+class Diagonal(Evaluation):
+    """The mean score of matched pairs (the diagonal) and of every other pair, over the whole split."""
+
+    names = ("matched", "unmatched")
+
+    def __init__(self) -> None:
+        self.scores: list[torch.Tensor] = []
+
+    def update(self, model, features, batch) -> None:
+        self.scores.append(model.fusion.score(features.image, features.text))
+
+    def compute(self) -> dict[str, float]:
+        matched = torch.cat([s.diagonal() for s in self.scores])
+        every = torch.cat([s.flatten() for s in self.scores])
+        return {"matched": matched.mean().item(), "unmatched": ((every.sum() - matched.sum()) / (len(every) - len(matched))).item()}
+
+
+class MatchingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(1, ge=1, description="captions listed per image by predict")
+
+
+class Matching(Task):
+    """A conforming task with a parameter, a headline, a description and predictions."""
+
+    headline = "matched"
+
+    def __init__(self, *, top: int = 1, settings=None) -> None:
+        super().__init__(settings=settings)
+        self.top, self.evaluation = top, Diagonal()
+
+    def evaluations(self, model):
+        self.evaluation = Diagonal()
+        return [self.evaluation] if "scores" in model.needs else []
+
+    def describe(self) -> dict:
+        return {"batches": len(self.evaluation.scores)}
+
+    def predict(self, model, pixels, texts, top_k):
+        tokens = model.encoder.tokenize(list(texts))
+        scores = model.fusion.score(model.encode_images(pixels["pixel_values"]), model.encode_texts(tokens["input_ids"], tokens["attention_mask"]))
+        best = scores.topk(min(top_k, self.top, len(texts)), dim=-1)
+        return [[{"text": texts[j], "score": v} for j, v in zip(row, values, strict=True)]
+                for row, values in zip(best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
+
+
+class DescribesTensors(Matching):  # the summary cannot hold a tensor
+    def describe(self) -> dict:
+        return {"scores": self.evaluation.scores[0]}
+
+
+class WrongHeadline(Matching):  # names a metric it never computes
+    headline = "recall@1"
+
+
+class LowerUnknown(Matching):
+    lower_is_better = frozenset({"loss"})
+
+
+class PredictsTooMany(Matching):  # ignores top_k
+    def predict(self, model, pixels, texts, top_k):
+        return [[{"text": t} for t in texts] for _ in texts]
+
+
+class PredictFails(Matching):  # refuses the very texts the task reads
+    def predict(self, model, pixels, texts, top_k):
+        raise ConfigError("give exactly one caption")
+
+
+class BadDefault(BaseModel):  # pydantic does not check a default against its own constraint
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(0, ge=1)
+
+
+def check_matching(task: type[Task], params: type[BaseModel] = MatchingParams) -> None:
+    host = load_plugins()
+    host.registry("tasks").add("matching", task, plugin="test", params=params)
+    experiment = {
+        "task": {"name": "matching"}, "loss": {"infonce": {}}, "fusion": {"name": "none"}, "model": {"dim": 16}, "train": {"batch_size": 4},
+        "encoder": {"name": "clip", "hidden_size": 16, "projection_dim": 16}, "dataset": {"name": "shapes", "train_size": 8, "val_size": 4},
+    }  # fmt: skip
+    check_task(experiment, host)
+
+
+def test_a_conforming_task_passes():
+    check_matching(Matching)
+
+
+@pytest.mark.parametrize(
+    "task, params, contract, seen",
+    [
+        (DescribesTensors, MatchingParams, DESCRIBE_JSON, "Tensor is not JSON serializable"),
+        (WrongHeadline, MatchingParams, "headline names a metric its evaluations compute", "headline 'recall@1', computed ['matched', 'unmatched']"),
+        (LowerUnknown, MatchingParams, "lower_is_better names metrics its evaluations compute", "['loss'] not among"),
+        (PredictsTooMany, MatchingParams, "predict gives at most top_k JSON-able dicts per image", "image 0 got"),
+        (PredictFails, MatchingParams, "predict works on validation images and their texts", "ConfigError: give exactly one caption"),
+        (Matching, BadDefault, "its parameters accept their own defaults", "parameter 'top'"),
+    ],
+)
+def test_a_broken_task_contract_is_caught(task, params, contract, seen):
+    assert seen in caught(re.escape(contract), check_matching, task, params)

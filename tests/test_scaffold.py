@@ -16,7 +16,7 @@ from mmreg.errors import ConfigError, UnknownComponent
 from mmreg.plugins import PluginInfo, load_plugins
 from mmreg.registry import KINDS
 from mmreg.scaffold import EXAMPLES, new_plugin
-from test_cli import cli
+from test_cli import cli, one_error_line
 
 NAMES = {kind.key: f"kit-{kind.label.split()[0]}" for kind in KINDS}  # kit-encoder, kit-fusion, ..., kit-peft
 
@@ -83,6 +83,34 @@ def test_all_seven_run_together_in_a_search_over_their_declared_ranges(generated
             assert 0 < tower["trainable_parameters"] < tower["parameters"] / 10
 
 
+TINY_RUN = (
+    "--fusion", "none", "--max-steps", "1", "--batch-size", "4", "--device", "cpu", "--runs-dir", "runs", "--json",
+    "--set", "encoder.hidden_size=16", "--set", "encoder.projection_dim=16", "--set", "model.dim=16",
+    "--set", "dataset.train_size=8", "--set", "dataset.val_size=8",
+)  # fmt: skip
+
+
+def test_the_generated_task_takes_its_parameter_from_set_and_from_a_task_table(generated):
+    root, env = generated
+    by_flag = cli("run", "--task", "kit-task", "--set", "task.cutoff=3", *TINY_RUN, cwd=root, env=env)
+    assert by_flag.returncode == 0, by_flag.stderr
+    summary = json.loads(by_flag.stdout)
+    assert summary["best"]["metric"] == "mrr" and summary["best"]["higher_is_better"]  # the template's headline
+    assert summary["kit-task"] == {"cutoff": 3, "pairs": 64}  # its describe(): 8 images against 8 captions
+    saved = tomllib.loads((root / summary["run_dir"] / "config.toml").read_text())
+    assert saved["task"] == {"name": "kit-task", "cutoff": 3}  # rerunnable as it is
+
+    (root / "task-table.toml").write_text('[task]\nname = "kit-task"\ncutoff = 2\n')
+    by_table = cli("run", "task-table.toml", *TINY_RUN, cwd=root, env=env)
+    assert by_table.returncode == 0, by_table.stderr
+    assert json.loads(by_table.stdout)["kit-task"] == {"cutoff": 2, "pairs": 64}
+
+    runs = sorted((root / "runs").iterdir())
+    line = one_error_line(cli("run", "--task", "kit-task", "--set", "task.cutoff=0", *TINY_RUN, cwd=root, env=env))
+    assert "task 'kit-task' parameter 'cutoff'" in line and "(got 0)" in line
+    assert sorted((root / "runs").iterdir()) == runs  # refused before any run directory was made
+
+
 def test_the_generated_tests_pass(generated):
     root, env = generated
     full_env = {**os.environ, **env, "COLUMNS": "200"}
@@ -92,7 +120,7 @@ def test_the_generated_tests_pass(generated):
         cwd=root, env=full_env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "22 passed" in result.stdout
+    assert "23 passed" in result.stdout
 
 
 def test_refuses_bad_names_unknown_kinds_and_existing_targets(tmp_path):

@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from ..components import Loss, Modality, Step
+from ..contracts import LOSS_SCALAR, loss_problem
 from ..errors import MmregError
 from .contract import expect
 
@@ -50,9 +51,10 @@ def _inputs(step: Step, needs: frozenset[str]) -> dict[str, torch.Tensor]:
 
 
 def check_loss(loss: Loss, *, symmetric: bool | None = None, batch: int = 4) -> None:
-    """A loss is a finite scalar at batch 1, 2 and ``batch``; gradient reaches every input it declares
-    in ``needs``; and where it claims symmetry (``symmetric``, else the loss's ``symmetric`` attribute)
-    swapping images and texts (``scores.T``) leaves it unchanged.
+    """A loss is a finite scalar (one element; ``mmreg.contracts.loss_problem``, which a run also checks
+    on its first batch, all but finiteness) at batch 1, 2 and ``batch``; gradient reaches every input it
+    declares in ``needs``; and where it claims symmetry (``symmetric``, else the loss's ``symmetric``
+    attribute) swapping images and texts (``scores.T``) leaves it unchanged.
 
     Labels are class indices, or soft scores [N, C] for a loss that refuses indices with a typed
     error (``bce``). Raises ContractViolation naming the broken contract."""
@@ -68,10 +70,8 @@ def check_loss(loss: Loss, *, symmetric: bool | None = None, batch: int = 4) -> 
             raise
         soft = True  # it reads soft scores [N, C], not class indices
     for n in sorted({1, 2, batch}):
-        value = loss(sample_step(needs, n, soft_labels=soft))
-        expect(isinstance(value, torch.Tensor) and value.dim() == 0, who, "gives a scalar",
-               f"at batch {n} it gave {tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")  # fmt: skip
-        expect(torch.isfinite(value), who, "is finite", f"at batch {n} it gave {value.item()}")
+        problem = loss_problem(loss(sample_step(needs, n, soft_labels=soft)))
+        expect(problem is None, who, LOSS_SCALAR, f"at batch {n} it {problem}")
 
     step = sample_step(needs, batch, soft_labels=soft)
     loss.zero_grad()
