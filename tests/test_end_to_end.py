@@ -64,7 +64,8 @@ def check_summary(summary: dict, run_dir: Path) -> None:
     assert Path(summary["run_dir"]) == run_dir
     assert summary["task"] == "retrieval"
     assert (summary["val_size"], summary["train_size"], summary["steps"]) == (16, 32, 3)
-    assert summary["chance@1"] == pytest.approx(1 / 16)
+    assert summary["retrieval"]["chance@1"] == pytest.approx(1 / 16)  # the task's own account, under its name
+    assert summary["best"]["metric"] == "recall@1" and summary["best"]["higher_is_better"] is True
     assert summary["epochs"] == pytest.approx(3 * 8 / 32)
     assert summary["device"] == "cpu"
     assert math.isfinite(summary["final_loss"]) and summary["final_loss"] > 0

@@ -11,6 +11,7 @@ from mmreg.config import validate
 from mmreg.errors import ConfigError
 from mmreg.optim import layer_ids
 from mmreg.train import Trainer, lr_factor
+from mmreg.results import Metric
 
 LRS = {"vision": 1e-4, "text": 2e-4, "head": 3e-3}  # fusion unset: takes train.lr
 
@@ -34,7 +35,7 @@ def trainer_for(tmp_path: Path, loss: dict | None = None, **optim: object) -> tu
     exp = validate({**raw, "loss": loss or raw["loss"]})
     p = prepare(exp)
     trainer = Trainer(
-        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric="accuracy",
+        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric=Metric("accuracy"),
         optim=exp.optim, callbacks=[p.strategy],
     )  # fmt: skip
     trainer.evaluate = lambda: {"accuracy": 0.0}  # type: ignore[method-assign]
@@ -100,7 +101,7 @@ def test_a_learning_rate_for_a_group_without_weights_is_refused(tmp_path: Path) 
 def trainer_for_exp(tmp_path: Path, raw: dict) -> None:
     exp = validate(raw)
     p = prepare(exp)
-    Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric="accuracy", optim=exp.optim)
+    Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric=Metric("accuracy"), optim=exp.optim)
 
 
 def test_an_unknown_group_is_an_unknown_setting(tmp_path: Path) -> None:

@@ -28,12 +28,14 @@ def test_readme_plugin_example_registers_and_scores(tmp_path):
 
 def task_table() -> str:
     """The README's task table, generated from the registered task plugins."""
-    rows = ["| task | text fed | dataset fields | gives the losses | what it is |", "|---|---|---|---|---|"]
+    rows = ["| task | text fed | dataset fields | gives the losses | headline | parameters | what it is |", "|---|---|---|---|---|---|---|"]
     for entry in load_plugins().registry("tasks"):
         task = getattr(entry.factory, "__self__", entry.factory)
         gives = ", ".join(f"`{f}`" for f in sorted(task.provides)) or "none: the fusion's `score`"
         fields = ", ".join(sorted(task.needs_fields))
-        rows.append(f"| `{entry.name}` | {task.text} | {fields} | {gives} | {entry.help} |")
+        headline = f"`{task.headline}`" if task.headline else "its first metric"
+        params = ", ".join(f"`{p}`" for p in entry.params.model_fields) or "none"
+        rows.append(f"| `{entry.name}` | {task.text} | {fields} | {gives} | {headline} | {params} | {entry.help} |")
     return "\n".join(rows) + "\n"
 
 

@@ -75,7 +75,7 @@ def gated_features(n_images: int, captions: int, seed: int = 0) -> tuple[GatedFu
 
 def evaluate(fusion: torch.nn.Module, features: list[Encoded], batches: list[dict], model: object = None, **settings: object) -> tuple[dict[str, float], dict]:
     model = model or SimpleNamespace(fusion=fusion, encoder=SimpleNamespace(shared_space=False))
-    evaluation = RetrievalEvaluation(model, SimpleNamespace(**{"shortlist": None, "score_memory_mb": 512, **settings}))  # type: ignore[arg-type]
+    evaluation = RetrievalEvaluation(model, **{"shortlist": None, "memory_mb": 512, **settings})  # type: ignore[arg-type]
     for f, b in zip(features, batches, strict=True):
         evaluation.update(model, f, b)  # type: ignore[arg-type]
     return evaluation.compute(), evaluation.report
@@ -89,7 +89,7 @@ def test_blocked_scoring_equals_the_whole_matrix():
     whole = retrieval_metrics(fusion.score(image, text), image_of_text=torch.arange(12).repeat_interleave(3))
     assert rows_per_block(36, 1) > 12  # the default budget holds all rows at once; a tiny one, a row at a time
     one_block, report = evaluate(fusion, features, batches)
-    row_blocks, _ = evaluate(fusion, features, batches, score_memory_mb=0.0005)  # 524 bytes: one image row per block
+    row_blocks, _ = evaluate(fusion, features, batches, memory_mb=0.0005)  # 524 bytes: one image row per block
     assert rows_per_block(36, 0.0005) == 1
     assert one_block == pytest.approx(whole) and row_blocks == pytest.approx(whole)
     assert 0 < whole["recall@5"] < 1  # an untrained fusion: neither trivially all hits nor all misses
@@ -157,11 +157,11 @@ def test_a_small_shortlist_misses_what_the_cosine_ranks_out():
 def test_a_shortlist_needs_pooled_vectors():
     fusion = GatedFusion(dim=16, heads=2, layers=1, dropout=0.0, ffn_mult=2)
     tokens_only = SimpleNamespace(fusion=fusion, encoder=SimpleNamespace(shared_space=False, single_stream=False))
-    with pytest.raises(ConfigError, match="eval.shortlist ranks candidates by the cosine of pooled vectors"):
-        RetrievalEvaluation(tokens_only, SimpleNamespace(shortlist=8, score_memory_mb=64))  # type: ignore[arg-type]
-    RetrievalEvaluation(tokens_only, SimpleNamespace(shortlist=None, score_memory_mb=64))  # type: ignore[arg-type]  # every pair: fine
+    with pytest.raises(ConfigError, match="task.shortlist ranks candidates by the cosine of pooled vectors"):
+        RetrievalEvaluation(tokens_only, shortlist=8, memory_mb=64)  # type: ignore[arg-type]
+    RetrievalEvaluation(tokens_only, shortlist=None, memory_mb=64)  # type: ignore[arg-type]  # every pair: fine
     clip_like = SimpleNamespace(fusion=fusion, encoder=SimpleNamespace(shared_space=True))
-    assert RetrievalEvaluation(clip_like, SimpleNamespace(shortlist=8, score_memory_mb=64)).source == "encoder"  # type: ignore[arg-type]
+    assert RetrievalEvaluation(clip_like, shortlist=8, memory_mb=64).source == "encoder"  # type: ignore[arg-type]
 
 
 def test_one_caption_per_image_per_epoch_never_repeats_an_image_in_a_batch():
@@ -204,16 +204,19 @@ def test_a_run_on_three_captions_per_image_reports_the_protocol(tmp_path):
         (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
     args = ["--dataset", "files", "--set", "dataset.train=train.csv", "--set", "dataset.val=val.csv", "--fusion", "gated",
             "--set", "fusion.layers=1", "--set", "fusion.heads=2", "--set", "encoder.hidden_size=32", "--set", "encoder.projection_dim=32",
-            "--set", "model.dim=32", "--batch-size", "4", "--max-steps", "2", "--device", "cpu", "--set", "eval.shortlist=5"]  # fmt: skip
+            "--set", "model.dim=32", "--batch-size", "4", "--max-steps", "2", "--device", "cpu", "--set", "task.shortlist=5"]  # fmt: skip
     result = cli("run", *args, "--runs-dir", "runs", "--name", "caps", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     table = " ".join(result.stdout.split())
-    assert "4 images x 12 captions, a caption of the image counts as a match" in table
-    assert "shortlist K=5 by the encoder's pooled cosine, rescored with gated" in table
+    assert "validation retrieval over 4 images and 12 texts" in table
+    assert "data: train 8 images, 24 texts; val 4 images, 12 texts" in " ".join(result.stderr.split())
     summary = json.loads((tmp_path / "runs" / "caps" / "summary.json").read_text())
     assert summary["retrieval"] == {
-        "images": 4, "texts": 12, "captions_per_image": 3.0, "scoring": "shortlist", "shortlist": 5,
-        "shortlist_by": "encoder", "fusion": "gated",
+        "images": 4, "texts": 12, "captions_per_image": 3.0, "scoring": "shortlist", "shortlist": 5, "shortlist_by": "encoder",
+        "protocol": "4 images x 12 captions, a caption of the image counts as a match; shortlist K=5 by the encoder's pooled cosine, "
+                    "rescored with the fusion",
+        "chance@1": 0.25,
     }  # fmt: skip
-    assert summary["chance@1"] == 0.25 and summary["val_size"] == 12
+    assert (summary["val_size"], summary["val_images"], summary["val_texts"]) == (12, 4, 12)
+    assert (summary["train_images"], summary["train_texts"]) == (8, 24)
     assert summary["epochs"] == 1.0  # 8 images a epoch in batches of 4: one caption of each image per epoch

@@ -23,6 +23,8 @@ from mmreg.data import AugmentedSplit, make_loader
 from mmreg.errors import ConfigError, IncompatibleParts, TrainingInterrupted
 from mmreg.hookspecs import hookimpl
 from mmreg.plugins import load_plugins
+from mmreg.predict import predict_images
+from mmreg.results import Metric
 from mmreg.train import Trainer, evaluate
 
 TINY = {
@@ -132,10 +134,9 @@ def test_moved_tasks_give_the_metrics_they_gave_in_the_core(tmp_path, task):
 
 CAPTION = {
     **TINY,
-    "task": "captioning",
+    "task": {"name": "captioning", "max_new_tokens": 8},
     "fusion": {"name": "none"},
     "loss": {"lm": {}},
-    "eval": {"max_new_tokens": 8},
     "train": {**TINY["train"], "lr": 3e-3},
 }
 
@@ -157,19 +158,20 @@ def test_captioning_without_a_token_loss_is_refused():
 
 @pytest.fixture(scope="module")
 def captioner():
-    p = prepare(validate({**CAPTION, "eval": {"max_new_tokens": 8, "prompt": "a picture of"}}))
+    p = prepare(validate({**CAPTION, "task": {**CAPTION["task"], "prompt": "a picture of"}}))
     batch = collate_for(p)(p.val_split[:4])
     with torch.no_grad():
         image = p.model.encode(batch).image_tokens
     return p, image
 
 
-def test_beam_search_of_width_one_is_greedy_decoding(captioner):
+def test_beam_search_of_width_one_is_greedy_decoding(captioner, monkeypatch):
     p, image = captioner
-    generated = p.task.generate(p.model.head, image, num_beams=1)
+    generated = p.task.generate(p.model.head, image)  # task.num_beams = 1
     # greedy by hand: the argmax of the decoder's next-token logits, until [EOS]
     tokenizer = p.task.tokenizer
-    ids = torch.tensor([p.task.prompt_ids] * len(image))
+    prompt_ids = p.task.prompt_ids()
+    ids = torch.tensor([prompt_ids] * len(image))
     done = torch.zeros(len(image), dtype=torch.bool)
     with torch.no_grad():
         for _ in range(8):
@@ -177,16 +179,59 @@ def test_beam_search_of_width_one_is_greedy_decoding(captioner):
             following = following.masked_fill(done, tokenizer.pad_token_id)
             ids = torch.cat([ids, following[:, None]], dim=1)
             done |= following == tokenizer.eos_token_id
-    assert generated == tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)
-    assert len(p.task.generate(p.model.head, image, num_beams=3)) == len(image)
+    assert generated == tokenizer.batch_decode(ids[:, len(prompt_ids) :].tolist(), skip_special_tokens=True)
+    monkeypatch.setattr(p.task, "num_beams", 3)
+    assert len(p.task.generate(p.model.head, image)) == len(image)
 
 
-def test_prompted_generation_starts_with_the_prompt(captioner):
-    p, image = captioner
-    for caption in p.task.generate(p.model.head, image):
-        assert caption.startswith("a picture of ")
-    with pytest.raises(ConfigError, match="'portrait' is not in the decoder's vocabulary"):
-        p.task.generate(p.model.head, image, prompt="a portrait of")
+def test_prompted_prediction_starts_with_the_prompt_as_written(captioner, monkeypatch):
+    p, _ = captioner
+    pixels = p.model.encoder.pixel_inputs([s.image for s in p.val_split[:4]])
+    with torch.no_grad():
+        for [prediction] in p.task.predict(p.model, pixels, [], 1):
+            assert prediction["caption"].startswith("a picture of")
+        monkeypatch.setattr(p.task, "prompt", "A Picture")
+        for [prediction] in p.task.predict(p.model, pixels, [], 1):
+            assert prediction["caption"].startswith("A Picture")
+        monkeypatch.setattr(p.task, "prompt", "a portrait of")
+        with pytest.raises(ConfigError, match="'portrait' is not in the decoder's vocabulary"):
+            p.task.predict(p.model, pixels, [], 1)
+
+
+def test_references_are_the_data_sets_strings_not_a_decode_of_token_ids():
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from mmreg_plugins.tasks.captioning import CaptionEvaluation, Captioning, utf8_rows, utf8_texts
+
+    class Texts(Dataset):
+        def texts(self, name: str, field: str = "caption") -> list[str]:
+            return ["a big red circle on the left", "a small blue square at the top"]
+
+    task = Captioning()
+    task.build_head(8, Texts(), SimpleNamespace(image_token_dim=8))
+    val = [
+        Sample(Image.new("RGB", (4, 4), (200, 0, 0)), "A big red GLOWING circle, on the left."),  # "glowing": not in training
+        Sample(Image.new("RGB", (4, 4), (0, 0, 200)), "A small blue square at the top."),
+        Sample(Image.new("RGB", (4, 4), (0, 0, 200)), "a small blue square up top"),  # the same image, a second caption
+    ]
+    batch = task.targets(val)
+    assert utf8_texts(batch["caption_utf8"]) == [s.caption for s in val]
+    assert utf8_texts(utf8_rows(["ça — 日本", ""])) == ["ça — 日本", ""]
+    visible = task.tokenizer.batch_decode(batch["caption_ids"].tolist(), skip_special_tokens=True)
+    assert visible[0] == "a big red circle on the left"  # what a decode of the ids would have compared against
+
+    def scores(generated: list[str]) -> dict[str, float]:
+        evaluation = CaptionEvaluation(task)
+        task.generate = lambda head, image: generated  # the decoder writes exactly these
+        pixels = torch.stack([torch.from_numpy(np.asarray(s.image).copy()).permute(2, 0, 1) for s in val])
+        evaluation.update(SimpleNamespace(head=None), SimpleNamespace(image_tokens=None), {**batch, "pixel_values": pixels})
+        assert len(evaluation.references) == 2  # images are grouped by their pixels
+        return evaluation.compute()
+
+    assert scores([visible[0], visible[1], visible[1]])["bleu4"] < 0.9
+    assert scores(["a big red glowing circle on the left", visible[1], visible[1]])["bleu4"] == pytest.approx(1.0)
 
 
 def test_captioning_run_resumes_exactly_and_reports_bleu_and_cider(tmp_path):
@@ -197,7 +242,7 @@ def test_captioning_run_resumes_exactly_and_reports_bleu_and_cider(tmp_path):
         collate = collate_for(p)
         val = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
         return Trainer(p.model, AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate, val, exp.train,
-                       seed=exp.seed, run_dir=run_dir, metric="cider", optim=exp.optim, callbacks=callbacks)  # fmt: skip
+                       seed=exp.seed, run_dir=run_dir, metric=Metric("cider"), optim=exp.optim, callbacks=callbacks)  # fmt: skip
 
     class Interrupt(LoopCallback):
         def on_step_start(self, step: int) -> None:
@@ -226,10 +271,10 @@ def test_caption_and_eval_commands_on_a_trained_run(tmp_path):
     p = prepare(validate(CAPTION))
     image = tmp_path / "shape.png"
     p.val_split[0].image.save(image)
-    direct = mmreg.caption_images(summary["run_dir"], [image], beams=2, device="cpu")
+    direct = predict_images(summary["run_dir"], [image], top_k=1, task_params={"num_beams": 2}, device="cpu")
     shown = cli("caption", summary["run_dir"], str(image), "--beams", "2", "--device", "cpu", "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout) == direct and direct[0]["image"] == str(image)
+    assert json.loads(shown.stdout) == [{"image": str(image), "caption": direct[0]["predictions"][0]["caption"]}]
     evaluated = cli("eval", summary["run_dir"], "--device", "cpu", "--json", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["cider"] == pytest.approx(summary["metrics"]["cider"])

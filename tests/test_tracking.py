@@ -14,7 +14,7 @@ import mmreg
 from mmreg.components import LoopCallback
 from mmreg.config import load_experiment, validate
 from mmreg.errors import ConfigError
-from mmreg.history import flatten
+from mmreg.tables import flatten
 from mmreg.tracking import mlflow_key, scalars, study_track
 
 pytest.importorskip("tensorboard")
@@ -29,12 +29,15 @@ def records(run_dir: Path) -> list[dict]:
 
 
 def expected_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    """{SPLIT/KEY: {step: value}} of every number in metrics.jsonl but step and epoch."""
+    """{SPLIT/KEY: {step: value}} of every number in metrics.jsonl but step and epoch, and the
+    deciding metric's kept value (summary.json's best) as best/METRIC at the last step."""
     out: dict[str, dict[int, float]] = {}
     for r in records(run_dir):
         for key, value in r.items():
             if key not in ("step", "epoch", "split") and isinstance(value, int | float):
                 out.setdefault(f"{r['split']}/{key}", {})[r["step"]] = value
+    best = json.loads((run_dir / "summary.json").read_text())["best"]
+    out[f"best/{best['metric']}"] = {max(r["step"] for r in records(run_dir)): best["value"]}
     return out
 
 

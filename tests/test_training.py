@@ -18,6 +18,7 @@ import mmreg
 from mmreg.api import collate_for, prepare
 from mmreg.config import validate
 from mmreg.errors import TrainingDiverged
+from mmreg.results import Metric
 from mmreg.train import Trainer, lr_factor
 
 HERE = Path(__file__).resolve().parent
@@ -179,7 +180,7 @@ def first_step_gradients(tmp_path: Path, batch: int, accum: int) -> list[torch.T
     p = prepare(exp)
     run_dir = tmp_path / f"b{batch}x{accum}"
     run_dir.mkdir()
-    trainer = Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric="accuracy")
+    trainer = Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric=Metric("accuracy"))
     trainer.evaluate = lambda: {"accuracy": 0.0}  # type: ignore[method-assign]  # gradients are what is compared
     captured: list[torch.Tensor] = []
     inner = trainer.optimizer.optimizer  # accelerate's wrapper around AdamW

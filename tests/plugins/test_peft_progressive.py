@@ -15,6 +15,7 @@ from mmreg.config import validate
 from mmreg.errors import ConfigError
 from mmreg.train import Trainer
 from mmreg_plugins.peft.progressive import Progressive
+from mmreg.results import Metric
 
 SWITCH = 3
 
@@ -45,7 +46,7 @@ def test_the_frozen_tower_gets_gradients_exactly_from_the_switch_step(tmp_path: 
     p = prepare(exp)
     clock = StepClock()
     trainer = Trainer(
-        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric="recall@1",
+        p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=tmp_path, metric=Metric("recall@1"),
         callbacks=[p.strategy, clock],
     )  # fmt: skip
     trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # gradients are what is watched

@@ -190,7 +190,7 @@ CASES = [
     Case("unknown-dataset", ["run", "--dataset", "coco"]),
     Case("unknown-task", ["run", "--task", "captioning-xyz"]),
     Case("captioning-without-token-loss", ["run", "--task", "captioning", "--fusion", "none"]),
-    Case("vqa-empty-answer-vocabulary", ["run", "--task", "vqa", "--loss", "bce", "--set", "answers.min_answer_count=100000"]),
+    Case("vqa-empty-answer-vocabulary", ["run", "--task", "vqa", "--loss", "bce", "--set", "task.min_answer_count=100000"]),
     Case(
         "vqa-question-without-answers",
         ["run", "--task", "vqa", "--loss", "bce", "--dataset", "vqa", "--set", "dataset.train.file=q.csv", "--set", "dataset.val.file=q.csv"],
@@ -210,7 +210,7 @@ CASES = [
     Case("unknown-option", ["run", "--epochz", "3"]),
     # wrong types and out-of-range values of every typed option
     Case("max-steps-text", ["run", "--max-steps", "abc"]),
-    Case("max-steps-zero", ["run", "--max-steps", "0"]),
+    Case("max-steps-negative", ["run", "--max-steps", "-1"]),  # 0 is valid: the initial weights evaluated, no step
     Case("epochs-negative", ["run", "--epochs", "-1"]),
     Case("batch-size-text", ["run", "--batch-size", "x"]),
     Case("batch-size-one", ["run", "--batch-size", "1"]),
@@ -262,8 +262,8 @@ CASES = [
     Case("files-missing-image", ["run", *FILES], csv_with("img/nothere.png,a missing picture")),
     Case("files-image-id-on-two-images", ["run", *FILES, "--set", "dataset.image_id_column=id"],
          lambda d: (images(d / "img", 2), write("pairs.csv", "image_path,caption,id\nimg/img0.png,a,7\nimg/img1.png,b,7\n")(d))),
-    Case("shortlist-zero", ["run", "--set", "eval.shortlist=0"]),
-    Case("shortlist-without-pooled-vectors", ["run", "--encoder", "dual", "--fusion", "gated", "--set", "eval.shortlist=8", "--device", "cpu",
+    Case("shortlist-zero", ["run", "--set", "task.shortlist=0"]),
+    Case("shortlist-without-pooled-vectors", ["run", "--encoder", "dual", "--fusion", "gated", "--set", "task.shortlist=8", "--device", "cpu",
                                               "--set", "dataset.train_size=32", "--set", "dataset.val_size=16", "--batch-size", "8"]),
     # above data.full_check_max only headers are read before training: they still find a non-image and a missing file
     Case("files-header-check-non-image", ["run", *FILES, "--set", "data.full_check_max=0"], corrupt_image(b"this is a text file, not a PNG\n")),

@@ -42,6 +42,17 @@ def test_a_parameter_is_drawn_only_under_the_choice_that_has_it(host):
             assert raw["loss"] == {"infonce": {}}
 
 
+def test_a_task_parameter_is_searched_like_any_other_and_only_under_its_task(host):
+    table = {"task": ["retrieval", "classification"], "task.shortlist": {"choices": [4, 8]}}
+    raws = draws(Space(table, {"loss": {"infonce": {}, "ce": {}}}, host))
+    assert {r["task"]["name"] for r in raws} == {"retrieval", "classification"}
+    for raw in raws:  # only retrieval has a shortlist
+        assert ("shortlist" in raw["task"]) == (raw["task"]["name"] == "retrieval")
+        assert raw["task"].get("shortlist", 4) in (4, 8)
+    with pytest.raises(ConfigError, match="shortlist"):
+        Space({"task.shortlist": {"choices": [0, 4]}}, {"task": "retrieval"}, host)  # 0 breaks the schema's ge=1
+
+
 def test_a_named_parameter_takes_the_range_its_plugin_declares(host):
     space = Space({"fusion": ["gated", "cross-attention"], "fusion.layers": {}, "loss.infonce.temperature": {}}, {}, host)
     dims = {d.key: d for d in space.dims}
