@@ -7,6 +7,10 @@ A split of up to ``data.full_check_max`` samples is fully decoded before trainin
 a thread pool), and a sample that fails to decode later is left out of its batch
 (``Unreadable``), counted and named in the summary; more than
 ``data.max_unreadable`` of a split stops the run with a DataError.
+
+A streamed split (``mmreg.streams``) gets the same choice from ``check_mode``, carried out by
+``mmreg.streams.check_stream``: every image decoded before training, or none (what its dataset
+read to count it is the whole check), with the same skip, count and cap while loading.
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ def find_bad(dataset: Dataset, split: str, mode: str) -> list[tuple[int, str]]:
     return dataset.check(split) if mode == "full" else dataset.check_headers(split)
 
 
-def describe_check(split: str, size: int, mode: str, full_check_max: int, max_unreadable: float) -> str:
-    """One progress line saying which check ran on a split and what happens to images that fail later."""
+def describe_check(split: str, samples: Any, mode: str, full_check_max: int, max_unreadable: float) -> str:
+    """One progress line saying which check ran on a split (``samples``: ``Dataset.split``'s result, a
+    sequence or a stream) and what happens to images that fail later."""
+    from .streams import IterableSamples
+
+    size, stream = len(samples), isinstance(samples, IterableSamples)
     if mode == "full":
         return f"{split}: {size} samples' images fully decoded before training (up to data.full_check_max={full_check_max})"
+    read = "streamed: its samples counted before training, no image decoded" if stream else "headers read before training"
     return (
-        f"{split}: {size} samples, more than data.full_check_max={full_check_max}: headers read before training; "
+        f"{split}: {size} samples, more than data.full_check_max={full_check_max}: {read}; "
         f"images that fail to decode while loading are skipped and counted (at most data.max_unreadable={max_unreadable:g})"
     )
 

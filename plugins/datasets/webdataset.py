@@ -1,23 +1,29 @@
 """`webdataset`: image-caption samples stored in WebDataset ``.tar`` shards, read as a stream.
 
-A sample is the files of a shard sharing a key (``000123.jpg``, ``000123.txt``), as
-the webdataset library writes and reads them (CLIP-scale data: LAION, DataComp).
+A sample is the files of a shard sharing a key (``000123.jpg``, ``000123.txt``), stored one
+after another, as the webdataset library writes and reads them (CLIP-scale data: LAION,
+DataComp; its ``tariterators.group_by_keys`` starts a new sample wherever the key changes).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from mmreg.badimages import UnreadableSample
 from mmreg.components import Dataset, Sample
 from mmreg.errors import ConfigError, DataError
 from mmreg.images import open_image
 from mmreg.streams import IterableSamples, LazySample, deal, lane_seed
+
+# the members webdataset's reader skips as metadata (``tariterators.tar_file_iterator``'s ``skip_meta``)
+META = re.compile(r"__[^/]*__($|/)")
 
 
 @dataclass(frozen=True)
@@ -67,17 +73,30 @@ def captions_of(raw: bytes, suffix: str, field: str, where: str) -> tuple[str, .
 
 
 def index_shard(path: Path, image_keys: list[str], caption_keys: list[str], field: str) -> list[Entry]:
-    """Every sample of a shard, read from the tar headers and the caption files only."""
+    """Every sample of a shard, read from the tar headers and the caption files only, as webdataset
+    groups them (``tariterators.group_by_keys``): a sample whose files are not stored one after
+    another, or with two files of one extension, is refused, since webdataset would read it as
+    several samples (or fail)."""
     from webdataset.tariterators import base_plus_ext
 
     found: dict[str, dict[str, bytes | None]] = {}
+    current = None
     try:
         with tarfile.open(path) as tar:
             for member in tar:
                 key, suffix = base_plus_ext(member.name)  # webdataset's rule: the key ends at the file name's first dot
-                if not member.isfile() or key is None or Path(member.name).name.startswith("__"):
+                if not member.isreg() or key is None or META.match(member.name):
                     continue
                 suffix = suffix.lower()
+                if key != current and key in found:
+                    raise DataError(
+                        f"shard {path}: the files of sample '{key}' are not stored together ({member.name} comes after other "
+                        f"samples' files), and webdataset reads a sample from adjacent files; re-create the shard with its "
+                        f"files sorted by name (tar --sort=name) or with webdataset.TarWriter"
+                    )
+                if suffix in found.get(key, {}):
+                    raise DataError(f"shard {path}: sample '{key}' has two .{suffix} files ({member.name}); keep one")
+                current = key
                 data = tar.extractfile(member).read() if suffix in caption_keys else None  # type: ignore[union-attr]
                 found.setdefault(key, {})[suffix] = data
     except tarfile.TarError:  # its message lists every compression tried, over several lines
@@ -101,10 +120,14 @@ def index_shard(path: Path, image_keys: list[str], caption_keys: list[str], fiel
 
 
 def decode(data: bytes, caption: str, image_id: str | None, where: str) -> Sample:
+    """The sample, its image decoded; ``UnreadableSample`` naming ``where`` if it cannot be (the
+    loaders skip and count it, ``mmreg.badimages``)."""
+    buffer = io.BytesIO(data)
     try:
-        image = open_image(io.BytesIO(data))
+        image = open_image(buffer)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        raise DataError(f"{where}: not a readable image ({exc}); fix or remove the sample") from None
+        reason = " ".join(str(exc).replace(f" {buffer!r}", "").split()) or type(exc).__name__  # PIL names the buffer object
+        raise UnreadableSample(where, f"not a readable image ({reason})") from None
     return Sample(image, caption, image_id=image_id)
 
 
@@ -129,9 +152,9 @@ class ShardStream(IterableSamples):
             for record in tarfile_samples([{"url": str(shard)}]):
                 entry = index[record["__key__"]]
                 image_id = entry.key if len(entry.captions) > 1 else None
-                where = f"shard {shard} sample '{entry.key}'"
+                where = f"shard {shard} member {entry.key}.{entry.image}"
                 for caption in entry.captions:
-                    yield LazySample(partial(decode, record[entry.image], caption, image_id, where))
+                    yield LazySample(partial(decode, record[entry.image], caption, image_id, where), where)
 
     def stream(self, lane: int, lanes: int, epoch: int, repeat: int = 0) -> Iterator[LazySample]:
         import webdataset
@@ -179,7 +202,7 @@ class WebDataset(Dataset):
 
     def check(self, name: str) -> list[tuple[int, str]]:
         self.split(name)
-        return []  # keys and captions are checked when the shards are indexed; images as they are read
+        return []  # keys and captions are checked when the shards are indexed; images by mmreg.streams.check_stream
 
     def texts(self, name: str, field: str = "caption") -> list[str]:
         if field != "caption":
