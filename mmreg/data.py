@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 from .badimages import Tally, Tolerant, Unreadable, UnreadableSample, find_bad
 from .components import Augmenter, Dataset, Encoder, Sample, Samples, Task
 from .errors import DataError
+from .identity import check_text, identified
 from .images import RGB, WHITE, to_rgb
 from .sampling import EpochBatches
 from .streams import IterableSamples, StreamSplit, eval_loader
@@ -55,6 +56,9 @@ class Collate:
     (``Encoder.pixel_inputs_uint8``; normalised on the device by ``mmreg.pixels``).
     Samples that failed to decode (``mmreg.badimages.Unreadable``) are left out and
     listed under ``"unreadable"``, which the loader (``Batches``) takes out and counts.
+    A sample without ``image_id`` gets its image's content id (``mmreg.identity.identified``), so
+    the task's targets group captions of one picture on every data path; a text that is not a
+    ``str`` (a list of captions) is refused (``mmreg.identity.check_text``), never fed as its repr.
     """
 
     def __init__(self, encoder: Encoder, task: Task, keep_size: bool = False) -> None:
@@ -73,11 +77,15 @@ class Collate:
             raise DataError(f"every sample of a batch failed to decode: {failed[0].where}: {failed[0].problem}; fix or remove them")
         if self.keep_size:
             samples += [samples[0]] * len(failed)
+        texts = [getattr(s, self.task.text) for s in samples]
+        for sample, text in zip(samples, texts, strict=True):
+            check_text(text, self.task.text, sample.image_id)
+        samples = [identified(s) for s in samples]  # an image the dataset names no id for is known by its content
         batch: dict[str, Any] = self.pixels([s.image for s in samples])
         if samples[0].views is not None:
             for i in (0, 1):
                 batch[f"view{i}_pixel_values"] = self.pixels([s.views[i] for s in samples])["pixel_values"]  # type: ignore[index]
-        batch.update(self.encoder.tokenize([getattr(s, self.task.text) for s in samples]))
+        batch.update(self.encoder.tokenize(texts))
         batch.update(self.task.targets(samples))
         if failed:
             batch[UNREADABLE] = failed

@@ -4,7 +4,10 @@
 Retrieval follows the standard protocol of Flickr30k and COCO (Karpathy splits): every
 distinct image is scored once against every caption; image->text counts a hit when any of
 the image's captions ranks in the top K, text->image when the caption's own image does.
-With one caption per image this is the usual diagonal recall. Scores are computed in
+With one caption per image this is the usual diagonal recall. Images are told apart by
+``Sample.image_id``, which ``mmreg.data.Collate`` fills from the image's content where the
+dataset gives none (``mmreg.identity``), so repeated pictures are one image on every data path.
+Scores are computed in
 blocks of image rows bounded in memory (``eval.score_memory_mb``), or, with
 ``task.shortlist=K``, only for the K best candidates of each query by pooled-vector cosine
 (ALBEF, Li et al. 2021, section 4 "inference"; BLIP's ``evaluation`` with ``k_test``).
@@ -90,7 +93,8 @@ def image_group(image_id: str | None) -> int:
 
 def image_groups(samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
     """``{"image_group": [N] int64}`` for a batch where a sample has an ``image_id``, else {}:
-    the batch field ``RetrievalEvaluation`` groups captions by."""
+    the batch field ``RetrievalEvaluation`` groups captions by. Batches made by ``mmreg.data.Collate``
+    carry an id on every sample (the dataset's, else the image's content id)."""
     if all(s.image_id is None for s in samples):
         return {}
     return {"image_group": torch.tensor([image_group(s.image_id) for s in samples], dtype=torch.long)}

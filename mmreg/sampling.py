@@ -19,11 +19,24 @@ def caption_groups(image_ids: Sequence[str | None]) -> list[int] | None:
     return None if len(index) == len(groups) else groups
 
 
-def split_groups(dataset: Dataset, name: str, view: Sequence[object]) -> list[int] | None:
-    """``caption_groups`` of a split as the model reads it (``mmreg.data.SplitView``: unusable rows left out)."""
-    ids = dataset.image_ids(name)
-    keep = getattr(view, "keep", range(len(ids)))
-    return caption_groups([ids[i] for i in keep])
+def split_groups(dataset: Dataset, name: str, view: Sequence[object], limit: int | None = None) -> list[int] | None:
+    """``caption_groups`` of a split as the model reads it (``mmreg.data.SplitView``: unusable rows
+    left out), by ``mmreg.identity.split_keys``: the dataset's image ids, and where it gives none the
+    image's content for a split of up to ``limit`` rows (None: the default ``data.full_check_max``).
+    None for a stream: its training batches are read in order and not regrouped. A dataset of
+    questions ("question" in ``Dataset.fields``: VQA) is grouped by its own ids only: several
+    questions about one image are distinct examples, not captions of it."""
+    from .config import DataConfig
+    from .identity import split_keys
+    from .streams import StreamSplit
+
+    if isinstance(view, StreamSplit):
+        return None
+    if "question" in dataset.fields:
+        limit = 0  # no row is decoded for its content
+    elif limit is None:
+        limit = DataConfig.model_fields["full_check_max"].default
+    return caption_groups(split_keys(dataset, name, view, limit))
 
 
 class EpochBatches(Sampler[list[int]]):

@@ -145,9 +145,9 @@ def test_a_run_allowed_to_truncate_says_so_and_records_it(tmp_path):
         ({"en": "a red square"}, 'caption is an object ({"en": "a red square"}), not text; write it as a JSON string'),
         (42, "caption is a number (42), not text"),
         (None, "caption is null (null), not text"),
-        (["a red square", "a square in red"], "caption is a list of 2 texts; write one line per caption, repeating the image"),
+        (["a red square", 3], "caption is a list that is empty or holds something other than non-empty texts; give a text or a list of texts"),
     ],
-    ids=["object", "number", "null", "list"],
+    ids=["object", "number", "null", "list-not-all-text"],
 )
 def test_a_caption_that_is_not_text_is_refused_naming_its_line(tmp_path, caption, said):
     train = write_pairs(tmp_path, ["a red square", "a green square", caption])

@@ -2,7 +2,8 @@
 
 Rows naming the same image file (or sharing ``image_id_column``) are captions of one image
 (Flickr30k and COCO give five): ``Sample.image_id`` says so, so training takes one caption per
-image per epoch and retrieval is evaluated by the standard protocol (mmreg.metrics)."""
+image per epoch and retrieval is evaluated by the standard protocol (mmreg.metrics). In JSON
+Lines a caption may also be a list of texts: one sample per caption, all of the line's image."""
 
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ def read_rows(path: Path, format: str, columns: tuple[str, str, str | None, str 
             raise ConfigError(f"cannot tell the format of {path} from its suffix; set dataset.format to csv or jsonl")
         format = SUFFIXES[path.suffix.lower()]
     records = _csv_records(path) if format == "csv" else _jsonl_records(path)
-    rows = [_row(path, where, record, columns) for where, record in records]
+    rows = [row for where, record in records for row in _rows(path, where, record, columns)]
     if not rows:
         raise DataError(f"dataset file {path} has no rows; add one row per image, with its path and its caption")
     first: dict[str, Row] = {}
@@ -235,10 +236,16 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path} line {number}", record
 
 
-def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str, str | None, str | None]) -> Row:
+def _rows(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str, str | None, str | None]) -> list[Row]:
+    """The rows of one record: one per caption, where its caption is a JSON list of texts (the
+    captions of its image, as Flickr30k and COCO give them), else one."""
     image_column, caption_column, label_column, id_column = columns
-    values = {}
-    for column in (c for c in columns if c is not None):
+    values: dict[str, str] = {}
+    captions = record.get(caption_column)
+    listed = isinstance(captions, list)
+    if listed and not (captions and all(isinstance(c, str) and c.strip() for c in captions)):
+        raise DataError(f"{where}: {caption_column} is a list that is empty or holds something other than non-empty texts; give a text or a list of texts")
+    for column in (c for c in columns if c is not None and not (listed and c == caption_column)):
         if column not in record:
             present = ", ".join(k for k in record if k is not None) or "none"
             setting = {image_column: "image_column", caption_column: "caption_column", id_column: "image_id_column"}.get(column, "label_column")
@@ -253,16 +260,13 @@ def _row(path: Path, where: str, record: dict[str, Any], columns: tuple[str, str
         values[column] = text
     image = path.parent / Path(values[image_column])
     image_id = values[id_column] if id_column else str(image)
-    return Row(image, values[caption_column], values.get(label_column) if label_column else None, where, image_id)
+    label = values.get(label_column) if label_column else None
+    texts = [c.strip() for c in captions] if listed else [values[caption_column]]  # type: ignore[union-attr]
+    return [Row(image, text, label, where, image_id) for text in texts]
 
 
 def _not_text(where: str, column: str, value: Any) -> str:
     """Why a JSON value is refused where text belongs (the CSV reader gives only text)."""
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return (
-            f"{where}: {column} is a list of {len(value)} texts; write one line per caption, repeating the image: "
-            f"lines naming one image are its captions"
-        )
     kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list"}
     shown = json.dumps(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."

@@ -5,6 +5,11 @@ Arrow and parquet data read without streaming are memory-mapped (``datasets`` ke
 them on disk and pages rows in), so a split larger than memory still trains;
 ``streaming=true`` reads rows in order instead, for data that should not be
 converted to Arrow first.
+
+A caption column holding lists (Flickr30k and COCO on the hub: five captions a row) gives one
+sample per caption, the captions of a row sharing its ``image_id`` (the id column, else the image
+path, else the row). Rows naming no image by id or path are grouped by content by the core
+(``mmreg.identity``): one row per caption with the image's bytes in each is one image.
 """
 
 from __future__ import annotations
@@ -61,6 +66,20 @@ def load(path: str, builder: str | None, config_name: str | None, streaming: boo
         ) from None
 
 
+def captions_of(value: Any, column: str, where: str) -> list[str]:
+    """The captions a caption cell holds: a text, or each text of a list (several captions of the row's
+    image); DataError naming ``where`` for anything else, which would reach the model as its repr."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        return list(value)
+    if isinstance(value, list):
+        kind = "a list holding something other than text" if value else "an empty list"
+    else:
+        kind = "no value" if value is None else type(value).__name__
+    raise DataError(f"{where}: caption_column '{column}' holds {kind}, not a text or a list of texts; set dataset.caption_column to a text column")
+
+
 def check_columns(features: Mapping[str, Any], columns: Mapping[str, str | None], split: str) -> None:
     for setting, column in columns.items():
         if column is not None and column not in features:
@@ -71,13 +90,14 @@ def check_columns(features: Mapping[str, Any], columns: Mapping[str, str | None]
 
 
 class Rows:
-    """Turns a row into a ``Sample``: images through ``mmreg.images.open_image`` (EXIF orientation
-    applied), paths relative to the data file, labels as class numbers."""
+    """Turns a row and one of its captions into a ``Sample``: images through ``mmreg.images.open_image``
+    (EXIF orientation applied), paths relative to the data file, labels as class numbers."""
 
-    def __init__(self, image: str, caption: str, label: str | None, ids: str | None, base: Path, classes: dict[Any, int] | None) -> None:
-        self.image, self.caption, self.label, self.ids, self.base, self.classes = image, caption, label, ids, base, classes
+    def __init__(self, image: str, label: str | None, ids: str | None, base: Path, classes: dict[Any, int] | None) -> None:
+        self.image, self.label, self.ids, self.base, self.classes = image, label, ids, base, classes
 
-    def sample(self, row: Mapping[str, Any]) -> Sample:
+    def sample(self, row: Mapping[str, Any], caption: str, row_id: str | None = None) -> Sample:
+        """``row_id`` names the row's image where neither the id column nor a path does (a row of several captions)."""
         value, path = row[self.image], None  # path: set where the column holds paths, naming the image
         if isinstance(value, dict):  # an Image feature read with decode=False: {"bytes", "path"}
             source: Any = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
@@ -90,29 +110,34 @@ class Rows:
         label = None
         if self.label is not None:
             label = row[self.label] if self.classes is None else self.classes[row[self.label]]
-        image_id = str(row[self.ids]) if self.ids is not None else path
-        return Sample(open_image(source), str(row[self.caption]), label, image_id=image_id)
+        image_id = str(row[self.ids]) if self.ids is not None else path if path is not None else row_id
+        return Sample(open_image(source), caption, label, image_id=image_id)
 
 
 class HfSplit(Samples):
-    """A (memory-mapped) ``datasets.Dataset``; a row's image is decoded on access."""
+    """A (memory-mapped) ``datasets.Dataset``, one sample per caption; a row's image is decoded on access.
 
-    def __init__(self, table: Any, rows: Rows) -> None:
-        self.table, self.rows = table, rows
+    ``owners``: the table row of each caption where the caption column holds lists, else None (a row each)."""
+
+    def __init__(self, table: Any, rows: Rows, captions: list[str], owners: list[int] | None) -> None:
+        self.table, self.rows, self.captions, self.owners = table, rows, captions, owners
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.captions)
 
     def sample(self, index: int) -> Sample:
-        return self.rows.sample(self.table[index])
+        if self.owners is None:
+            return self.rows.sample(self.table[index], self.captions[index])
+        owner = self.owners[index]
+        return self.rows.sample(self.table[owner], self.captions[index], f"row {owner}")
 
 
 class HfStream(IterableSamples):
     """A ``datasets.IterableDataset`` read in order; lanes are dealt by ``datasets.distributed.split_dataset_by_node``
     (whole shards when their count divides evenly, else every lanes-th row), after a shuffle seeded by (seed, epoch)."""
 
-    def __init__(self, name: str, table: Any, rows: Rows, size: int, seed: int, buffer: int) -> None:
-        self.name, self.table, self.rows, self.size, self.seed, self.buffer = name, table, rows, size, seed, buffer
+    def __init__(self, name: str, table: Any, rows: Rows, caption: str, size: int, seed: int, buffer: int) -> None:
+        self.name, self.table, self.rows, self.caption, self.size, self.seed, self.buffer = name, table, rows, caption, size, seed, buffer
 
     def __len__(self) -> int:
         return self.size
@@ -127,7 +152,8 @@ class HfStream(IterableSamples):
         for batch in part.iter(batch_size=64):  # .iter, not iter(): no second split by DataLoader worker
             for values in zip(*batch.values(), strict=True):
                 row = dict(zip(batch, values, strict=True))
-                yield LazySample(partial(self.rows.sample, row))
+                for caption in captions_of(row[self.caption], self.caption, self.name):
+                    yield LazySample(partial(self.rows.sample, row, caption))
 
 
 class HfDataset(Dataset):
@@ -163,7 +189,20 @@ class HfDataset(Dataset):
         # the column naming each row's image (an id, or a path made relative to base as Rows does)
         self._ids, self._paths = id_column or (image_column if paths else None), id_column is None and paths
         self._base = Path(path).parent if Path(path).is_file() else Path(path)
-        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()) | ({"image_id"} if self._ids else set()))
+        self._captions: dict[str, list[str]] = {}
+        self._owners: dict[str, list[int] | None] = {}  # per split, each caption's table row where the column holds lists
+        for k, t in tables.items():
+            texts: list[str] = []
+            owners: list[int] = []
+            listed = False
+            for i, value in enumerate(self._column(t, caption_column)):
+                found = captions_of(value, caption_column, f"dataset 'hf' split '{k}' row {i}")
+                listed |= isinstance(value, list)
+                texts += found
+                owners += [i] * len(found)
+            self._captions[k], self._owners[k] = texts, owners if listed else None
+        grouped = self._ids is not None or (not streaming and any(o is not None for o in self._owners.values()))
+        self.fields = frozenset({"image", "caption"} | ({"label"} if label_column else set()) | ({"image_id"} if grouped else set()))
         ids = None
         if label_column is not None:
             if isinstance(features[label_column], datasets.ClassLabel):
@@ -173,15 +212,14 @@ class HfDataset(Dataset):
                 self.classes = sorted(str(v) for v in values)
                 ids = {v: self.classes.index(str(v)) for v in values}
         local = Path(path)
-        rows = Rows(image_column, caption_column, label_column, id_column, local.parent if local.is_file() else local, ids)
-        self._captions = {k: [str(c) for c in self._column(t, caption_column)] for k, t in tables.items()}
+        rows = Rows(image_column, label_column, id_column, local.parent if local.is_file() else local, ids)
         if streaming:
             self._splits: dict[str, Any] = {
-                k: HfStream(f"dataset 'hf' split '{k}'", t, rows, len(self._captions[k]), seed, shuffle_buffer if k == "train" else 0)
+                k: HfStream(f"dataset 'hf' split '{k}'", t, rows, caption_column, len(self._captions[k]), seed, shuffle_buffer if k == "train" else 0)
                 for k, t in tables.items()
             }
         else:
-            self._splits = {k: HfSplit(t, rows) for k, t in tables.items()}
+            self._splits = {k: HfSplit(t, rows, self._captions[k], self._owners[k]) for k, t in tables.items()}
 
     @staticmethod
     def _column(table: Any, column: str) -> Iterator[Any]:
@@ -200,13 +238,16 @@ class HfDataset(Dataset):
         return super().check(name)
 
     def image_ids(self, name: str) -> list[str | None]:
-        """Each row's image id read from its column alone (no image decoded): the id column, else the
-        image path as ``Sample.image_id`` gives it; None for each row where neither names the image."""
+        """Each sample's image id read from its column alone (no image decoded): the id column, else the
+        image path, else the row where the caption column holds lists, as ``Sample.image_id`` gives it;
+        None where none names the image (the core then knows it by content, ``mmreg.identity``)."""
         split = self.split(name)
-        if self._ids is None or isinstance(split, HfStream):
+        if isinstance(split, HfStream) or (self._ids is None and split.owners is None):
             return [None] * len(split)
-        values = self._column(split.table, self._ids)
-        return [str(self._base / v) if self._paths else str(v) for v in values]
+        if self._ids is None:
+            return [f"row {owner}" for owner in split.owners]  # type: ignore[union-attr]
+        values = [str(self._base / v) if self._paths else str(v) for v in self._column(split.table, self._ids)]
+        return values if split.owners is None else [values[owner] for owner in split.owners]
 
     def texts(self, name: str, field: str = "caption") -> list[str]:
         if field != "caption":

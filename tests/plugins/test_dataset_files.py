@@ -176,3 +176,27 @@ def test_an_id_shared_by_two_images_is_refused(tmp_path):
     path = write_csv(tmp_path / "pairs.csv", ["image_path", "caption", "id"], [["img0.png", "a", "7"], ["img1.png", "b", "7"]])
     with pytest.raises(DataError, match=r"pairs.csv row 2: image id 7 is also .*row 1's, which names another image"):
         make(path, image_id_column="id")
+
+
+def test_a_json_lines_caption_list_is_one_sample_per_caption_of_one_image(tmp_path):
+    for i in range(4):
+        write_png(tmp_path / f"img{i}.png", (40 * i, 0, 0))
+    lines = [{"image_path": f"img{i}.png", "caption": [f"caption {c} of image {i}" for c in range(3)]} for i in range(3)]
+    lines.append({"image_path": "img3.png", "caption": "the one caption of image 3"})
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = make(path, val_fraction=0.25)
+    texts, ids = data.texts("train") + data.texts("val"), data.image_ids("train") + data.image_ids("val")
+    assert sorted(texts) == sorted([f"caption {c} of image {i}" for i in range(3) for c in range(3)] + ["the one caption of image 3"])
+    assert len(texts) == 10 and len(set(ids)) == 4  # a line's captions are captions of its image
+    assert all(len({t.rsplit(" ", 1)[-1] for t, d in zip(texts, ids, strict=True) if d == image}) == 1 for image in set(ids))
+    assert not set(data.image_ids("train")) & set(data.image_ids("val"))  # held out whole, every caption with it
+    assert [s.caption for s in data.split("val")] == data.texts("val")
+
+
+@pytest.mark.parametrize("captions", [[], ["a cat", 3], ["a cat", "  "]], ids=["empty", "number", "blank"])
+def test_a_caption_list_that_is_not_all_text_is_refused_naming_its_line(tmp_path, captions):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"image_path": "a.png", "caption": "a dog"}) + "\n" + json.dumps({"image_path": "a.png", "caption": captions}) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{path} line 2: caption is a list that is empty or holds something other than non-empty texts")):
+        make(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,25 @@ def test_without_the_datasets_package_the_error_names_the_extra(tmp_path, monkey
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ConfigError, match=r"pip install 'mmreg\[hf\]'"):
         HfDataset(**{**DEFAULTS, "path": str(tmp_path)})
+
+
+def test_a_caption_list_is_one_sample_per_caption_sharing_the_rows_image(tmp_path):
+    rows = {"image": pictures(3), "caption": [[f"caption {c} of {i}" for c in range(i + 1)] for i in range(3)]}
+    datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))})).save_to_disk(str(tmp_path / "saved"))
+    for streaming in (False, True):
+        data = HfDataset(**{**DEFAULTS, "path": str(tmp_path / "saved"), "val_split": "train", "streaming": streaming})
+        assert data.texts("val") == ["caption 0 of 0", "caption 0 of 1", "caption 1 of 1", "caption 0 of 2", "caption 1 of 2", "caption 2 of 2"]
+        assert len(data.split("val")) == 6 and ("image_id" in data.fields) is not streaming
+    assert data.image_ids("val") == [None] * 6  # streamed: the core knows the rows' images by content
+    data = HfDataset(**{**DEFAULTS, "path": str(tmp_path / "saved"), "val_split": "train"})
+    split = data.split("val")
+    assert [s.caption for s in split] == data.texts("val") and [s.image_id for s in split] == data.image_ids("val")
+    assert data.image_ids("val") == ["row 0", "row 1", "row 1", "row 2", "row 2", "row 2"]
+    assert split[2].image.tobytes() == split[1].image.tobytes() != split[0].image.tobytes()
+
+
+@pytest.mark.parametrize("value,said", [(None, "holds no value"), ([], "holds an empty list"), (["a", None], "holds a list holding something other than text")])
+def test_a_caption_that_is_neither_text_nor_a_list_of_texts_is_refused_naming_its_row(tmp_path, value, said):
+    datasets.Dataset.from_dict({"image": pictures(2), "caption": [["fine"], value]}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(DataError, match=re.escape(f"dataset 'hf' split 'train' row 1: caption_column 'caption' {said}, not a text or a list of texts")):
+        HfDataset(**{**DEFAULTS, "path": str(tmp_path / "saved"), "val_split": "train"})
