@@ -3,8 +3,11 @@
 The pruner reads the validation metric at each evaluation (a `LoopCallback.on_eval` passed to `mmreg.run(callbacks=...)`);
 the study lives in Optuna's own storages: a journal file in the runs directory by
 default (safe for several processes on one machine), or any RDB URL (PostgreSQL)
-shared by workers on many machines, with heartbeats so a killed worker's trial is
-failed and retried (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+shared by workers on many machines. A killed worker's trial is failed and retried with
+the same parameters on both: on an RDB by Optuna's heartbeats (``RetryHeartbeatStaleTrialCallback``);
+on a journal, which has none (Optuna 5.1's ``JournalStorage`` is no ``storages._heartbeat.BaseHeartbeat``;
+optuna/optuna#6615 asks for one), by the owner each trial records (host, pid, process start time),
+checked when a search opens the study (``reclaim_dead_trials``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import copy
 import math
 import multiprocessing
 import os
+import socket
 import sys
 import time
 import types
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,9 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 DIRECTIONS = ("maximize", "minimize")
 JOURNAL = "study.journal"
+HEARTBEAT = 10  # seconds between an RDB worker's heartbeats unless --heartbeat says otherwise
+MAX_RETRY = 3  # retries of a trial whose worker died, on every storage (RetryHeartbeatStaleTrialCallback's max_retry)
+UNOWNED_AFTER = 60.0  # seconds after which a running journal trial that names no owner is taken as abandoned
 TrialFn = Callable[[dict[str, Any]], None]
 
 
@@ -59,26 +67,37 @@ class Plan:
     storage: str
     experiment: str
     settings: dict[str, Any]  # plan_search's keywords, for --jobs workers to plan the same search
+    reclaimed: list[int] = field(default_factory=list)  # trials failed on opening because their worker had died
 
     @property
     def host(self) -> PluginHost:
         return self.space.host
 
 
-def open_storage(url: str | None, study_dir: Path, heartbeat: int) -> tuple[Any, str]:
+def is_rdb(url: str | None) -> bool:
+    """Whether ``--storage`` names an RDB (a URL with a scheme) rather than a journal file."""
+    return url is not None and "://" in url
+
+
+def open_storage(url: str | None, study_dir: Path, heartbeat: int | None = None) -> tuple[Any, str]:
     """Optuna storage and its printable address: ``url`` if it has a scheme (an RDB, with heartbeats
-    every ``heartbeat`` seconds and stale trials retried), else a journal file (default: in ``study_dir``).
+    every ``heartbeat`` seconds, default ``HEARTBEAT``, and stale trials retried), else a journal file
+    (default: in ``study_dir``), which has no heartbeats and ignores ``heartbeat`` (``plan_search`` refuses it).
 
     Raises ConfigError when the database cannot be reached.
     """
     import optuna
 
-    if url is None or "://" not in url:
+    if url is None or not is_rdb(url):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+        from .runs import check_destination
+
         path = Path(url) if url else study_dir / JOURNAL
+        check_destination(path.parent, "journal storage folder", "--storage")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path))), str(path)
+    heartbeat = HEARTBEAT if heartbeat is None else heartbeat
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     for attempt in range(3):
@@ -89,7 +108,7 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int) -> tuple[Any,
                     url,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                     engine_kwargs={"pool_pre_ping": True},
                 )
             break
@@ -135,9 +154,11 @@ def objective_direction(base: Experiment, host: PluginHost, metric: str | None, 
     """The study's direction: the one the experiment's task declares for the metric (``metric``,
     else ``train.metric``, else the task's headline: ``Task.lower_is_better``), or ``direction``
     where given. Raises ConfigError for a direction that contradicts the declared one."""
+    from .results import check_requested
     from .tasks import task_class
 
     task = task_class(host.registry("tasks"), base.task.name)
+    check_requested(task, base.task.name, metric, "--metric")
     name = metric or base.train.metric or task.headline
     if name is None:  # the task's first metric, known once a trial builds it; its direction is checked then
         return direction or "maximize"
@@ -159,7 +180,7 @@ def plan_search(
     direction: str | None = None,
     runs_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
-    heartbeat: int = 10,
+    heartbeat: int | None = None,
     host: PluginHost | None = None,
     plugins: Sequence[str] = (),
     track: Sequence[str] = (),
@@ -169,6 +190,9 @@ def plan_search(
     ``metric`` (default: the experiment's ``train.metric``, else its task's headline) is what every
     trial's run keeps its best checkpoint by, reports to the pruner and returns as the trial's value;
     ``direction`` defaults to the one the task declares for it (``Task.lower_is_better``).
+    ``heartbeat`` (seconds, default ``HEARTBEAT``) is for an RDB ``storage``; a journal has no heartbeats,
+    so there it is refused, and opening the study fails and retries the trials of dead workers instead
+    (``reclaim_dead_trials``; their numbers are ``Plan.reclaimed``).
 
     Raises ConfigError (and the other typed errors of mmreg.errors) for any bad input.
     """
@@ -183,6 +207,11 @@ def plan_search(
     _pick("pruner", pruner, PRUNERS)
     if direction is not None:
         _pick("direction", direction, DIRECTIONS)
+    if heartbeat is not None and not is_rdb(storage):
+        raise ConfigError(
+            "--heartbeat needs an RDB --storage (postgresql://...): a journal file has no heartbeats, "
+            "a dead worker's trial is failed and retried when a search next opens the study; drop --heartbeat"
+        )
     host = host or load_plugins(plugins)
     raw = read_file(experiment)
     table = raw.pop("search", None)
@@ -204,6 +233,7 @@ def plan_search(
     opened = optuna.create_study(study_name=name, storage=store, direction=direction, load_if_exists=True)
     if opened.direction.name.lower() != direction:
         raise ConfigError(f"study '{name}' in {address} was made to {opened.direction.name.lower()}, this search would {direction}; use another --study")
+    reclaimed = [] if is_rdb(storage) else reclaim_dead_trials(opened, store)  # an RDB's heartbeats do this
     opened.sampler = make_sampler(sampler, space, seed=base.seed + len(opened.trials))  # a rerun draws anew
     opened.pruner = make_pruner(pruner)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +243,75 @@ def plan_search(
         "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
         "plugins": list(plugins), "track": list(track),
     }  # fmt: skip
-    return Plan(space, opened, study_dir, metric, address, str(experiment), settings)
+    return Plan(space, opened, study_dir, metric, address, str(experiment), settings, reclaimed)
+
+
+def _process_runs(pid: int, started: float) -> bool:
+    """Whether process ``pid`` runs and is the one that started at ``started`` (psutil's ``create_time``,
+    seconds since the epoch, within a second): a later process that reused the pid is not it. psutil
+    is installed with accelerate and peft, both dependencies; a zombie (killed, not yet reaped) runs no longer."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return False
+    except psutil.AccessDenied:  # another user's process runs, though its start time cannot be read
+        return True
+
+
+def worker_identity() -> dict[str, Any]:
+    """This process as a trial's owner (the ``worker`` user attribute): host name, pid and start time."""
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def _dead_worker(trial: optuna.trial.FrozenTrial, host: str, now: datetime) -> str | None:
+    """Why running ``trial`` has no live worker any more, or None while it may still have one:
+    a worker on another host cannot be seen from here, so its trials are left alone."""
+    owner = trial.user_attrs.get("worker")
+    if owner is None:  # its worker died between Optuna's ask and the objective's first line
+        age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else math.inf
+        return f"its worker died before recording itself (running {age:.0f} s with no owner)" if age > UNOWNED_AFTER else None
+    if owner["host"] != host or _process_runs(owner["pid"], owner["started"]):
+        return None
+    return f"its worker, pid {owner['pid']} on {owner['host']}, died while running it (found when a search next opened the study)"
+
+
+def reclaim_dead_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Fail every running trial of ``study`` whose worker on this host no longer runs, with the reason
+    as its ``fail_reason``, and enqueue a retry with the same parameters, up to ``MAX_RETRY`` times, as
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` does after ``fail_stale_trials`` on an RDB (the retry's
+    ``retry_of`` names the trial). Returns the numbers of the trials failed; one that another search
+    fails first is its to retry.
+    """
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    host, now = socket.gethostname(), datetime.now()  # Optuna's trial times are naive local ones
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = _dead_worker(trial, host, now)
+        if reason is None:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another search reclaimed it first
+            continue
+        template = copy.copy(trial)
+        template.user_attrs = {}  # the retry records its own worker, run directory and outcome
+        retry(study, template)
+        failed.append(trial.number)
+    return failed
 
 
 def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
@@ -224,6 +322,7 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
     from .tracking import study_track
 
     def trial_fn(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_identity())  # first: a journal has no heartbeat to tell it died
         raw = plan.space.draw(trial)
         raw["runs_dir"], raw["name"] = str(plan.study_dir / "trials"), f"trial-{trial.number:04d}"
         raw["track"] = study_track(raw.get("track"), plan.study.study_name, plan.study_dir)  # one tracker run per trial
@@ -339,20 +438,34 @@ def search(
 
     ``settings`` are ``plan_search``'s keywords (study, storage, sampler, pruner,
     metric, direction, runs_dir, overrides, heartbeat, host, plugins, track). Rerunning
-    with the same study and storage continues it. ``jobs`` worker processes share
+    with the same study and storage continues it: ``trials`` more trials run, and the
+    retry of a trial whose worker died (failed on opening a journal, by its missing
+    heartbeat on an RDB) is one of them, run first. ``jobs`` worker processes share
     the trials (each on its own GPU when several are visible); ``on_trial`` sees
     each finished trial's row. Writes, in the study directory (``RUNS_DIR/STUDY``):
     ``best.toml`` (runnable with `mmreg run`), PNGs of the optimisation history,
     parameter importances and intermediate values, and ``summary.json``. Raises
     ConfigError for a bad space or setting before any trial.
     """
-    if trials < 1 or jobs < 1:
-        raise ConfigError("trials and jobs must be at least 1")
+    check_budget(trials, jobs, timeout)
     return execute(plan_search(experiment, **settings), trials, timeout=timeout, jobs=jobs, on_trial=on_trial)
 
 
+def check_budget(trials: int, jobs: int, timeout: float | None) -> None:
+    """Refuse a search that could run nothing, before any study exists: ConfigError for fewer than
+    one trial or worker, or a timeout that is not a positive number of seconds."""
+    if trials < 1 or jobs < 1:
+        raise ConfigError(f"--trials and --jobs must be at least 1 (got {trials} and {jobs})")
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"--timeout {timeout}: give a positive number of seconds, or leave it out for no limit")
+
+
 def execute(plan: Plan, trials: int, *, timeout: float | None = None, jobs: int = 1, on_trial: TrialFn | None = None) -> dict[str, Any]:
-    """Run a planned search (see ``search``) and summarise the study."""
+    """Run a planned search (see ``search``) and summarise the study; ``on_trial`` first sees the trials
+    failed on opening it (``Plan.reclaimed``), then each that finishes."""
+    if on_trial:
+        for number in plan.reclaimed:
+            on_trial(trial_row(plan.study.trials[number]))
     finished = optimize(plan, trials, timeout, on_trial) if jobs == 1 else _run_workers(plan, trials, timeout, jobs, on_trial)
     return summarize(plan, interrupted=not finished)
 
@@ -493,4 +606,7 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "search", "summarize", "trial_row"]
+__all__ = [
+    "DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "reclaim_dead_trials", "search",
+    "summarize", "trial_row", "worker_identity",
+]

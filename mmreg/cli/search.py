@@ -38,7 +38,15 @@ def search_command(
         str | None, typer.Option(help="maximize or minimize \\[default: the direction the task declares for the metric].", show_default=False)
     ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where the study directory goes \\[default: the file's runs_dir].", show_default=False)] = None,
-    heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats on an RDB storage; a trial silent for twice this is failed and retried.")] = 10,
+    heartbeat: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Seconds between heartbeats on an RDB storage \\[default: 10]; a trial silent for twice this is failed and retried. "
+            "Refused for a journal file, which has none: a dead worker's trial is failed and retried when a search next opens the study.",
+            show_default=False,
+        ),
+    ] = None,
     set_: SetOpt = None,
     track: TrackOpt = None,
     as_json: JsonOpt = False,
@@ -48,7 +56,9 @@ def search_command(
     from rich.live import Live
     from rich.table import Table
 
-    from ..search import execute, plan_search
+    from ..search import check_budget, execute, plan_search
+
+    check_budget(trials, jobs, timeout)
 
     console = Console(stderr=as_json)
     table = Table(title=f"trials of {study or experiment.stem}", title_justify="left")
@@ -72,7 +82,7 @@ def search_command(
         _print_best(console, summary)
     if summary["interrupted"]:
         sys.exit(130)
-    if summary["best"] is None and summary["states"].get("FAIL"):
+    if summary["best"] is None and summary["states"].get("fail"):
         sys.exit(1)  # every trial that ran failed: the reasons are in the table
 
 
@@ -81,7 +91,7 @@ def _print_best(console: Any, summary: dict[str, Any]) -> None:
     console.print(f"study {summary['study']}: {summary['trials']} trials ({states}) in {summary['storage']}")
     best = summary["best"]
     if best is None:
-        failed = [r for r in summary["rows"] if r["state"] == "FAIL"]
+        failed = [r for r in summary["rows"] if r["state"] == "fail"]
         why = f"; trial {failed[0]['number']} failed: {failed[0]['reason']}" if failed else " yet"
         console.print(f"no trial completed{why}", markup=False)
         return

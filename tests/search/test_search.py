@@ -83,6 +83,13 @@ def test_a_raising_trial_fails_an_impossible_draw_is_pruned_and_the_rest_complet
     assert by_loss["infonce"]["state"] == "complete" and summary["best"]["number"] == by_loss["infonce"]["number"]
 
 
+def test_a_search_whose_every_trial_failed_exits_1_naming_the_first_reason(tmp_path):
+    (tmp_path / "s.toml").write_text(TINY + '\n[search]\nloss = ["boom"]\n')
+    result = mmreg("--plugin", PLUGIN, "search", "s.toml", "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "1 trials (1 fail)" in result.stdout and "no trial completed; trial 0 failed: RuntimeError: boom" in " ".join(result.stdout.split())
+
+
 def test_pruning_stops_clearly_bad_trials_early(tmp_path):
     base = TINY.replace("max_steps = 3", "max_steps = 4\neval_every = 1")
     space = 'fusion = ["none", "constant"]\nseed = [0, 1, 2]\n'  # a constant scorer has recall 0 at every evaluation
