@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Experiment, check_numbers, validate, write_file
 from .errors import ConfigError, IncompatibleParts
 from .plugins import PluginHost, load_plugins
+from .results import check_requested
 from .tasks import check_task, choose_task, task_class
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
         raise IncompatibleParts(f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; add {makers}")
     name = choose_task(exp.task.name, needs.values())
     task = task_class(host.registry("tasks"), name)
+    check_requested(task, name, exp.train.metric, "train.metric")
     if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:
         givers = having(host, "encoders", lambda c: getattr(c, "gives_tokens", True) and not getattr(c, "single_stream", False), "encoder")
         raise IncompatibleParts(f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; use {givers}")
@@ -174,6 +176,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     from .data import require_samples, without_bad
     from .images import parse_colour
     from .model import MultimodalModel
+    from .streams import check_stream
 
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)
     host = host or load_plugins()
@@ -190,7 +193,9 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     modes = {split: check_mode(len(dataset.split(split)), data.full_check_max) for split in ("train", "val")}
     train_split, skipped_train = without_bad(dataset, exp.dataset.name, "train", skip, background, modes["train"])
     val_split, skipped_val = without_bad(dataset, exp.dataset.name, "val", skip, background, modes["val"])
-    checks = {s: describe_check(s, len(dataset.split(s)), m, data.full_check_max, data.max_unreadable) for s, m in modes.items()}
+    skipped_train += check_stream(train_split, exp.dataset.name, "train", modes["train"], skip)  # a streamed split's check
+    skipped_val += check_stream(val_split, exp.dataset.name, "val", modes["val"], skip)
+    checks = {s: describe_check(s, dataset.split(s), m, data.full_check_max, data.max_unreadable) for s, m in modes.items()}
     require_samples(train_split, exp.dataset.name, "train", exp.train.batch_size if strict else 1)
     require_samples(val_split, exp.dataset.name, "val", 2 if strict else 1)
 
@@ -212,14 +217,14 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
 
 def split_counts(p: Prepared) -> dict[str, int]:
     """``val_images`` and ``val_texts`` (likewise for train): distinct images and texts of each
-    split. Rows that share an ``image_id`` are one image with several captions; without ids
-    every row is its own image."""
-    from .sampling import split_groups
+    split. Rows that share an ``image_id`` are one image with several captions; where the dataset
+    gives none, rows holding the same picture are (``mmreg.identity.split_keys``, for splits of up
+    to ``data.full_check_max``)."""
+    from .identity import count_images, split_keys
 
     counts = {}
     for split, samples in (("train", p.train_split), ("val", p.val_split)):
-        groups = split_groups(p.dataset, split, samples)
-        counts[f"{split}_images"] = len(set(groups)) if groups is not None else len(samples)
+        counts[f"{split}_images"] = count_images(split_keys(p.dataset, split, samples, p.exp.data.full_check_max))
         counts[f"{split}_texts"] = len(samples)
     return counts
 
@@ -338,11 +343,12 @@ def run(
             max_unreadable=exp.data.max_unreadable,
             optim=exp.optim,
             callbacks=[p.strategy, *callbacks],
-            image_groups=split_groups(p.dataset, "train", p.train_split),
+            image_groups=split_groups(p.dataset, "train", p.train_split, exp.data.full_check_max),
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         preflight(p, host, collate, trainer.device)  # a broken contract ends here, before any file is written
         if resume is None:
+            runs_dir_existed = Path(exp.runs_dir).exists()
             run_dir = shared_run_dir(exp)
         trainer.run_dir = run_dir
         if resume is None and is_main_process():
@@ -353,7 +359,16 @@ def run(
             model.encoder.save_preprocessing(run_dir / "encoder")
         if resume is not None:
             trainer.resume()
-        tracking.attach(trainer, exp, run_dir)
+        try:
+            tracking.attach(trainer, exp, run_dir)
+        except ConfigError:
+            if resume is None and trainer.main:  # a tracker that cannot start leaves no new run behind
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if not runs_dir_existed and not any(Path(exp.runs_dir).iterdir()):
+                    Path(exp.runs_dir).rmdir()
+            raise
         if progress and trainer.main:
             from .progress import training_progress
             from .textfit import note
@@ -402,7 +417,7 @@ def run(
         from .plot import plot_curves
 
         save_weights(trainer.bare_model, run_dir / "model.safetensors")
-        save_adapters(model.encoder, run_dir / "adapters")
+        save_adapters(model, run_dir / "adapters")
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         write_json(run_dir / "summary.json", summary)
         tracking.finish(run_dir / "curves.png", summary["best"])

@@ -526,6 +526,10 @@ class Task:
     reads_fused: ClassVar[bool] = False
     needs_image_tokens: ClassVar[bool] = False
     headline: ClassVar[str | None] = None
+    # Every metric the task's evaluations may return (breakdowns ``NAME/GROUP`` aside), so a
+    # ``train.metric`` or ``mmreg search --metric`` it never computes is refused before anything
+    # is built; None: known only once the model is built (checked then).
+    metric_names: ClassVar[tuple[str, ...] | None] = None
     benchmark: ClassVar[str | None] = None  # the task's name in CLIP_benchmark's results JSON (`mmreg eval --output`)
     # The metrics this task's evaluations may return where lower is better (a loss, a perplexity,
     # an error rate); every other one is better higher. Declared on the class, so `mmreg search`

@@ -36,11 +36,12 @@ def export_run(
 
     from .adapters import merge_adapters, peft_towers
     from .history import load_run, rebuild_run, weights_for
-    from .runs import write_json
+    from .runs import check_destination, write_json
 
     out = Path(out_dir)
     if out.exists():
         raise ConfigError(f"{out} already exists; give a new directory to export into (nothing is overwritten)")
+    check_destination(out.parent, "export directory's parent", "another OUT_DIR")
     run_path = load_run(run, runs_dir).path
     weights, used = weights_for(run_path, checkpoint)
     p = rebuild_run(run_path, weights, host)

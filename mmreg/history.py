@@ -133,6 +133,8 @@ def read_run(path: str | Path) -> RunRecord:
 def find_runs(runs_dir: str | Path = "runs") -> list[RunRecord]:
     """Every run directory (one holding config.toml) directly under ``runs_dir``, oldest first."""
     base = Path(runs_dir)
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"runs directory {runs_dir} is a file; give the folder runs are in with --runs-dir")
     if not base.is_dir():
         return []
     records = [read_run(p) for p in base.iterdir() if not p.name.startswith(".") and is_run(p)]

@@ -50,9 +50,10 @@ def inspect_data(
     from .data import AugmentedSplit
     from .errors import ConfigError
     from .pixels import normalize_pixels
-    from .runs import atomic_path, write_atomic, write_json
+    from .runs import atomic_path, check_destination, write_atomic, write_json
     from .streams import head, is_stream
 
+    check_destination(out, "report folder", "--out")
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; use train or val")
     if n < 1:

@@ -38,6 +38,18 @@ class Metric:
         return {"metric": self.name, "higher_is_better": self.higher_is_better}
 
 
+def check_requested(task: Any, name: str, requested: str | None, where: str) -> None:
+    """Refuse a ``requested`` metric (``where``: the setting that named it) that the task class
+    declares it never computes (``Task.metric_names``), before anything is built. Raises ConfigError."""
+    declared = getattr(task, "metric_names", None)
+    if requested is None or declared is None or requested in declared:
+        return
+    raise ConfigError(
+        f"{where} '{requested}' is never computed by task '{name}'{did_you_mean(requested, declared)} "
+        f"(it computes: {', '.join(declared)}); name one of them"
+    )
+
+
 def resolve_metric(task: Any, evaluations: Sequence[Any], requested: str | None = None) -> Metric:
     """The metric that decides: ``requested`` (``train.metric``), else the task's ``headline``,
     else the first metric of the first evaluation; its direction from ``task.lower_is_better``.
@@ -64,4 +76,4 @@ def resolve_metric(task: Any, evaluations: Sequence[Any], requested: str | None 
     return Metric(name, name not in lower)
 
 
-__all__ = ["Metric", "resolve_metric"]
+__all__ = ["Metric", "check_requested", "resolve_metric"]

@@ -71,15 +71,22 @@ def check_runs_dir(runs_dir: str | Path) -> None:
     Raises ConfigError when it, or the nearest existing folder above it, is not a
     writable directory.
     """
+    check_destination(runs_dir, "runs directory", "--runs-dir")
+
+
+def check_destination(path: str | Path, what: str, flag: str) -> None:
+    """Refuse a folder to write into (a runs directory, an export, a report) that cannot be created
+    or written, before anything is built or written: ConfigError naming ``what`` and the ``flag``
+    that sets it when the folder, or the nearest existing folder above it, is a file or not writable."""
     from .errors import ConfigError
 
-    path = Path(runs_dir).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    absolute = Path(path).absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())
     if not existing.is_dir():
-        where = "is a file" if existing == path else f"is under {existing}, which is a file"
-        raise ConfigError(f"runs directory {runs_dir} {where}; give a directory with --runs-dir")
+        where = "is a file" if existing == absolute else f"is under {existing}, which is a file"
+        raise ConfigError(f"{what} {path} {where}; give a directory with {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"runs directory {runs_dir}: {existing} is not writable; give another --runs-dir")
+        raise ConfigError(f"{what} {path}: {existing} is not writable; give another {flag}")
 
 
 def create_run_dir(runs_dir: str | Path, name: str | None, default_name: str) -> Path:

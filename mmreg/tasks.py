@@ -12,7 +12,7 @@ from torch import nn
 from .components import Encoded, Evaluation, Fusion, Task
 from .config import DEFAULT_TASKS
 from .errors import ConfigError, IncompatibleParts, did_you_mean
-from .metrics import AccuracyEvaluation, RetrievalEvaluation
+from .metrics import AccuracyEvaluation, RetrievalEvaluation, retrieval_metric_names
 
 HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
@@ -77,6 +77,7 @@ class FusedHeadTask(Task):
     provides = frozenset({"logits", "labels"})
     reads_fused = True
     headline = "accuracy"
+    metric_names = ("accuracy", *retrieval_metric_names())  # recall@K where a loss also trains the fusion's score
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"logits": head(fusion.fuse(features.image, features.text))}

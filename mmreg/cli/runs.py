@@ -89,11 +89,14 @@ def eval_command(
     """Rebuild a run's model, load its weights and evaluate it on a split, with its own task and dataset or others."""
     from ..errors import ConfigError
     from ..history import EVAL_INFO, benchmark_record, check_eval, evaluate_run
-    from ..runs import write_json
+    from ..runs import check_destination, write_json
 
     run_path, _, _ = check_eval(run, split, checkpoint, runs_dir)  # a wrong name fails before plugins load
     if results is not None and (task or dataset or set_):
         raise ConfigError("--results writes the run's own task's results file; drop --task, --dataset and --set, or --results")
+    for flag, path in (("--output", output), ("--results", results)):
+        if path is not None:  # a file that could not be written fails before the evaluation, not after
+            check_destination(path.parent, f"{flag} folder", flag)
     result = evaluate_run(
         run_path, split, checkpoint, device, runs_dir=runs_dir, batch_size=batch_size, host=state.host(),
         task=task, dataset=dataset, overrides=set_ or [],

@@ -44,7 +44,11 @@ def read_v2(files: VqaSplitFiles, pattern: str) -> list[Question]:
     if not (files.questions and files.annotations and files.images):
         raise DataError("dataset 'vqa': a VQA v2 split needs questions, annotations and images; or give file= a CSV/JSON Lines file")
     questions = _load_json(files.questions, "questions")
-    annotations = {a["question_id"]: a for a in _load_json(files.annotations, "annotations")["annotations"]}
+    try:
+        annotations = {a["question_id"]: a for a in _load_json(files.annotations, "annotations")["annotations"]}
+        questions["questions"]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"dataset 'vqa': {files.questions} or {files.annotations} lacks {exc} in the VQA v2 layout; give the official files") from None
     subtype = questions.get("data_subtype", "")
     out = []
     for q in questions["questions"]:
@@ -57,6 +61,18 @@ def read_v2(files: VqaSplitFiles, pattern: str) -> list[Question]:
     return out
 
 
+def _json_lines(text: str, path: str) -> list[Any]:
+    """One JSON value per non-empty line; a line that is not JSON (a file cut off mid-row) is a DataError naming it."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise DataError(f"dataset 'vqa': {path} line {number} is not JSON ({exc.msg}); was the file cut off? fix or remove that line") from None
+    return rows
+
+
 def read_rows(path: str) -> list[Question]:
     """Rows of a CSV or JSON Lines file: image (relative to the file), question, answers, and
     optionally answer_type and question_id."""
@@ -65,15 +81,20 @@ def read_rows(path: str) -> list[Question]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise DataError(f"dataset 'vqa': cannot read {path} ({type(exc).__name__}); give a CSV or JSON Lines file") from None
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if file.suffix in (".jsonl", ".json") else list(csv.DictReader(text.splitlines()))
+    rows = _json_lines(text, path) if file.suffix in (".jsonl", ".json") else list(csv.DictReader(text.splitlines()))
     out = []
     for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"dataset 'vqa': {path} row {i} is {type(row).__name__}, not an object; write one JSON object per line")
         missing = [c for c in ("image", "question", "answers") if c not in row]
         if missing:
             raise DataError(f"dataset 'vqa': {path} row {i} lacks {', '.join(missing)}; give image, question and answers")
         raw = row["answers"] if isinstance(row["answers"], list) else str(row["answers"]).split(";")
         answers = _checked(raw, f"{path} row {i}")
-        qid = int(row["question_id"]) if row.get("question_id") not in (None, "") else i - 1
+        try:
+            qid = int(row["question_id"]) if row.get("question_id") not in (None, "") else i - 1
+        except (TypeError, ValueError):
+            raise DataError(f"dataset 'vqa': {path} row {i}: question_id {row['question_id']!r} is not a whole number; fix or leave it out") from None
         out.append(Question(file.parent / row["image"], row["question"], answers, answers[0], row.get("answer_type") or None, qid))
     return out
 

@@ -104,6 +104,7 @@ class Captioning(Task):
     provides = frozenset({"token_logits"})
     needs_image_tokens = True
     headline = "cider"
+    metric_names = ("cider", "bleu4")
 
     def __init__(self, *, num_beams: int = 1, max_new_tokens: int = 20, prompt: str = "", settings: Any = None) -> None:
         super().__init__(settings=settings)

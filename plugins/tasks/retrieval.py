@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from mmreg.components import Evaluation, ModelView, Sample, Task
 from mmreg.errors import ConfigError
-from mmreg.metrics import RetrievalEvaluation, image_groups, protocol_text
+from mmreg.metrics import RetrievalEvaluation, image_groups, protocol_text, retrieval_metric_names
 
 
 class Retrieval(Task):
@@ -18,6 +18,7 @@ class Retrieval(Task):
     ``score``; scored in memory-bounded blocks or over ``eval.shortlist`` candidates."""
 
     headline = "recall@1"  # the mean of both directions, as retrieval papers report it
+    metric_names = tuple(retrieval_metric_names())
 
     def __init__(self, *, shortlist: int | None = None, settings: Any = None) -> None:
         super().__init__(settings=settings)

@@ -12,6 +12,7 @@ from torch import nn
 
 from mmreg.components import Dataset, Encoded, Encoder, Evaluation, ModelView, Sample
 from mmreg.errors import DataError
+from mmreg.metrics import retrieval_metric_names
 from mmreg.tasks import FusedHeadTask
 from mmreg_plugins.tasks._vqa_accuracy import ANSWER_TYPES, accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
 
@@ -68,6 +69,7 @@ class VisualQuestionAnswering(FusedHeadTask):
     text = "question"
     target = "answer"
     headline = "vqa_accuracy"
+    metric_names = ("vqa_accuracy", *retrieval_metric_names())
     needs_fields = frozenset({"image", "question", "answer"})
 
     def __init__(self, *, min_answer_count: int = 1, settings: Any = None) -> None:

@@ -180,6 +180,7 @@ class ZeroShot(Task):
 
     needs_fields = frozenset({"image", "label"})
     headline = "acc1"
+    metric_names = ("acc1", "acc5", "mean_per_class_recall")  # acc5 only with 5 classes or more
     benchmark = "zeroshot_classification"  # CLIP_benchmark's name for these results (`mmreg eval --output`)
 
     def __init__(self, *, templates: str | Templates = "openai", space: str = "fusion", settings: Any = None) -> None:

@@ -180,6 +180,10 @@ def payload_pth(d: Path) -> None:
     (d / "vision.pth").write_bytes(pickle.dumps({"state_dict": Payload()}))
 
 
+# a VQA rows file: one question on one picture (p.png) per line
+VQA_ROW = '{"image": "p.png", "question": "what colour is it", "answers": ["red"]}\n'
+VQA_ROWS = [*TINY[:6], "--task", "vqa", "--loss", "bce", "--dataset", "vqa", "--set", "dataset.train.file=q.jsonl", "--set", "dataset.val.file=q.jsonl"]
+
 CASES = [
     # unknown names of every kind
     Case("unknown-encoder", ["run", "--encoder", "clipp"]),
@@ -336,7 +340,47 @@ CASES = [
     Case("track-not-a-table", ["run", "e.toml"], write("e.toml", 'track = "mlflow"\n')),
     Case("track-unknown-setting", ["run", "e.toml"], write("e.toml", '[track]\ntrackers = ["mlflow"]\nmlflow_url = "http://x"\n')),
     Case("search-track-package-missing", ["search", "s.toml", "--track", "aim"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    Case("track-cannot-start", ["run", *TINY, "--track", "mlflow", "--set", "track.mlflow_uri=http://127.0.0.1:9/"], env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}),
+    # tasks as components: their parameters, their metrics, their results
+    Case("task-unknown-parameter", ["run", *TINY, "--set", "task.shortlst=4"]),
+    Case("task-parameter-of-another-task", ["run", *TINY, "--set", "task.num_beams=2"]),
+    Case("task-table-unknown-name", ["run", "e.toml"], write("e.toml", '[task]\nname = "retreival"\n')),
+    Case("task-not-a-table", ["run", "e.toml"], write("e.toml", "task = 3\n")),
+    Case("train-metric-the-task-never-computes", ["run", *TINY, "--set", "train.metric=cider"]),
+    Case("search-direction-against-the-task", ["search", "s.toml", "--direction", "minimize"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    Case("eval-results-task-without-format", ["eval", "done", "--results", "answers.json"], run=True),
+    Case("eval-task-unknown", ["eval", "done", "--task", "zeroshoot", "--dataset", "digits"], run=True),
+    # destinations under an existing file
+    Case("runs-list-on-a-file", ["runs", "list", "--runs-dir", "afile"], write("afile", "x")),
+    Case("export-under-a-file", ["export", "done", "afile/out"], write("afile", "x"), run=True),
+    Case("data-inspect-out-under-a-file", ["data", "inspect", "--out", "afile/report"], write("afile", "x")),
+    # search options that could run nothing, or never what they name: refused before any study exists
+    Case("search-negative-timeout", ["search", "s.toml", "--timeout", "-5"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    Case("search-metric-never-computed", ["search", "s.toml", "--metric", "cider"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    Case("search-journal-under-a-file", ["search", "s.toml", "--storage", "afile/j.journal"],
+         lambda d: (write("afile", "x")(d), write("s.toml", '[search]\nfusion = ["none", "gated"]\n')(d))),
+    Case("search-heartbeat-on-a-journal", ["search", "s.toml", "--heartbeat", "5"], write("s.toml", '[search]\nfusion = ["none", "gated"]\n')),
+    # PEFT settings peft itself would refuse mid-build
+    Case("peft-dropout-out-of-range", ["run", *TINY, "--peft", "lora", "--set", "peft.vision.lora_dropout=1.5"]),
+    Case("peft-lora-on-a-layernorm", ["run", *TINY, "--peft", "lora", "--set", 'peft.vision.target_modules=["layer_norm1"]']),
+    # VQA rows files that are cut off or malformed
+    Case("vqa-rows-cut-off", ["run", *VQA_ROWS], lambda d: (picture("p.png")(d), write("q.jsonl", VQA_ROW + VQA_ROW[:30])(d))),
+    Case("vqa-rows-not-objects", ["run", *VQA_ROWS], lambda d: (picture("p.png")(d), write("q.jsonl", VQA_ROW + "[1, 2]\n")(d))),
+    # predict, export, data inspect, eval and runs on the surfaces added since
+    Case("predict-top-k-zero", ["predict", "done", "p.png", "--text", "a red circle", "--top-k", "0"], picture("p.png"), run=True),
+    Case("predict-missing-image", ["predict", "done", "nowhere.png", "--text", "a red circle"], run=True),
+    Case("predict-unknown-checkpoint", ["predict", "done", "p.png", "--text", "a red circle", "--checkpoint", "bset"], picture("p.png"), run=True),
+    Case("export-existing-destination", ["export", "done", "out"], lambda d: _mkdir(d / "out"), run=True),
+    Case("export-unknown-run", ["export", "nothere", "out"]),
+    Case("data-inspect-unknown-split", ["data", "inspect", "--split", "test"]),
+    Case("data-inspect-n-zero", ["data", "inspect", "--n", "0"]),
+    Case("eval-output-under-a-file", ["eval", "done", "--output", "afile/m.json"], write("afile", "x"), run=True),
+    Case("eval-set-outside-task-and-dataset", ["eval", "done", "--task", "zeroshot", "--dataset", "digits", "--set", "train.lr=1"], run=True),
+    Case("runs-compare-unknown-run", ["runs", "compare", "done", "nothere"], run=True),
+    Case("vqa-question-id-not-a-number", ["run", *VQA_ROWS],
+         lambda d: (picture("p.png")(d), write("q.jsonl", VQA_ROW + VQA_ROW.replace('"answers"', '"question_id": "q7", "answers"'))(d))),
 ]
+
 
 
 def _mkdir(path: Path) -> Path:
