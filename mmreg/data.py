@@ -61,10 +61,17 @@ class Collate:
     ``str`` (a list of captions) is refused (``mmreg.identity.check_text``), never fed as its repr.
     """
 
-    def __init__(self, encoder: Encoder, task: Task, keep_size: bool = False) -> None:
+    def __init__(self, encoder: Encoder, task: Task, keep_size: bool = False, identify: bool = True) -> None:
         # keep_size: a failed sample's place is taken by a copy of the batch's first good one, because
-        # under data parallelism every process must contribute the same number of rows (all_gather)
-        self.encoder, self.task, self.keep_size = encoder, task, keep_size
+        # under data parallelism every process must contribute the same number of rows (all_gather).
+        # identify: content ids for evaluation's grouping; training groups by its sampler instead, so
+        # its loaders leave them out (no image hashed on the training path).
+        self.encoder, self.task, self.keep_size, self.identify = encoder, task, keep_size, identify
+
+    def for_training(self, world: int) -> Collate:
+        """This collate as the training loaders use it: no content ids, and failed samples replaced
+        under data parallelism (``keep_size``)."""
+        return Collate(self.encoder, self.task, keep_size=world > 1, identify=False)
 
     def pixels(self, images: Sequence[Any]) -> dict[str, torch.Tensor]:
         raw = self.encoder.pixel_inputs_uint8(images)
@@ -80,7 +87,8 @@ class Collate:
         texts = [getattr(s, self.task.text) for s in samples]
         for sample, text in zip(samples, texts, strict=True):
             check_text(text, self.task.text, sample.image_id)
-        samples = [identified(s) for s in samples]  # an image the dataset names no id for is known by its content
+        if self.identify:  # an image the dataset names no id for is known by its content
+            samples = [identified(s) for s in samples]
         batch: dict[str, Any] = self.pixels([s.image for s in samples])
         if samples[0].views is not None:
             for i in (0, 1):
@@ -251,8 +259,8 @@ def train_loader(
     tagged with their epoch for the workers where ``samples`` augments (``AugmentedSplit``);
     samples that fail to decode skipped and counted (under data parallelism replaced by a copy of
     another sample of the batch, so every process gives the same number of rows)."""
-    if batches.world > 1 and isinstance(collate, Collate):
-        collate = Collate(collate.encoder, collate.task, keep_size=True)
+    if isinstance(collate, Collate):
+        collate = collate.for_training(batches.world)
     loader = DataLoader(
         Tolerant(samples),  # type: ignore[arg-type]
         batch_sampler=EpochTagged(batches) if isinstance(samples, AugmentedSplit) else batches,

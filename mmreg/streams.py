@@ -255,8 +255,8 @@ def stream_loader(
     ``mmreg.data.train_loader`` does, so every process gives the same number of rows."""
     from .data import Collate
 
-    if world > 1 and isinstance(collate, Collate):
-        collate = Collate(collate.encoder, collate.task, keep_size=True)
+    if isinstance(collate, Collate):
+        collate = collate.for_training(world)
     stream = TrainStream(augmented.samples, augmented.augmenters, collate, batch_size, seed, rank, world)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
     return StreamEpochs(stream), loader
