@@ -31,7 +31,7 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
             item["params"] = host.registry(kind).get(name).validate(item["params"]).model_dump()
     if not data["loss"]:
         raise IncompatibleParts(f"no loss chosen; add one with --loss (known: {', '.join(host.registry('losses').names())})")
-    name = choose_task(exp.task.name, loss_needs(exp, host).values())
+    name = choose_task(exp.task.name, loss_needs(exp, host).values(), host.registry("tasks"))
     task_class(host.registry("tasks"), name)  # an unknown name is refused here, with the known ones
     entry = host.registry("tasks").get(name)
     params = {**place_legacy(name, entry.params.model_fields, exp.task.legacy, exp.task.params), **exp.task.params}
@@ -115,7 +115,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     if wants_views and not makes_views:
         makers = having(host, "augmenters", lambda c: getattr(c, "gives_views", False), "augment")
         raise IncompatibleParts(f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; add {makers}")
-    name = choose_task(exp.task.name, needs.values())
+    name = choose_task(exp.task.name, needs.values(), host.registry("tasks"))
     task = task_class(host.registry("tasks"), name)
     check_requested(task, name, exp.train.metric, "train.metric")
     if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:

@@ -530,6 +530,9 @@ class Task:
     # ``train.metric`` or ``mmreg search --metric`` it never computes is refused before anything
     # is built; None: known only once the model is built (checked then).
     metric_names: ClassVar[tuple[str, ...] | None] = None
+    # The ``Step`` field ("logits", "scores") for which this task is the default: a run naming no
+    # task trains the task that claims what its losses read (``mmreg.tasks.choose_task``).
+    default_for: ClassVar[str | None] = None
     benchmark: ClassVar[str | None] = None  # the task's name in CLIP_benchmark's results JSON (`mmreg eval --output`)
     # The metrics this task's evaluations may return where lower is better (a loss, a perplexity,
     # an error rate); every other one is better higher. Declared on the class, so `mmreg search`

@@ -176,7 +176,6 @@ class WeightedComponent(BaseModel):
 
 # The default experiment (`mmreg run` with no flags): the one place the core names built-in plugins.
 DEFAULTS = {"encoder": "clip", "fusion": "gated", "loss": "infonce", "augment": "none", "peft": "full", "dataset": "shapes"}
-DEFAULT_TASKS = {"logits": "classification", "otherwise": "retrieval"}  # chosen by whether a loss reads head logits
 
 
 class Experiment(BaseModel):
@@ -189,8 +188,8 @@ class Experiment(BaseModel):
     runs_dir: str = Field("runs", description="where run directories are created")
     task: TaskChoice = Field(
         default_factory=TaskChoice,
-        description=f"the task plugin to train for and its parameters; by default {DEFAULT_TASKS['logits']} if a loss reads logits, "
-        f"else {DEFAULT_TASKS['otherwise']}",
+        description="the task plugin to train for and its parameters; by default the task that declares itself the default "
+        "for what the losses read (Task.default_for: a head's logits before the fusion's scores)",
     )
     encoder: Component = Component(name=DEFAULTS["encoder"])
     fusion: Component = Component(name=DEFAULTS["fusion"])

@@ -257,13 +257,12 @@ class RetrievalEvaluation(Evaluation):
 
 
 class AccuracyEvaluation(Evaluation):
-    """Accuracy of the head's argmax against ``batch["labels"]`` over matched pairs
-    (labels outside the training vocabulary, -100, count as wrong)."""
+    """Accuracy of the head's argmax against ``batch["labels"]`` over matched pairs (labels
+    outside the training vocabulary, -100, count as wrong), reported as ``name`` (the task's)."""
 
-    names = ("accuracy",)
-
-    def __init__(self, task: Any) -> None:
-        self.task, self.correct, self.total = task, 0, 0
+    def __init__(self, task: Any, name: str) -> None:
+        self.task, self.metric, self.correct, self.total = task, name, 0, 0
+        self.names = (name,)
 
     def update(self, model: torch.nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
         logits = self.task.forward(model.head, model.fusion, features, batch)["logits"]
@@ -271,7 +270,7 @@ class AccuracyEvaluation(Evaluation):
         self.total += batch["labels"].numel()
 
     def compute(self) -> dict[str, float]:
-        return {"accuracy": self.correct / max(self.total, 1)}
+        return {self.metric: self.correct / max(self.total, 1)}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

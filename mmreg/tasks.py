@@ -10,18 +10,30 @@ import torch
 from torch import nn
 
 from .components import Encoded, Evaluation, Fusion, Task
-from .config import DEFAULT_TASKS
 from .errors import ConfigError, IncompatibleParts, did_you_mean
-from .metrics import AccuracyEvaluation, RetrievalEvaluation, retrieval_metric_names
+from .metrics import AccuracyEvaluation, RetrievalEvaluation
 
 HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
 
-def choose_task(requested: str | None, loss_needs: Iterable[frozenset[str]]) -> str:
-    """The task asked for, or the one the losses imply: logits mean classification, else retrieval."""
+def choose_task(requested: str | None, loss_needs: Iterable[frozenset[str]], tasks: Any) -> str:
+    """The task asked for, or the one the losses imply: the registered task declaring itself the
+    default for a ``Step`` field a chosen loss reads (``Task.default_for``), a head's field (logits)
+    before the fusion's scores. Raises ConfigError where no task claims what the losses read."""
     if requested is not None:
         return requested
-    return DEFAULT_TASKS["logits"] if any("logits" in needs for needs in loss_needs) else DEFAULT_TASKS["otherwise"]
+    read = frozenset().union(*loss_needs)
+    claims = {}
+    for entry in tasks:
+        try:
+            claims[entry.name] = declared_needs(entry, "default_for")
+        except Exception:  # a task plugin that cannot be imported claims nothing; naming it reports why
+            continue
+    for fields in (read & HEAD_INPUTS, read - HEAD_INPUTS):
+        chosen = [name for name, field in claims.items() if field in fields]
+        if chosen:
+            return chosen[0]
+    raise ConfigError(f"no task is the default for what the chosen losses read ({', '.join(sorted(read))}); choose one with --task")
 
 
 def task_class(tasks: Any, name: str) -> Any:
@@ -32,7 +44,9 @@ def task_class(tasks: Any, name: str) -> Any:
     return getattr(factory, "__self__", factory)
 
 
-def declared_needs(entry: Any, attribute: str) -> frozenset[str]:
+def declared_needs(entry: Any, attribute: str) -> Any:
+    """What a registered component's class declares as ``attribute`` (``needs``, ``provides``,
+    ``default_for``); an empty set where it declares nothing."""
     factory = entry.factory
     return getattr(getattr(factory, "__self__", factory), attribute, frozenset())
 
@@ -70,21 +84,26 @@ def check_task(
 
 class FusedHeadTask(Task):
     """A task whose head reads the fusion's joint features ``fuse(image, text)`` [N, D] and
-    gives logits [N, C] over classes (classification, VQA): scored by accuracy, and by
-    recall@K too where a loss also trains the fusion's ``score``. Subclasses build the head
-    and collate ``labels``."""
+    gives logits [N, C] over classes (classification, VQA): scored by the accuracy of the head's
+    argmax, reported under the subclass's ``headline``, and by recall@K too where a loss also
+    trains the fusion's ``score`` (``score_evaluations``). Subclasses name the headline, build
+    the head and collate ``labels``."""
 
     provides = frozenset({"logits", "labels"})
     reads_fused = True
-    headline = "accuracy"
-    metric_names = ("accuracy", *retrieval_metric_names())  # recall@K where a loss also trains the fusion's score
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"logits": head(fusion.fuse(features.image, features.text))}
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
+        if self.headline is None:
+            raise ConfigError(f"task '{self.name}' ({type(self).__name__}) names no headline; set headline to the name its accuracy is reported under")
+        return [AccuracyEvaluation(self, self.headline), *self.score_evaluations(model)]
+
+    def score_evaluations(self, model: nn.Module) -> list[Evaluation]:
+        """Recall@K of the fusion's ``score`` where a chosen loss trains it, else none."""
         memory_mb = getattr(self.settings, "score_memory_mb", 512)
-        return [AccuracyEvaluation(self), *([RetrievalEvaluation(model, memory_mb=memory_mb)] if "scores" in model.needs else [])]
+        return [RetrievalEvaluation(model, memory_mb=memory_mb)] if "scores" in model.needs else []
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores [N, C] in [0, 1] of the head's logits: a softmax over exclusive classes."""

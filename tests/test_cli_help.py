@@ -63,7 +63,7 @@ def test_run_help_names_every_registered_task(tmp_path):
     assert {"retrieval", "classification", "vqa"} <= set(tasks)
     line = task_help(tmp_path)
     assert all(task in line.replace(",", " ").split() for task in tasks), line
-    assert "[default: classification if a loss reads logits, else retrieval]" in line
+    assert "[default: the task the losses imply, Task.default_for]" in line
 
 
 def test_run_help_names_a_plugins_task(tmp_path):

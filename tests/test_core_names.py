@@ -1,6 +1,7 @@
 """The core names no built-in task, loss or encoder: each is a plugin like a third party's, and the
 ways out an error offers come from the registry. The one exception is the default experiment
-(``mmreg.config.DEFAULTS``, ``DEFAULT_TASKS``), which must name something."""
+(``mmreg.config.DEFAULTS``), which must name something; the default task is the one a plugin
+declares for what the losses read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("task", "loss", "encoder")
-ALLOWED = re.compile(r"^(DEFAULTS|DEFAULT_TASKS) = ")  # the default experiment's two declarations
+ALLOWED = re.compile(r"^DEFAULTS = ")  # the default experiment
 
 
 def built_in_names() -> set[str]:

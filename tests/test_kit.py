@@ -318,7 +318,9 @@ def test_a_broken_task_is_caught():
     from mmreg.tasks import FusedHeadTask
 
     class Misnamed(AccuracyEvaluation):
-        names = ("acc",)
+        def __init__(self, task):
+            super().__init__(task, "accuracy")
+            self.names = ("acc",)
 
     class Size(FusedHeadTask):
         target = "label"

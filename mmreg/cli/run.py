@@ -40,7 +40,7 @@ def run_command(
     dataset: DatasetOpt = None,
     task: Annotated[
         str | None,
-        typer.Option(help="{tasks} \\[default: classification if a loss reads logits, else retrieval].", show_default=False),
+        typer.Option(help="{tasks} \\[default: the task the losses imply, Task.default_for].", show_default=False),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", show_default=False)] = None,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mmreg.components import Dataset, Encoder, Sample
+from mmreg.metrics import retrieval_metric_names
 from mmreg.tasks import FusedHeadTask
 
 
@@ -17,6 +18,9 @@ class Classification(FusedHeadTask):
 
     target = "label"
     needs_fields = frozenset({"image", "caption", "label"})
+    headline = "accuracy"
+    metric_names = ("accuracy", *retrieval_metric_names())  # recall@K where a loss also trains the fusion's score
+    default_for = "logits"  # a run whose loss reads head logits, with no --task, classifies
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
         self.classes = list(dataset.classes or [])

@@ -19,6 +19,7 @@ class Retrieval(Task):
 
     headline = "recall@1"  # the mean of both directions, as retrieval papers report it
     metric_names = tuple(retrieval_metric_names())
+    default_for = "scores"  # a run whose losses read only the fusion's scores, with no --task, retrieves
 
     def __init__(self, *, shortlist: int | None = None, settings: Any = None) -> None:
         super().__init__(settings=settings)

@@ -125,7 +125,7 @@ class VisualQuestionAnswering(FusedHeadTask):
         return logits.sigmoid()
 
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        return [VqaEvaluation(self), *super().evaluations(model)[1:]]
+        return [VqaEvaluation(self), *self.score_evaluations(model)]
 
     def results(self, model: ModelView, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """The official VQA results format (``mmreg eval --results``): ``[{"question_id": int,
