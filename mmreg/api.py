@@ -284,11 +284,11 @@ def run(
     there); what one raises ends the run.
     """
     from .adapters import parameter_counts, save_adapters
-    from .config import load_experiment
     from .data import AugmentedSplit, local_processes, make_loader, resolve_workers
     from .determinism import deterministic_kernels
     from .distributed import check_launch
     from .precision import cuda_capability, resolve_precision, tf32_applies, tf32_matmuls, used_precision
+    from .recorded import recorded_experiment
     from .contracts import preflight
     from .results import resolve_metric
     from .resume import check_resume, trajectory
@@ -302,7 +302,7 @@ def run(
         run_dir = Path(resume)
         if not (run_dir / "config.toml").is_file():
             raise ConfigError(f"{run_dir} is not a run directory (no config.toml); give the directory `mmreg run` printed")
-        experiment = load_experiment(run_dir / "config.toml")
+        experiment = recorded_experiment(run_dir, host)
     if experiment is None:
         raise ConfigError("nothing to run: give an experiment, or resume=RUN_DIR")
     exp = experiment if isinstance(experiment, Experiment) else validate(experiment)

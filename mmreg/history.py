@@ -235,9 +235,11 @@ def rebuild_run(run_path: Path, weights: Path, host: PluginHost | None = None) -
     from safetensors.torch import load_model
 
     from .api import prepare
-    from .config import load_experiment
+    from .plugins import load_plugins
+    from .recorded import recorded_experiment
 
-    p = prepare(load_experiment(run_path / "config.toml"), host)
+    host = host or load_plugins()
+    p = prepare(recorded_experiment(run_path, host), host)
     classes_path = run_path / "classes.json"
     if p.classes and classes_path.is_file():
         try:
@@ -344,8 +346,8 @@ def evaluate_run(
     run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
 
     from .api import resolve
-    from .config import load_experiment
     from .data import Collate, make_loader, resolve_workers
+    from .recorded import recorded_experiment
     from .plugins import load_plugins
     from .train import evaluate, pick_device
 
@@ -353,7 +355,7 @@ def evaluate_run(
     host = host or load_plugins()
     swapped = None
     if task is not None or dataset is not None or overrides:
-        run = resolve(load_experiment(run_path / "config.toml"), host)
+        run = resolve(recorded_experiment(run_path, host), host)
         swapped = evaluation_experiment(run, host, task=task, dataset=dataset, overrides=overrides)
     p = rebuild_run(run_path, weights, host)
     exp, model, evaluator = p.exp, p.model, p.task

@@ -6,8 +6,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Vocabulary = Literal["bytes", "words"]  # mmreg.text.VOCABULARIES
 TOWER_MODES = ("full", "freeze")  # a tower left as it is, or frozen, instead of adapted
 TowerSetting = dict[str, Any] | str
+
+
+def vocabulary_field() -> Any:
+    """The ``vocabulary`` parameter of a tokenizer built by ``mmreg.text.build_tokenizer``. A run
+    recorded before it existed used word-level vocabularies: ``before`` says so, and
+    ``mmreg.recorded`` gives such a run "words" when it rebuilds it."""
+    return Field(
+        "bytes",
+        description="tiny tokenizer: bytes (byte-level BPE: any text, merges taught by the training captions) or words "
+        "(the training captions' words, any other word [UNK])",
+        json_schema_extra={"before": "words"},
+    )
 
 
 class AttentionBlockParams(BaseModel):
@@ -43,6 +56,7 @@ class VisionPresetParams(BaseModel):
     layers: int = Field(2, ge=1, description="transformer layers per tower")
     heads: int = Field(4, ge=1, description="attention heads per layer")
     max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
+    vocabulary: Vocabulary = vocabulary_field()
 
     @model_validator(mode="after")
     def _preset_is_buildable(self) -> VisionPresetParams:

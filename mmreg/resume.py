@@ -36,13 +36,21 @@ def trajectory(exp: Experiment, processes: int) -> dict[str, Any]:
     return {**settings, "processes": processes}
 
 
+COMPONENTS = ("encoder.", "fusion.", "peft.", "dataset.", "task.", "loss.", "augment.")  # sections of component parameters
+
+
 def upgrade_trajectory(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's settings written before tasks had parameters, in today's layout: ``task``
+    """A checkpoint's settings in today's layout. Written before tasks had parameters: ``task``
     (a name, or absent where the losses chose it) becomes ``task.name``, and each setting of
     ``LEGACY_TASK_SETTINGS`` the task's parameter of that name, where the task has one (as
-    ``mmreg.api.resolve`` places them in the run's config.toml). A current checkpoint is returned as it is."""
-    if "task.name" in saved:
-        return saved
+    ``mmreg.api.resolve`` places them in the run's config.toml). A parameter a component gained
+    since the checkpoint takes its value now: the run had no such setting, and its recorded
+    experiment gave it what runs used before it (``mmreg.recorded``)."""
+    out = saved if "task.name" in saved else _untasked(saved, now)
+    return {**{k: v for k, v in now.items() if k.startswith(COMPONENTS) and k not in out}, **out}
+
+
+def _untasked(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in saved.items() if k != "task"}
     out["task.name"] = saved.get("task", now.get("task.name"))
     for section, keys in LEGACY_TASK_SETTINGS.items():
@@ -50,8 +58,6 @@ def upgrade_trajectory(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, 
             value = out.pop(f"{section}.{key}", None)
             if f"task.{key}" in now and value is not None:
                 out[f"task.{key}"] = value
-    # parameters the task gained since keep their defaults: the run it continues had no such setting
-    out.update({k: v for k, v in now.items() if k.startswith("task.") and k not in out})
     return out
 
 

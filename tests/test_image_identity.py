@@ -2,9 +2,10 @@
 one image by content (evaluation grouping, training's one caption per image, val_images); a caption
 list is one caption per element, and a caption that is not text is refused, never fed as its repr.
 
-Runs go through the real CLI on data written here; the "image-perfect model" is checked at the
-metric level: every copy of an image gets identical features from its pixels and each caption the
-features of its image, and the groups come from the real loaders (``mmreg.data.Collate``)."""
+Runs go through the real CLI on data written here. The "image-perfect model" is checked twice: at
+the metric level (every copy of an image gets identical features from its pixels and each caption
+the features of its image, the groups from the real loaders, ``mmreg.data.Collate``), and through
+`mmreg run`, a tiny model trained on four colours until it is right about which colour a caption names."""
 
 from __future__ import annotations
 
@@ -228,3 +229,44 @@ def test_training_groups_captions_by_content_but_not_questions_about_one_image()
     assert split_groups(captions, "train", captions.split("train")) == [0, 0, 1, 1]
     questions = Repeated(frozenset({"image", "caption", "question", "answer"}))
     assert split_groups(questions, "train", questions.split("train")) is None  # each question its own example
+
+
+# -- an image-perfect model through the CLI: trained to be right at the image level ---------------
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 230, 30)}
+PERFECTED = [*RUN[: RUN.index("--max-steps")], "--max-steps", "40", *RUN[RUN.index("--max-steps") + 2 :]]
+
+
+def solid(colour: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), COLOURS[colour]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def colour_rows() -> list[tuple[bytes, str]]:
+    """Three captions of each of four colours, one row each, the image's bytes repeated: nothing names the image."""
+    return [(solid(c), caption) for c in COLOURS for caption in (c, f"a {c} picture", f"the colour {c}")]
+
+
+def assert_image_perfect(summary: dict) -> None:
+    """Four images, twelve captions: a model right about which colour each caption names ranks each
+    caption's image first and one of an image's captions first, once copies are one image."""
+    assert (summary["val_images"], summary["val_texts"]) == (4, 12)
+    assert summary["metrics"]["i2t_recall@1"] >= 0.9 and summary["metrics"]["t2i_recall@1"] >= 0.9
+
+
+def test_hf_one_row_per_caption_without_ids_scores_an_image_perfect_model_as_perfect(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = colour_rows()
+    table = datasets.Dataset.from_dict({"image": [image for image, _ in rows], "caption": [caption for _, caption in rows]})
+    datasets.DatasetDict({"train": table, "validation": table}).save_to_disk(str(tmp_path / "saved"))
+    assert_image_perfect(succeeded(cli("run", "--dataset", "hf", "--set", "dataset.path=saved", *PERFECTED, cwd=tmp_path)))
+
+
+def test_webdataset_repeating_images_scores_an_image_perfect_model_as_perfect(tmp_path):
+    webdataset = pytest.importorskip("webdataset")
+    with webdataset.TarWriter(str(tmp_path / "colours.tar")) as writer:
+        for i, (image, caption) in enumerate(colour_rows()):
+            writer.write({"__key__": f"s{i:03d}", "png": image, "txt": caption.encode()})
+    args = ["--dataset", "webdataset", "--set", "dataset.train=colours.tar", "--set", "dataset.val=colours.tar"]
+    assert_image_perfect(succeeded(cli("run", *args, *PERFECTED, cwd=tmp_path)))

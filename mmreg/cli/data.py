@@ -55,7 +55,7 @@ def _print_report(report: dict, out: Path) -> None:
             console.print(
                 f"{split} {fit['field']}s: {fit['min_tokens']}-{fit['max_tokens']} tokens (median {fit['median_tokens']}), "
                 f"{fit['truncated']} truncated at {fit['max_length']}, {fit['merged']} of {fit['distinct']} distinct "
-                f"identical after truncation",
+                f"identical after truncation, {fit['unknown_tokens']} unknown tokens in {fit['with_unknown']} {fit['field']}s",
                 markup=False,
             )
     for split, dup in report["duplicates"].items():

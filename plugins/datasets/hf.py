@@ -14,16 +14,20 @@ path, else the row). Rows naming no image by id or path are grouped by content b
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmreg.components import Dataset, Sample, Samples
 from mmreg.errors import ConfigError, DataError
 from mmreg.images import open_image
 from mmreg.streams import IterableSamples, LazySample, lane_seed
+from mmreg_plugins.datasets.files import hold_out
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 VAL_NAMES = ("validation", "val", "valid", "dev", "test")
@@ -87,6 +91,31 @@ def check_columns(features: Mapping[str, Any], columns: Mapping[str, str | None]
                 f"dataset 'hf' split '{split}' has no column '{column}' (columns: {', '.join(features)}); "
                 f"set dataset.{setting} to one of them"
             )
+
+
+def image_keys(table: Any, column: str) -> list[str]:
+    """Each row's image as ``column`` names it, read without decoding: the id or path it holds, or a
+    BLAKE2b digest of the encoded bytes it holds (an ``Image`` feature read with ``decode=False``:
+    its bytes, else its path), so rows repeating an image's bytes are one image."""
+    keys = []
+    for value in HfDataset._column(table, column):
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            value = "bytes:" + hashlib.blake2b(value, digest_size=16).hexdigest()
+        keys.append(str(value))
+    return keys
+
+
+def held_out(table: Any, keys: list[str], fraction: float, seed: int) -> dict[str, Any]:
+    """``{"train", "val"}`` tables: a seeded ``fraction`` of the images (``keys``, one per row) with
+    every row of each, as the `files` dataset holds out (``hold_out``); at least one image on each side."""
+    images = list(dict.fromkeys(keys))
+    held = {images[i] for i in hold_out(len(images), fraction, np.random.default_rng(seed))}
+    return {
+        "train": table.select([i for i, key in enumerate(keys) if key not in held]),
+        "val": table.select([i for i, key in enumerate(keys) if key in held]),
+    }
 
 
 class Rows:
@@ -176,15 +205,14 @@ class HfDataset(Dataset):
             tables["val"] = loaded[val_split]
         elif streaming:
             raise ConfigError(f"dataset 'hf' at {path} has no validation split to stream; set dataset.val_split, or streaming=false to hold out a fraction")
-        else:
-            held = tables["train"].train_test_split(test_size=val_fraction, seed=seed)
-            tables = {"train": held["train"], "val": held["test"]}
         columns = {"image_column": image_column, "caption_column": caption_column, "label_column": label_column, "id_column": id_column}
         for name, table in tables.items():
             check_columns(table.features or {}, columns, name)
         features = tables["train"].features
         if isinstance(features[image_column], datasets.Image):
             tables = {k: t.cast_column(image_column, datasets.Image(decode=False)) for k, t in tables.items()}
+        if "val" not in tables:  # hold out whole images, so no caption of a validation image is trained on
+            tables = held_out(tables["train"], image_keys(tables["train"], id_column or image_column), val_fraction, seed)
         paths = isinstance(features[image_column], datasets.Value) and features[image_column].dtype in ("string", "large_string")
         # the column naming each row's image (an id, or a path made relative to base as Rows does)
         self._ids, self._paths = id_column or (image_column if paths else None), id_column is None and paths

@@ -133,7 +133,7 @@ def decode(data: bytes, caption: str, image_id: str | None, where: str) -> Sampl
 
 class ShardStream(IterableSamples):
     """One split's shards; a sample with several captions gives one row per caption, sharing
-    ``image_id`` (the sample's key)."""
+    ``image_id`` (the shard and the sample's key)."""
 
     def __init__(self, name: str, shards: list[Path], entries: dict[Path, list[Entry]], seed: int, buffer: int) -> None:
         self.name, self.shards, self.entries = name, shards, entries
@@ -151,7 +151,7 @@ class ShardStream(IterableSamples):
             index = {e.key: e for e in self.entries[shard]}
             for record in tarfile_samples([{"url": str(shard)}]):
                 entry = index[record["__key__"]]
-                image_id = entry.key if len(entry.captions) > 1 else None
+                image_id = f"{shard}#{entry.key}" if len(entry.captions) > 1 else None  # keys repeat across shards
                 where = f"shard {shard} member {entry.key}.{entry.image}"
                 for caption in entry.captions:
                     yield LazySample(partial(decode, record[entry.image], caption, image_id, where), where)

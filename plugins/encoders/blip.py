@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from mmreg.components import Modality, Tower
-from mmreg.errors import ConfigError, DataError
+from mmreg.errors import ConfigError
 from mmreg.hf_encoder import TransformersEncoder
-from mmreg.text import build_word_tokenizer
+from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.blip_plugin import BlipParams
 
 
@@ -52,12 +52,10 @@ class BlipEncoder(TransformersEncoder):
 
 
 def build_tiny(params: BlipParams, captions: Sequence[str]) -> BlipEncoder:
-    """A small random-init BLIP from a ``BlipConfig``, with a vocabulary from the training captions."""
+    """A small random-init BLIP from a ``BlipConfig``, with a byte-level tokenizer whose merges the training captions teach (``build_tokenizer``)."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
 
-    if not captions:
-        raise DataError("the blip tiny preset builds its vocabulary from the training captions, but there are none")
-    tokenizer = build_word_tokenizer(captions, params.max_length)
+    tokenizer = build_tokenizer(captions, params.max_length, params.vocabulary)
     shared = {"hidden_size": params.hidden_size, "intermediate_size": 4 * params.hidden_size, "num_hidden_layers": params.layers, "num_attention_heads": params.heads}
     text = {
         **shared,

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from mmreg.components import Modality, Tower
-from mmreg.errors import ConfigError, DataError
+from mmreg.errors import ConfigError
 from mmreg.hf_encoder import TransformersEncoder
-from mmreg.text import EOS, build_word_tokenizer
+from mmreg.text import EOS, build_tokenizer
 from mmreg_plugins.encoders.clip_plugin import ClipParams
 
 
@@ -66,12 +66,10 @@ class ClipEncoder(TransformersEncoder):
 
 
 def build_tiny(params: ClipParams, captions: Sequence[str]) -> ClipEncoder:
-    """A small random-init CLIP with a vocabulary from the training captions."""
+    """A small random-init CLIP with a byte-level tokenizer whose merges the training captions teach (``build_tokenizer``)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    if not captions:
-        raise DataError("the clip tiny preset builds its vocabulary from the training captions, but there are none")
-    tokenizer = build_word_tokenizer(captions, params.max_length)
+    tokenizer = build_tokenizer(captions, params.max_length, params.vocabulary)
     eos_token_id = tokenizer.convert_tokens_to_ids(EOS)
     shared = {
         "hidden_size": params.hidden_size,

@@ -15,9 +15,9 @@ from torch import nn
 
 from mmreg.adapters import default_targets
 from mmreg.components import Encoder, Modality, Tower
-from mmreg.errors import ConfigError, DataError, did_you_mean
+from mmreg.errors import ConfigError, did_you_mean
 from mmreg.layers import masked_mean
-from mmreg.text import build_word_tokenizer
+from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.dual_plugin import TINY, DualParams
 
 if TYPE_CHECKING:
@@ -234,13 +234,11 @@ def vision_data_config(vision: nn.Module, p: DualParams, image_size: int | None)
     return resolve_data_config(overrides, model=vision)
 
 
-def build_tiny_text(captions: Sequence[str], max_length: int) -> tuple[nn.Module, Any]:
-    """A small random-init BERT with a vocabulary from the training captions, built without BERT's unused pooler."""
+def build_tiny_text(captions: Sequence[str], max_length: int, vocabulary: str = "bytes") -> tuple[nn.Module, Any]:
+    """A small random-init BERT with a byte-level tokenizer whose merges the training captions teach (``build_tokenizer``), built without BERT's unused pooler."""
     from transformers import BertConfig, BertModel
 
-    if not captions:
-        raise DataError("the dual tiny text model builds its vocabulary from the training captions, but there are none")
-    tokenizer = build_word_tokenizer(captions, max_length)
+    tokenizer = build_tokenizer(captions, max_length, vocabulary)
     config = BertConfig(
         **TINY_BERT, vocab_size=len(tokenizer), max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id
     )
@@ -283,5 +281,5 @@ def build(*, captions: Sequence[str], **params: Any) -> DualEncoder:
     p = DualParams(**params)
     image_size = p.image_size or (TINY_IMAGE_SIZE if p.vision == TINY else None)
     vision = build_vision(p, image_size)
-    text, tokenizer = build_tiny_text(captions, p.max_length) if p.text == TINY else load_text(p.text, p.max_length)
+    text, tokenizer = build_tiny_text(captions, p.max_length, p.vocabulary) if p.text == TINY else load_text(p.text, p.max_length)
     return DualEncoder(vision, vision_data_config(vision, p, image_size), text, tokenizer, p.text_pooling, p.max_length)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmreg.hookspecs import hookimpl
+from mmreg.params import Vocabulary, vocabulary_field
 
 TINY = "tiny"  # the small random-init preset of either tower
 
@@ -37,6 +38,7 @@ class DualParams(BaseModel):
         "mean", description="pooled text vector: mean over real tokens (as sentence-transformers models) or the first token"
     )
     max_length: int = Field(32, ge=3, description="max caption tokens, longer captions are truncated")
+    vocabulary: Vocabulary = vocabulary_field()
 
     @model_validator(mode="after")
     def _one_source_of_vision_weights(self) -> DualParams:

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
-from mmreg.errors import ConfigError, DataError
+from mmreg.errors import ConfigError
 from mmreg.hf_encoder import TransformersEncoder
-from mmreg.text import build_word_tokenizer
+from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.vilt_plugin import ViltParams
 
 
@@ -79,12 +79,10 @@ class ViltEncoder(TransformersEncoder):
 
 
 def build_tiny(params: ViltParams, captions: Sequence[str]) -> ViltEncoder:
-    """A small random-init ViLT from a ``ViltConfig``, with a word vocabulary from the training texts."""
+    """A small random-init ViLT from a ``ViltConfig``, with a byte-level tokenizer whose merges the training texts teach (``build_tokenizer``)."""
     from transformers import ViltConfig, ViltImageProcessor, ViltModel
 
-    if not captions:
-        raise DataError("the vilt tiny preset builds its vocabulary from the training texts, but there are none")
-    tokenizer = build_word_tokenizer(captions, params.max_length)
+    tokenizer = build_tokenizer(captions, params.max_length, params.vocabulary)
     config = ViltConfig(
         vocab_size=len(tokenizer), hidden_size=params.hidden_size, num_hidden_layers=params.layers,
         num_attention_heads=params.heads, intermediate_size=4 * params.hidden_size, max_position_embeddings=params.max_length,

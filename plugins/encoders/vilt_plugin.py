@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmreg.hookspecs import hookimpl
+from mmreg.params import Vocabulary, vocabulary_field
 
 
 class ViltParams(BaseModel):
@@ -25,6 +26,7 @@ class ViltParams(BaseModel):
     heads: int = Field(4, ge=1, description="tiny preset: attention heads per layer")
     max_length: int = Field(40, ge=3, description="max question or caption tokens (ViLT: 40)")
     max_image_length: int = Field(-1, description="patches kept per image, sampled at random from the seeded generator as ViLT trains; -1 keeps all")
+    vocabulary: Vocabulary = vocabulary_field()
 
     @model_validator(mode="after")
     def _preset_is_buildable(self) -> ViltParams:

@@ -15,7 +15,7 @@ from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, Moda
 from mmreg.data import IGNORE
 from mmreg.errors import ConfigError
 from mmreg.layers import full_mask
-from mmreg.text import build_word_tokenizer
+from mmreg.text import build_tokenizer
 
 MAX_TOKENS = 64  # caption length the decoder's position table covers, prompt and specials included
 PAD_BYTE = 0xFF  # pads ``caption_utf8`` rows: a byte that never occurs in UTF-8
@@ -106,15 +106,18 @@ class Captioning(Task):
     headline = "cider"
     metric_names = ("cider", "bleu4")
 
-    def __init__(self, *, num_beams: int = 1, max_new_tokens: int = 20, prompt: str = "", settings: Any = None) -> None:
+    def __init__(
+        self, *, num_beams: int = 1, max_new_tokens: int = 20, prompt: str = "", vocabulary: str = "bytes", settings: Any = None
+    ) -> None:
         super().__init__(settings=settings)
-        self.num_beams, self.max_new_tokens, self.prompt = num_beams, max_new_tokens, prompt
+        self.num_beams, self.max_new_tokens, self.prompt, self.vocabulary = num_beams, max_new_tokens, prompt, vocabulary
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
         """The encoder's own decoder where it has one (``text_decoder``, e.g. `blip`), its vocabulary
-        grown by the words of ``task.prompt`` it lacks (a tiny preset's holds the training captions'
-        only); else a new decoder at the fused width over a word vocabulary of the training captions
-        and the prompt. Raises ConfigError for a prompt the decoder cannot read (``prompt_ids``,
+        grown by the words of ``task.prompt`` its tokenizer maps to the unknown token (none for the
+        tiny presets' byte-level one); else a new decoder at the fused width with a byte-level
+        tokenizer (``mmreg.text.build_tokenizer``) whose merges the training captions and the prompt
+        teach. Raises ConfigError for a prompt the decoder cannot read (``prompt_ids``,
         ``_learn_prompt_words``)."""
         shared = getattr(encoder, "text_decoder", None)
         if shared is not None:
@@ -122,7 +125,7 @@ class Captioning(Task):
             self._learn_prompt_words(shared)
             head: nn.Module = EncoderDecoder(shared)
         else:
-            self.tokenizer = build_word_tokenizer([*dataset.texts("train", "caption"), self.prompt], MAX_TOKENS)
+            self.tokenizer = build_tokenizer([*dataset.texts("train", "caption"), self.prompt], MAX_TOKENS, self.vocabulary)
             self.bos_token_id = self.tokenizer.bos_token_id
             head = CaptionDecoder(self.tokenizer, width, encoder.image_token_dim)
         # BLIP ends a caption at [SEP] where the tokenizer has no end-of-sequence token
@@ -162,13 +165,14 @@ class Captioning(Task):
         """``task.prompt``'s tokens after the decoder's start token, without the end one: training
         prefixes every caption with them and generation continues from them.
 
-        Raises ConfigError for a word the vocabulary lacks (the tiny decoder knows only the training
-        captions and the prompt it was trained with) and for a prompt longer than the decoder reads.
+        Raises ConfigError for a word the tokenizer maps to its unknown token (never with a
+        byte-level one; a real vocabulary's, unless the prompt was trained with) and for a prompt
+        longer than the decoder reads.
         """
         unknown = self._unknown_words(self.prompt)
         if unknown:
             raise ConfigError(
-                f"prompt word '{unknown[0]}' is not in the decoder's vocabulary (the training captions and the "
+                f"prompt word '{unknown[0]}' is not in the decoder's vocabulary (its tokenizer's, and the "
                 f"task.prompt trained with); use known words, or train with this prompt as task.prompt"
             )
         ids = [self.bos_token_id, *self.tokenizer(self.prompt)["input_ids"][1:-1]]
@@ -219,7 +223,7 @@ class Captioning(Task):
             eos_token_id=self.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        return self.tokenizer.batch_decode(out[:, len(prompt_ids) :].tolist(), skip_special_tokens=True)
+        return [c.strip() for c in self.tokenizer.batch_decode(out[:, len(prompt_ids) :].tolist(), skip_special_tokens=True)]
 
     def evaluations(self, model: ModelView) -> list[Evaluation]:
         return [CaptionEvaluation(self)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.hookspecs import hookimpl
+from mmreg.params import Vocabulary, vocabulary_field
 
 
 class CaptioningParams(BaseModel):
@@ -15,6 +16,7 @@ class CaptioningParams(BaseModel):
     num_beams: int = Field(1, ge=1, description="beam search width; 1 is greedy decoding")
     max_new_tokens: int = Field(20, ge=1, description="the most tokens generated per caption")
     prompt: str = Field("", description="text every generated caption starts with (BLIP's 'a picture of'); empty: none")
+    vocabulary: Vocabulary = vocabulary_field()  # the new decoder's tokenizer; an encoder's own decoder keeps its encoder's
 
 
 @hookimpl

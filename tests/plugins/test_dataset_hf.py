@@ -122,3 +122,25 @@ def test_a_caption_that_is_neither_text_nor_a_list_of_texts_is_refused_naming_it
     datasets.Dataset.from_dict({"image": pictures(2), "caption": [["fine"], value]}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(DataError, match=re.escape(f"dataset 'hf' split 'train' row 1: caption_column 'caption' {said}, not a text or a list of texts")):
         HfDataset(**{**DEFAULTS, "path": str(tmp_path / "saved"), "val_split": "train"})
+
+
+@pytest.mark.parametrize("layout", ["bytes", "paths", "ids"])
+def test_holding_out_a_fraction_holds_out_whole_images_with_every_caption(tmp_path, layout):
+    """Three rows (captions) per image and no validation split: no image is in both splits, however
+    the rows name it (the same bytes in each row, a path, an id column)."""
+    for i, image in enumerate(pictures(12)):
+        image.save(tmp_path / f"{i}.png")
+    captions = [f"caption {c} of picture {i}" for i in range(12) for c in range(3)]
+    if layout == "bytes":
+        images = [(tmp_path / f"{i // 3}.png").read_bytes() for i in range(36)]
+        data = datasets.Dataset.from_dict({"image": images, "caption": captions})
+    else:
+        data = datasets.Dataset.from_dict({"image": [f"{i // 3}.png" for i in range(36)], "caption": captions, "pid": [f"p{i // 3}" for i in range(36)]})
+    data.to_parquet(str(tmp_path / "rows.parquet"))
+    dataset = HfDataset(**{**DEFAULTS, "path": str(tmp_path / "rows.parquet"), "val_fraction": 0.25, "id_column": "pid" if layout == "ids" else None})
+    owner = {caption: caption.rpartition(" ")[2] for caption in captions}
+    train, val = ({owner[c] for c in dataset.texts(name)} for name in ("train", "val"))
+    assert len(val) == 3 and len(train) == 9 and not train & val  # a quarter of the twelve images, each whole
+    assert len(dataset.texts("val")) == 9 and len(dataset.texts("train")) == 27
+    again = HfDataset(**{**DEFAULTS, "path": str(tmp_path / "rows.parquet"), "val_fraction": 0.25, "id_column": "pid" if layout == "ids" else None})
+    assert again.texts("val") == dataset.texts("val")  # seeded

@@ -93,8 +93,27 @@ def test_shards_are_indexed_with_one_row_per_caption_sharing_the_image_id(tmp_pa
     assert p.dataset.texts("val")[8:10] == ["picture 108", "image 108"]
     rows = list(p.dataset.split("val").stream(0, 1, 0))
     assert [r.load().image_id for r in rows[:8]] == [None] * 8  # one caption: the row's own image
-    assert [r.load().image_id for r in rows[8:12]] == ["s00108", "s00108", "s00109", "s00109"]
+    shard = str(tmp_path / "val-001.tar")
+    assert [r.load().image_id for r in rows[8:12]] == [f"{shard}#s00108", f"{shard}#s00108", f"{shard}#s00109", f"{shard}#s00109"]
     assert rows[0].load().image.size == (24, 24)
+
+
+def test_one_key_in_two_shards_is_two_images(tmp_path):
+    """Keys are unique within a shard, not across shards (each writer numbers from 0): the id names both."""
+    write_shard(tmp_path / "a.tar", 0, 2, several=True)
+    write_shard(tmp_path / "b.tar", 0, 2, several=True)
+    with tarfile.open(tmp_path / "b.tar") as tar:  # the same keys, other pictures
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tmp_path / "b.tar", "w") as tar:
+        for member, data in members:
+            data = png(50 + int(member.name[1:6])) if member.name.endswith(".png") else data
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    write_shard(tmp_path / "train.tar", 0, 8)
+    dataset = {"name": "webdataset", "train": str(tmp_path / "train.tar"), "val": [str(tmp_path / "a.tar"), str(tmp_path / "b.tar")]}
+    p = prepare(validate({**experiment(tmp_path), "dataset": dataset}))
+    ids = [r.load().image_id for r in p.dataset.split("val").stream(0, 1, 0)]
+    assert len(ids) == 8 and len(set(ids)) == 4  # two captions of each of four images, not two images
 
 
 def test_lanes_split_processes_and_workers_without_duplication_and_resume_exactly(tmp_path):

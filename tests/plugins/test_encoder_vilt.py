@@ -13,7 +13,7 @@ from mmreg.config import validate
 from mmreg.errors import IncompatibleParts
 from mmreg.pixels import normalize_pixels
 from mmreg.plugins import load_plugins
-from mmreg.text import build_word_tokenizer
+from mmreg.text import build_tokenizer
 from mmreg_plugins.tasks.vqa import answer_vocabulary
 
 VILT = {
@@ -36,7 +36,7 @@ def qa_dir(tmp_path_factory):
     host = load_plugins()
     dataset = host.registry("datasets").build("shapes", {"train_size": 32, "val_size": 16}, seed=3)
     answers = answer_vocabulary(dataset.answers("train"), 1)[:-1]
-    tokenizer = build_word_tokenizer(dataset.texts("train", "question"), 40)
+    tokenizer = build_tokenizer(dataset.texts("train", "question"), 40)
     config = ViltConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=40, image_size=64, patch_size=16, num_labels=len(answers),

@@ -3,6 +3,7 @@ and a target module peft cannot wrap is refused before the run directory exists.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -82,17 +83,21 @@ def test_base_plus_adapters_as_the_readme_says_gives_the_runs_own_scores(tmp_pat
     assert not any("lora_" in k or "ia3_" in k for k in outside), "adapters are peft's files' alone"
 
     p = rebuild_run(run_dir, run_dir / "model.safetensors")
-    model = p.model.eval()
-    samples = p.val_split[:6]
-    with torch.no_grad():
-        pixels = model.encoder.preprocess([s.image for s in samples])
-        tokens = model.encoder.tokenize([s.caption for s in samples])
-        run_scores = model.fusion.score(model.encode_images(pixels), model.encode_texts(tokens["input_ids"], tokens["attention_mask"]))
+    samples = list({s.caption: s for s in (p.val_split[i] for i in range(len(p.val_split)))}.values())[:6]  # distinct captions
+    files = []
+    for i, sample in enumerate(samples):
+        sample.image.save(tmp_path / f"{i}.png")  # lossless: the pixels the recipe reads below
+        files.append(str(tmp_path / f"{i}.png"))
+    texts = [arg for s in samples for arg in ("--text", s.caption)]
+    predicted = cli("predict", run_dir.name, *files, *texts, "--top-k", "6", "--checkpoint", "final", "--json", "--runs-dir", str(tmp_path), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    by_text = [{row["text"]: row["score"] for row in image["predictions"]} for image in json.loads(predicted.stdout)]
+    run_scores = torch.tensor([[row[s.caption] for s in samples] for row in by_text])  # `mmreg predict`'s own scores
 
     recipe = readme_recipe(clip_dir, run_dir)
     scores = recipe["scores"]([s.image for s in samples], [s.caption for s in samples])
     assert scores.shape == run_scores.shape == (6, 6)
-    assert torch.allclose(scores, run_scores, atol=1e-5), (scores - run_scores).abs().max()
+    assert torch.allclose(scores.float(), run_scores.float(), atol=1e-5), (scores - run_scores).abs().max()
 
     recipe["clip"].load_state_dict({k: base[k] for k in ("visual_projection.weight", "text_projection.weight")}, strict=False)
     without = recipe["scores"]([s.image for s in samples], [s.caption for s in samples])
