@@ -68,6 +68,7 @@ class Plan:
     experiment: str
     settings: dict[str, Any]  # plan_search's keywords, for --jobs workers to plan the same search
     reclaimed: list[int] = field(default_factory=list)  # trials failed on opening because their worker had died
+    seeds: list[int] | None = None  # each trial runs once per seed, its value their mean; None: once, with the experiment's seed
 
     @property
     def host(self) -> PluginHost:
@@ -184,6 +185,8 @@ def plan_search(
     host: PluginHost | None = None,
     plugins: Sequence[str] = (),
     track: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    repeat: int | None = None,
 ) -> Plan:
     """Read and check the experiment and its space, then open (or create) the study; no trial runs.
 
@@ -192,7 +195,8 @@ def plan_search(
     ``direction`` defaults to the one the task declares for it (``Task.lower_is_better``).
     ``heartbeat`` (seconds, default ``HEARTBEAT``) is for an RDB ``storage``; a journal has no heartbeats,
     so there it is refused, and opening the study fails and retries the trials of dead workers instead
-    (``reclaim_dead_trials``; their numbers are ``Plan.reclaimed``).
+    (``reclaim_dead_trials``; their numbers are ``Plan.reclaimed``). ``seeds`` (or ``repeat`` seeds from the
+    experiment's own ``seed`` upward; ``mmreg.seeds.parse_seeds``) run every trial once per seed (``objective``).
 
     Raises ConfigError (and the other typed errors of mmreg.errors) for any bad input.
     """
@@ -223,6 +227,7 @@ def plan_search(
     base = resolve(validate(raw), host)
     direction = objective_direction(base, host, metric, direction)
     space = Space(table or {}, raw, host)
+    chosen = trial_seeds(seeds, repeat, base.seed, space)
     check_runs_dir(base.runs_dir)
     check_trackers(base.track)
     make_sampler(sampler, space, seed=base.seed)  # a grid without steps fails here, before any file exists
@@ -241,9 +246,23 @@ def plan_search(
     settings = {
         "study": study, "storage": storage, "sampler": sampler, "pruner": pruner, "metric": metric,
         "direction": direction, "runs_dir": runs_dir, "overrides": list(overrides), "heartbeat": heartbeat,
-        "plugins": list(plugins), "track": list(track),
+        "plugins": list(plugins), "track": list(track), "seeds": chosen,
     }  # fmt: skip
-    return Plan(space, opened, study_dir, metric, address, str(experiment), settings, reclaimed)
+    return Plan(space, opened, study_dir, metric, address, str(experiment), settings, reclaimed, chosen)
+
+
+def trial_seeds(seeds: Sequence[int] | None, repeat: int | None, base: int, space: Space) -> list[int] | None:
+    """The seeds each trial runs with: ``seeds``, or ``repeat`` seeds from ``base`` upward; None for neither.
+
+    Raises ConfigError as ``mmreg.seeds.parse_seeds`` does (both given, a seed that is not a non-negative
+    integer or given twice, ``repeat`` below 1), and when the space searches ``seed`` itself.
+    """
+    from .seeds import parse_seeds
+
+    chosen = parse_seeds(None if seeds is None else ",".join(str(s) for s in seeds), repeat, base)
+    if chosen is not None and any(dim.key == "seed" for dim in space.dims):
+        raise ConfigError("the [search] table searches seed, so each trial has its own; drop --seeds/--repeat or the seed dimension")
+    return chosen
 
 
 def _process_runs(pid: int, started: float) -> bool:
@@ -315,10 +334,18 @@ def reclaim_dead_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
 
 
 def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
-    """One trial: draw, refuse an impossible combination (pruned, with the reason), run, report each evaluation."""
+    """One trial: draw, refuse an impossible combination (pruned, with the reason), run once per seed, report each evaluation.
+
+    Without ``Plan.seeds`` the trial is one run (``trials/trial-NNNN``) and its value that run's best value
+    (``summary["best"]["value"]``). With them it runs once per seed (``trials/trial-NNNN-seed-S``, in order) and
+    its value is the mean of the runs' best values; only the first seed's run reports to the pruner (so a trial
+    is pruned on its first seed alone), the later seeds run without pruning. User attributes: ``run_dir`` (the
+    first run's), and with seeds ``seeds``, ``values`` (each finished run's best value) and ``run_dirs``. A run
+    whose value is not finite fails the trial (value NaN, with the reason), and the seeds after it do not run.
+    """
     import optuna
 
-    from .api import check_components, resolve, run
+    from .api import check_components, resolve
     from .tracking import study_track
 
     def trial_fn(trial: optuna.Trial) -> float:
@@ -334,38 +361,62 @@ def objective(plan: Plan) -> Callable[[optuna.Trial], float]:
         except MmregError as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise optuna.TrialPruned(str(exc)) from exc
-        trial.set_user_attr("experiment", to_file_layout(exp))
-        trial.set_user_attr("run_dir", str(plan.study_dir / "trials" / raw["name"]))
-
-        try:
-            summary = run(exp, host=plan.host, progress=False, callbacks=[PruningReport(trial, plan)])
-        except TrainingInterrupted as exc:  # Ctrl-C during training: this trial is failed, the search stops
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise KeyboardInterrupt from exc
-        except KeyboardInterrupt:  # Ctrl-C while the run was being built
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise
-        except optuna.TrialPruned:
-            raise
-        except MmregError as exc:
-            if exc.exit_code != 2:  # diverged: the trial failed
-                trial.set_user_attr("fail_reason", str(exc))
-                raise
-            trial.set_user_attr("pruned_reason", str(exc))  # bad input found while building: this draw cannot run
-            raise optuna.TrialPruned(str(exc)) from exc
-        except Exception as exc:  # a raising plugin, out of memory: failures are data
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            _free_gpu_memory()
-        trial.set_user_attr("run_dir", summary["run_dir"])
-        value = summary["best"]["value"]  # the best checkpoint's, by the metric the pruner was fed
-        if value is None or not math.isfinite(value):
-            trial.set_user_attr("fail_reason", f"{summary['best']['metric']} is {value}")
-            return float("nan")
-        return value
+        runs = [exp] if plan.seeds is None else [exp.model_copy(update={"seed": s, "name": f"{exp.name}-seed-{s}"}) for s in plan.seeds]
+        trial.set_user_attr("experiment", to_file_layout(runs[0]))
+        trial.set_user_attr("run_dir", str(plan.study_dir / "trials" / runs[0].name))
+        if plan.seeds is not None:
+            trial.set_user_attr("seeds", plan.seeds)
+        values: list[float] = []
+        run_dirs: list[str] = []
+        for i, run_exp in enumerate(runs):
+            summary = _run_trial(trial, plan, run_exp, first=i == 0)
+            value = summary["best"]["value"]  # the best checkpoint's, by the metric the pruner was fed
+            run_dirs.append(summary["run_dir"])
+            if value is None or not math.isfinite(value):
+                seed = "" if plan.seeds is None else f"seed {run_exp.seed}: "
+                trial.set_user_attr("fail_reason", f"{seed}{summary['best']['metric']} is {value}")
+                return float("nan")
+            values.append(value)
+            if plan.seeds is not None:
+                trial.set_user_attr("values", values)
+                trial.set_user_attr("run_dirs", run_dirs)
+        return sum(values) / len(values)
 
     return trial_fn
+
+
+def _run_trial(trial: optuna.Trial, plan: Plan, exp: Experiment, *, first: bool) -> dict[str, Any]:
+    """One run of a trial, its summary returned; the ``first`` run feeds its evaluations to the pruner
+    (``PruningReport``) and is the trial's ``run_dir``. Ctrl-C fails the trial and stops the search; bad
+    input found while building prunes the draw; anything else fails the trial."""
+    import optuna
+
+    from .api import run
+
+    try:
+        summary = run(exp, host=plan.host, progress=False, callbacks=[PruningReport(trial, plan)] if first else [])
+    except TrainingInterrupted as exc:  # Ctrl-C during training: this trial is failed, the search stops
+        trial.set_user_attr("fail_reason", "interrupted")
+        raise KeyboardInterrupt from exc
+    except KeyboardInterrupt:  # Ctrl-C while the run was being built
+        trial.set_user_attr("fail_reason", "interrupted")
+        raise
+    except optuna.TrialPruned:
+        raise
+    except MmregError as exc:
+        if exc.exit_code != 2:  # diverged: the trial failed
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        trial.set_user_attr("pruned_reason", str(exc))  # bad input found while building: this draw cannot run
+        raise optuna.TrialPruned(str(exc)) from exc
+    except Exception as exc:  # a raising plugin, out of memory: failures are data
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _free_gpu_memory()
+    if first:
+        trial.set_user_attr("run_dir", summary["run_dir"])
+    return summary
 
 
 class PruningReport(LoopCallback):
@@ -437,14 +488,15 @@ def search(
     """Search the experiment's ``[search]`` space with ``trials`` more trials; return the study summary.
 
     ``settings`` are ``plan_search``'s keywords (study, storage, sampler, pruner,
-    metric, direction, runs_dir, overrides, heartbeat, host, plugins, track). Rerunning
+    metric, direction, runs_dir, overrides, heartbeat, host, plugins, track, seeds, repeat:
+    with ``seeds`` each trial is one run per seed, its value their mean; see ``objective``). Rerunning
     with the same study and storage continues it: ``trials`` more trials run, and the
     retry of a trial whose worker died (failed on opening a journal, by its missing
     heartbeat on an RDB) is one of them, run first. ``jobs`` worker processes share
     the trials (each on its own GPU when several are visible); ``on_trial`` sees
     each finished trial's row. Writes, in the study directory (``RUNS_DIR/STUDY``):
-    ``best.toml`` (runnable with `mmreg run`), PNGs of the optimisation history,
-    parameter importances and intermediate values, and ``summary.json``. Raises
+    ``best.toml`` (runnable with `mmreg run`; the best trial's first seed), PNGs of the optimisation history,
+    parameter importances and intermediate values, and ``summary.json`` (with ``importances``, ``param_importances``). Raises
     ConfigError for a bad space or setting before any trial.
     """
     check_budget(trials, jobs, timeout)
@@ -506,7 +558,8 @@ def _report_new(plan: Plan, seen: set[int], on_trial: TrialFn | None) -> set[int
 
 
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """One trial as plain data: number, state, value, params, run directory and the reason it did not complete."""
+    """One trial as plain data: number, state, value, params, run directory and the reason it did not complete;
+    for a trial over several seeds also its ``seeds``, their ``values`` and ``run_dirs`` (None otherwise)."""
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
     retried = trial.system_attrs.get("failed_trial")
     reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
@@ -520,13 +573,17 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "steps": max(trial.intermediate_values) if trial.intermediate_values else None,
         "seconds": seconds,
         "run_dir": trial.user_attrs.get("run_dir"),
+        "seeds": trial.user_attrs.get("seeds"),
+        "values": trial.user_attrs.get("values"),
+        "run_dirs": trial.user_attrs.get("run_dirs"),
         "reason": reason,
         "retry_of": retried,
     }
 
 
 def summarize(plan: Plan, *, interrupted: bool = False) -> dict[str, Any]:
-    """The study as plain data; writes best.toml, the PNGs and summary.json into the study directory."""
+    """The study as plain data, what mattered included (``importances``: ``param_importances``);
+    writes best.toml, the PNGs and summary.json into the study directory."""
     from .runs import write_json
 
     study, study_dir = plan.study, plan.study_dir
@@ -558,15 +615,60 @@ def summarize(plan: Plan, *, interrupted: bool = False) -> dict[str, Any]:
             "value": best.value,
             "params": best.params,
             "run_dir": best.user_attrs.get("run_dir"),
+            "seeds": best.user_attrs.get("seeds"),
+            "values": best.user_attrs.get("values"),
             "experiment": str(study_dir / "best.toml"),
         }
+    summary["importances"] = param_importances(study)
     summary["plots"] = write_plots(study, study_dir)
     write_json(study_dir / "summary.json", summary)
     return summary
 
 
+IMPORTANCE_METHOD = (
+    "PED-ANOVA (Watanabe et al. 2023; Optuna's PedAnovaImportanceEvaluator): how differently a parameter is "
+    "distributed in the top 10% of complete trials, by the study's direction, than in all of them; "
+    "fANOVA (Hutter et al. 2014; Optuna's FanovaImportanceEvaluator, seed 0): its share of the objective's variance, "
+    "direction-blind, for parameters drawn in every complete trial; each normalised to sum to 1"
+)
+
+
+def param_importances(study: optuna.Study) -> dict[str, Any]:
+    """What mattered in ``study``: ``{"method": IMPORTANCE_METHOD, "params": [{"name", "ped_anova", "fanova"}, ...]}``,
+    sorted by ``ped_anova`` (the ranking, which respects the direction) descending; both are fractions of 1
+    over the parameters they assess, ``fanova`` None for a parameter fANOVA cannot assess (one not drawn in
+    every complete trial, or the only one that is). Deterministic: PED-ANOVA draws nothing, fANOVA's forest is seeded.
+
+    Returns ``{"params": [], "reason": why}`` instead when there is nothing to rank: fewer than two complete
+    trials with a finite value, fewer than two parameters that can vary, or an evaluator that raises; never raises.
+    """
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if math.isfinite(t.value)]
+    if len(complete) < 2:
+        return {"params": [], "reason": f"{len(complete)} complete trial(s) with a finite value; importances need at least 2"}
+    names = sorted({name for t in complete for name, dist in t.distributions.items() if not dist.single()})
+    if len(names) < 2:
+        return {"params": [], "reason": f"the complete trials vary {len(names)} parameter(s) ({', '.join(names) or 'none'}); nothing to rank against"}
+    everywhere = [n for n in names if all(n in t.params for t in complete)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna warns on small studies and conditional parameters; the reason is ours
+            ped = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=names)
+            fanova = (
+                optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=everywhere)
+                if len(everywhere) >= 2
+                else {}
+            )
+    except Exception as exc:  # a finished search's summary is written whatever an evaluator makes of its trials
+        return {"params": [], "reason": f"importances could not be computed: {type(exc).__name__}: {exc}"}
+    rows = [{"name": n, "ped_anova": float(ped[n]), "fanova": float(fanova[n]) if n in fanova else None} for n in names]
+    return {"method": IMPORTANCE_METHOD, "params": sorted(rows, key=lambda r: -r["ped_anova"])}
+
+
 def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
-    """Optuna's matplotlib figures as PNG: history, importances, intermediate values; each that cannot
+    """Optuna's matplotlib figures as PNG: history, importances (PED-ANOVA, as ``param_importances`` ranks them),
+    intermediate values; each that cannot
     be drawn yet (too few finished trials) is named with the reason instead of a path."""
     import matplotlib
 
@@ -578,7 +680,7 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     made: dict[str, str] = {}
     for name, draw in (
         ("history", ov.plot_optimization_history),
-        ("importances", ov.plot_param_importances),
+        ("importances", _plot_ped_anova),
         ("intermediate", ov.plot_intermediate_values),
     ):
         path = out / f"{name}.png"
@@ -596,6 +698,13 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     return made
 
 
+def _plot_ped_anova(study: optuna.Study) -> Any:
+    import optuna
+    from optuna.visualization import matplotlib as ov
+
+    return ov.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+
+
 class _CallableModule(types.ModuleType):
     """Importing this module makes it the attribute ``mmreg.search``; calling it is ``search(...)``,
     so ``mmreg.search(path, trials=...)`` works before and after that import."""
@@ -607,6 +716,6 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
-    "DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "plan_search", "reclaim_dead_trials", "search",
-    "summarize", "trial_row", "worker_identity",
+    "DIRECTIONS", "PRUNERS", "SAMPLERS", "Plan", "execute", "open_storage", "param_importances", "plan_search", "reclaim_dead_trials",
+    "search", "summarize", "trial_row", "trial_seeds", "worker_identity",
 ]

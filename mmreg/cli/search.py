@@ -47,6 +47,15 @@ def search_command(
             show_default=False,
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every trial once per seed, e.g. 0,1,2 or 0-4 (trials/trial-NNNN-seed-S); its value is their mean. "
+            "Only the first seed's run reports to the pruner.",
+            show_default=False,
+        ),
+    ] = None,
+    repeat: Annotated[int | None, typer.Option(help="Run every trial N times, seeds from the experiment's seed upward (as --seeds).", show_default=False)] = None,
     set_: SetOpt = None,
     track: TrackOpt = None,
     as_json: JsonOpt = False,
@@ -57,8 +66,10 @@ def search_command(
     from rich.table import Table
 
     from ..search import check_budget, execute, plan_search
+    from ..seeds import parse_seeds
 
     check_budget(trials, jobs, timeout)
+    written = parse_seeds(seeds, None, 0)  # --repeat counts from the experiment's seed, known once plan_search reads it
 
     console = Console(stderr=as_json)
     table = Table(title=f"trials of {study or experiment.stem}", title_justify="left")
@@ -72,7 +83,7 @@ def search_command(
     plan = plan_search(
         experiment, study=study, storage=storage, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
         runs_dir=runs_dir, overrides=set_ or [], heartbeat=heartbeat, host=state.host(), plugins=state.extra_plugins,
-        track=track or [],
+        track=track or [], seeds=written, repeat=repeat,
     )  # fmt: skip: every refusal comes before the table shows
     with Live(table, console=console, refresh_per_second=2, transient=as_json):
         summary = execute(plan, trials, timeout=timeout, jobs=jobs, on_trial=add)
@@ -80,6 +91,7 @@ def search_command(
         typer.echo(json.dumps(summary))
     else:
         _print_best(console, summary)
+        _print_importances(console, summary["importances"])
     if summary["interrupted"]:
         sys.exit(130)
     if summary["best"] is None and summary["states"].get("fail"):
@@ -97,7 +109,27 @@ def _print_best(console: Any, summary: dict[str, Any]) -> None:
         return
     metric = summary.get("metric") or "value"
     console.print(f"best: trial {best['number']}, {metric} [bold]{best['value']:.4f}[/bold] ({summary['direction']})")
+    seeds = best.get("seeds")
+    if seeds:
+        each = ", ".join(f"seed {s} {v:.4f}" for s, v in zip(seeds, best["values"], strict=True))
+        console.print(f"  the mean of its runs: {each}")
     for key, value in best["params"].items():
         console.print(f"  {key} = {value!r}")
-    console.print(f"rerun it with: mmreg run {best['experiment']}")
+    again = f" --seeds {','.join(str(s) for s in seeds)}" if seeds else ""
+    console.print(f"rerun it with: mmreg run {best['experiment']}{again}")
     console.print(f"study directory: {summary['study_dir']}")
+
+
+def _print_importances(console: Any, importances: dict[str, Any]) -> None:
+    """What mattered: each parameter's PED-ANOVA (the ranking) and fANOVA importance, or why there is none."""
+    from rich.table import Table
+
+    if not importances["params"]:
+        console.print(f"no parameter importances: {importances['reason']}", markup=False)
+        return
+    table = Table(title="what mattered", title_justify="left")
+    for col in ("parameter", "PED-ANOVA", "fANOVA"):
+        table.add_column(col, justify="left" if col == "parameter" else "right")
+    for row in importances["params"]:
+        table.add_row(row["name"], f"{row['ped_anova']:.3f}", "-" if row["fanova"] is None else f"{row['fanova']:.3f}")
+    console.print(table)
