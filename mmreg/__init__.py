@@ -23,6 +23,14 @@ def __getattr__(name: str) -> Any:
         from .search import search
 
         return search
+    if name == "run_seeds":
+        from .seeds import run_seeds
+
+        return run_seeds
+    if name == "compare_runs":
+        from .groups import compare_runs
+
+        return compare_runs
     if name in ("predict_images", "task_results"):
         from . import predict
 
@@ -50,6 +58,7 @@ __all__ = [
     "Experiment",
     "PluginHost",
     "__version__",
+    "compare_runs",
     "hookimpl",
     "inspect_data",
     "predict_images",
@@ -60,6 +69,7 @@ __all__ = [
     "open_image",
     "resolve",
     "run",
+    "run_seeds",
     "search",
     "to_rgb",
 ]

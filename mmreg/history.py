@@ -141,6 +141,50 @@ def find_runs(runs_dir: str | Path = "runs") -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.created, r.name))
 
 
+STATUSES = ("complete", "incomplete", "unreadable")
+
+
+def select_runs(records: Sequence[RunRecord], where: Sequence[str] = (), status: str | None = None, sort: str | None = None) -> list[RunRecord]:
+    """The runs whose config.toml has every ``where`` setting ("fusion.name=gated": the dotted key's
+    value as TOML writes it, lower-case ``true``/``false``) and ``status``, best first by ``sort``
+    (a metric: the checkpoint the run kept where it is the run's headline, in the direction its
+    summary declares, else the last evaluation's, higher first; runs without it last), else in order.
+
+    Raises ConfigError for a ``where`` without ``=``, a setting no run has, or an unknown status."""
+    if status is not None and status not in STATUSES:
+        raise ConfigError(f"--status '{status}' is not a status; use {', '.join(STATUSES)}")
+    wanted = []
+    for condition in where:
+        key, equals, value = condition.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--where '{condition}': give KEY=VALUE with a dotted setting, e.g. --where fusion.name=gated")
+        wanted.append((key.strip(), value.strip()))
+    flat = [flatten(r.config) for r in records]
+    known = {k for f in flat for k in f}
+    for key, _ in wanted:
+        if records and key not in known:
+            raise ConfigError(f"--where: no run has the setting '{key}'{did_you_mean(key, sorted(known))}; give a dotted key of config.toml")
+    chosen = [
+        r for r, f in zip(records, flat, strict=True)
+        if (status is None or r.status == status) and all(key in f and _as_text(f[key]) == value for key, value in wanted)
+    ]  # fmt: skip
+    if sort is None:
+        return chosen
+    return sorted(chosen, key=lambda r: _sort_key(r, sort))
+
+
+def _as_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _sort_key(record: RunRecord, metric: str) -> tuple[int, float]:
+    best = (record.summary or {}).get("best") or {}
+    if best.get("metric") == metric and isinstance(best.get("value"), int | float):
+        return 0, -best["value"] if best.get("higher_is_better", True) else best["value"]
+    value = record.metrics.get(metric)
+    return (0, -value) if isinstance(value, int | float) and not isinstance(value, bool) else (1, 0.0)
+
+
 def load_run(path_or_name: str | Path, runs_dir: str | Path = "runs") -> RunRecord:
     """One run, by its directory's path or by its name under ``runs_dir``; an unknown run is a ConfigError."""
     if isinstance(path_or_name, RunRecord):

@@ -115,4 +115,52 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     return out
 
 
-__all__ = ["plot_curves", "read_metrics", "series"]
+def _mean_band(curves: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Steps every curve has, with the mean, minimum and maximum of the curves' values there."""
+    tables = [dict(zip(steps, values, strict=True)) for steps, values in curves]
+    steps = sorted(set.intersection(*(set(t) for t in tables)))
+    rows = [[t[s] for t in tables] for s in steps]
+    return steps, [math.fsum(r) / len(r) for r in rows], [min(r) for r in rows], [max(r) for r in rows]
+
+
+def plot_comparison(groups: list[tuple[str, list[Path]]], metric: str, out: Path) -> Path:
+    """One PNG of runs side by side: the training loss and ``metric`` (the headline) against step.
+
+    ``groups``: ``(legend label, the metrics.jsonl of each run)``; a group of several runs (seeds)
+    is drawn as its mean over the steps all its runs have, with a band from their minimum to their
+    maximum. Written atomically; returns ``out``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, metric_ax = fig.subplots(2, 1)
+    for (label, paths), color in zip(groups, [f"C{i % 10}" for i in range(len(groups))], strict=True):
+        records = [read_metrics(p) for p in paths]
+        for ax, split, key in ((loss_ax, "train", "loss"), (metric_ax, "val", metric)):
+            curves = [c for c in (series(r, split).get(key) for r in records) if c]
+            if not curves:
+                continue
+            steps, mean, low, high = _mean_band(curves)
+            shown = f"{label} ({len(curves)} runs)" if len(curves) > 1 else label
+            ax.plot(steps, mean, color=color, label=shown, marker="." if len(steps) < 3 else None)
+            if len(curves) > 1:
+                ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+    for ax, title, ylabel in ((loss_ax, "training loss", "loss"), (metric_ax, f"validation {metric}", metric)):
+        ax.set_title(title + " (groups: mean, band from min to max over seeds)")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
+
+    from .runs import atomic_path
+
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return out
+
+
+__all__ = ["plot_comparison", "plot_curves", "read_metrics", "series"]

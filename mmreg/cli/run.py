@@ -52,6 +52,10 @@ def run_command(
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.", show_default=False)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.", show_default=False)] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Run once per seed, e.g. 0,1,2 or 0-4: one run directory each, recorded as one group.", show_default=False)
+    ] = None,
+    repeat: Annotated[int | None, typer.Option(help="Run N times, seeds from the experiment's seed upward (as --seeds).", show_default=False)] = None,
     set_: SetOpt = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created \\[default: runs].", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Run name (the run directory's name).", show_default=False)] = None,
@@ -62,6 +66,7 @@ def run_command(
     from ..api import is_main_process, run
     from ..config import load_experiment
     from ..errors import ConfigError
+    from ..seeds import parse_seeds, run_seeds
 
     flags = {
         "encoder": encoder,
@@ -82,19 +87,53 @@ def run_command(
         "name": name,
         "track": track,
     }
+    repeated = {"seeds": seeds, "repeat": repeat}
     if resume is not None:
-        given = [k for k, v in flags.items() if v not in (None, [])] + (["EXPERIMENT"] if experiment else []) + (["--set"] if set_ else [])
+        given = [k for k, v in {**flags, **repeated}.items() if v not in (None, [])] + (["EXPERIMENT"] if experiment else []) + (["--set"] if set_ else [])
         if given:
             raise ConfigError(f"--resume continues the saved experiment as it was; drop {', '.join(given)}")
         summary = run(None, host=state.host(), progress=True, resume=resume)
     else:
-        summary = run(load_experiment(experiment, flags, set_ or []), host=state.host(), progress=True)
+        exp = load_experiment(experiment, flags, set_ or [])
+        chosen = parse_seeds(seeds, repeat, exp.seed)
+        if chosen is not None:
+            result = run_seeds(exp, chosen, host=state.host(), progress=True)
+            if is_main_process():  # under a data-parallel launcher the main process reports
+                _report_seeds(result, as_json)
+            return
+        summary = run(exp, host=state.host(), progress=True)
     if not is_main_process():  # under a data-parallel launcher the main process reports
         return
     if as_json:
         typer.echo(json.dumps(summary))
         return
     _print_summary(summary)
+
+
+def _report_seeds(result: dict, as_json: bool) -> None:
+    """The group of runs one per seed: each run's best value, then their mean, spread and interval."""
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    head = result["headline"]
+    table = Table(title=f"group {result['group']}: {head['metric']} at each run's best checkpoint", title_justify="left")
+    for col in ("seed", head["metric"], "run directory"):
+        table.add_column(col)
+    for seed, summary in zip(result["seeds"], result["runs"], strict=True):
+        value = summary["best"]["value"]
+        table.add_row(str(seed), "-" if value is None else f"{value:.4f}", summary["run_dir"])
+    console.print(table)
+    spread = head["best"]
+    if spread is not None and spread["std"] is not None:
+        console.print(
+            f"{head['metric']} over {spread['n']} seeds: {spread['mean']:.4f} ± {spread['std']:.4f} (std), "
+            f"95% interval [{spread['low']:.4f}, {spread['high']:.4f}]; compare groups with mmreg runs compare",
+            highlight=False,
+        )
 
 
 def _print_summary(summary: dict) -> None:

@@ -129,11 +129,19 @@ def eval_command(
 
 
 @runs_app.command("list")
-def list_runs(runs_dir: RunsDir = Path("runs"), as_json: AsJson = False) -> None:
+def list_runs(
+    runs_dir: RunsDir = Path("runs"),
+    where: Annotated[
+        list[str] | None, typer.Option(help="Only runs with this setting, KEY=VALUE as in config.toml (e.g. fusion.name=gated); repeatable.", show_default=False)
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status: complete, incomplete or unreadable.", show_default=False)] = None,
+    sort: Annotated[str | None, typer.Option(help="Sort by this metric, best first (the run's kept checkpoint for its headline).", show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
     """Every run under the runs directory, oldest first, with its parts and headline metrics."""
-    from ..history import find_runs
+    from ..history import find_runs, select_runs
 
-    records = find_runs(runs_dir)
+    records = select_runs(find_runs(runs_dir), where or (), status, sort)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records]))
         return
@@ -231,15 +239,48 @@ def show_run(run: RunArg, runs_dir: RunsDir = Path("runs"), as_json: AsJson = Fa
 def compare_runs(
     runs: Annotated[list[str], typer.Argument(help="Two or more runs: names under --runs-dir or directory paths.", show_default=False)],
     runs_dir: RunsDir = Path("runs"),
+    group_by: Annotated[
+        list[str] | None, typer.Option("--group-by", help="Group runs by these dotted settings (repeatable); default: every setting but the seed.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG of the training loss and the headline metric of every run or group against steps.", show_default=False)
+    ] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the grouped table as Markdown (mean ± std), ready to paste.")] = False,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the grouped table as CSV: one row per group and metric.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Runs side by side: the settings that differ, then every metric."""
+    """Runs side by side: the settings that differ, then every metric. Runs that differ only in the
+    seed form a group: per metric the mean, standard deviation and 95% t interval at each run's best
+    checkpoint, and between two groups a verdict on the headline metric (see README: Comparing runs)."""
     from ..errors import ConfigError
-    from ..history import SUMMARY_FIGURES, config_differences, load_run, metric_table
+    from ..groups import compare_groups, group_runs
+    from ..history import load_run
 
     if len(runs) < 2:
         raise ConfigError("compare needs at least two runs, e.g. mmreg runs compare RUN_A RUN_B")
+    if sum((markdown, csv, as_json)) > 1:
+        raise ConfigError("give one of --markdown, --csv and --json")
+    if plot is not None:
+        from ..runs import check_destination
+
+        check_destination(plot.parent, "plot folder", "--plot")
     records = [load_run(r, runs_dir) for r in runs]
+    groups = group_runs(records, group_by or ())
+    compared = compare_groups(groups)
+    if plot is not None:
+        _plot_groups(groups, compared, plot)
+    if markdown or csv:
+        typer.echo(_grouped_text(groups, compared, "markdown" if markdown else "csv"))
+    elif group_by or any(len(g.runs) > 1 for g in groups):
+        _print_groups(groups, compared, as_json)
+    else:
+        _print_runs(records, runs_dir, as_json)
+
+
+def _print_runs(records: list[RunRecord], runs_dir: Path, as_json: bool) -> None:
+    """One column per run: the settings that differ, every metric (the best bold), summary figures."""
+    from ..history import SUMMARY_FIGURES, config_differences, metric_table
+
     differences = config_differences(records, runs_dir)
     metrics = metric_table(records)
     figures = {k: [(r.summary or {}).get(k) for r in records] for k in SUMMARY_FIGURES}
@@ -274,6 +315,102 @@ def compare_runs(
     for key, values in figures.items():
         table.add_row(f"[dim]{key}[/dim]", *(_fmt(v) for v in values))
     _console().print(table)
+
+
+def _label(group: Any, index: int, groups: list[Any]) -> str:
+    """A group's name in legends and headers: the settings that set it apart (a loss or augmenter
+    only some groups chose as ``loss: NAME``, and not the parameters of a component whose name
+    differs anyway), else its first run's name."""
+    parts: list[str] = []
+    for key, value in group.settings.items():
+        section, _, rest = key.partition(".")
+        elsewhere_absent = any(g.settings.get(key) is None for g in groups)
+        if value is None:
+            continue
+        if section in ("loss", "augment") and elsewhere_absent:
+            named = f"{section}: {rest.partition('.')[0]}"
+            parts += [] if named in parts else [named]
+        elif not (elsewhere_absent and rest != "name" and f"{section}.name" in group.settings):
+            parts.append(f"{key}={_fmt(value)}")
+    return ", ".join(parts) or (group.runs[0].name if len(group.runs) == 1 else f"group {index + 1}")
+
+
+def _cell(spread: dict[str, Any] | None) -> str:
+    if spread is None:
+        return "-"
+    if spread["std"] is None:
+        return f"{spread['mean']:.4g}"
+    return f"{spread['mean']:.4g} ± {spread['std']:.2g}"
+
+
+def _print_groups(groups: list[Any], compared: dict[str, Any], as_json: bool) -> None:
+    """Groups side by side: per metric mean ± std [95% interval] at the checkpoint each run kept
+    (and at its last evaluation in the JSON); between two groups the verdict on the headline."""
+    if as_json:
+        typer.echo(json.dumps(compared, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title="groups (runs differing only in the seed): mean ± std [95% interval] at each run's best checkpoint", title_justify="left")
+    table.add_column("")
+    for i, group in enumerate(groups):
+        unfinished = [f"{r.name} {r.status}" for r in group.runs if not r.complete]
+        table.add_column(
+            f"group {i + 1} ({_label(group, i, groups)}): {len(group.complete)} runs" + (f" (not averaged: {', '.join(unfinished)})" if unfinished else ""),
+            justify="right",
+        )
+    for key in groups[0].settings:
+        table.add_row(key, *(_fmt(g.settings[key]) for g in groups))
+    table.add_section()
+    for metric in compared["metrics"]:
+        cells = []
+        for row in compared["groups"]:
+            s = row["metrics"].get(metric, {}).get("best")
+            interval = f" [{s['low']:.4g}, {s['high']:.4g}]" if s is not None and s["low"] is not None else ""
+            cells.append(_cell(s) + interval)
+        table.add_row(metric, *cells)
+    console = _console()
+    console.print(table)
+    decided = compared["verdict"]
+    if decided is not None:
+        interval = f" [{decided['low']:+.4g}, {decided['high']:+.4g}]" if decided["low"] is not None else ""
+        console.print(
+            f"group 2 vs group 1 on {decided['metric']}: {decided['difference']:+.4g}{interval} ({decided['method']}): {decided['says']}",
+            markup=False, highlight=False,
+        )  # fmt: skip
+
+
+def _grouped_text(groups: list[Any], compared: dict[str, Any], form: str) -> str:
+    """The grouped table as Markdown (a column per group, mean ± std and the run count) or as CSV
+    (a row per group and metric: settings, runs, mean, std, low, high at the best checkpoint)."""
+    import csv as csv_module
+    import io
+
+    metrics = compared["metrics"]
+    if form == "markdown":
+        header = ["", *(f"{_label(g, i, groups)} (n={len(g.complete)})" for i, g in enumerate(groups))]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for metric in metrics:
+            cells = [_cell(row["metrics"].get(metric, {}).get("best")) for row in compared["groups"]]
+            lines.append("| " + " | ".join([metric, *cells]) + " |")
+        return "\n".join(lines)
+    out = io.StringIO()
+    writer = csv_module.writer(out, lineterminator="\n")
+    writer.writerow(["group", "runs", "metric", "n", "mean", "std", "low", "high"])
+    for i, (group, row) in enumerate(zip(groups, compared["groups"], strict=True)):
+        for metric in metrics:
+            s = row["metrics"].get(metric, {}).get("best") or {}
+            writer.writerow([_label(group, i, groups), " ".join(r.name for r in group.runs), metric, *(s.get(k, "") for k in ("n", "mean", "std", "low", "high"))])
+    return out.getvalue().rstrip("\n")
+
+
+def _plot_groups(groups: list[Any], compared: dict[str, Any], out: Path) -> None:
+    from ..plot import plot_comparison
+
+    metric = compared["headline"]["metric"] if compared["headline"] else next(iter(compared["metrics"]), "loss")
+    labelled = [(_label(g, i, groups), [r.path / "metrics.jsonl" for r in g.complete]) for i, g in enumerate(groups)]  # unfinished runs: not averaged
+    plot_comparison(labelled, metric, out)
+    typer.echo(f"wrote {out} (legend: {'; '.join(label for label, _ in labelled)})", err=True)
 
 
 __all__ = ["eval_command", "runs_app"]

@@ -379,6 +379,17 @@ CASES = [
     Case("runs-compare-unknown-run", ["runs", "compare", "done", "nothere"], run=True),
     Case("vqa-question-id-not-a-number", ["run", *VQA_ROWS],
          lambda d: (picture("p.png")(d), write("q.jsonl", VQA_ROW + VQA_ROW.replace('"answers"', '"question_id": "q7", "answers"'))(d))),
+    # repeated seeds, groups and filters
+    Case("run-seeds-repeated", ["run", *TINY, "--seeds", "0,1,0"]),
+    Case("run-seeds-not-numbers", ["run", *TINY, "--seeds", "zero,one"]),
+    Case("run-seeds-and-repeat", ["run", *TINY, "--seeds", "0,1", "--repeat", "3"]),
+    Case("run-repeat-zero", ["run", *TINY, "--repeat", "0"]),
+    Case("run-resume-with-seeds", ["run", "--resume", "runs/done", "--seeds", "0,1"], run=True),
+    Case("runs-list-where-without-value", ["runs", "list", "--where", "fusion.name"], run=True),
+    Case("runs-list-where-unknown-setting", ["runs", "list", "--where", "fusion.nmae=gated"], run=True),
+    Case("runs-list-unknown-status", ["runs", "list", "--status", "finished"], run=True),
+    Case("runs-compare-plot-under-a-file", ["runs", "compare", "done", "done", "--plot", "afile/c.png"], write("afile", "x"), run=True),
+    Case("runs-compare-two-formats", ["runs", "compare", "done", "done", "--markdown", "--csv"], run=True),
 ]
 
 
