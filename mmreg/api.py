@@ -117,7 +117,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
         raise IncompatibleParts(f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; add {makers}")
     name = choose_task(exp.task.name, needs.values(), host.registry("tasks"))
     task = task_class(host.registry("tasks"), name)
-    check_requested(task, name, exp.train.metric, "train.metric")
+    check_requested(task, name, exp.train.metric, "train.metric", ema=exp.train.ema is not None, sets=tuple(exp.eval_sets))
     if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:
         givers = having(host, "encoders", lambda c: getattr(c, "gives_tokens", True) and not getattr(c, "single_stream", False), "encoder")
         raise IncompatibleParts(f"task '{name}' reads image tokens but encoder '{exp.encoder.name}' gives only pooled vectors; use {givers}")
@@ -284,7 +284,8 @@ def run(
     there); what one raises ends the run.
     """
     from .adapters import parameter_counts, save_adapters
-    from .data import AugmentedSplit, local_processes, make_loader, resolve_workers
+    from .data import AugmentedSplit, Collate, local_processes, make_loader, resolve_workers
+    from .evalsets import set_experiments, set_metrics, set_parts
     from .determinism import deterministic_kernels
     from .distributed import check_launch
     from .precision import cuda_capability, resolve_precision, tf32_applies, tf32_matmuls, used_precision
@@ -318,6 +319,7 @@ def run(
     tracking = Tracking(exp.track, resume=run_dir if resume is not None else None)  # a missing package fails here too
     p = prepare(exp, host)
     exp, model = p.exp, p.model
+    sets = set_parts(p, set_experiments(exp, host), host)  # extra evaluation sets, checked before any file exists
 
     # Everything that can refuse the experiment runs before the run directory exists.
     tf32 = tf32_applies(device.type, cuda_capability(device), exp.train.tf32)
@@ -329,7 +331,13 @@ def run(
             num_workers=resolve_workers(exp.data.num_workers, device, local_processes()),
             pin_memory=device.type == "cuda", max_unreadable=exp.data.max_unreadable,
         )  # fmt: skip
-        metric = resolve_metric(p.task, p.task.evaluations(model), exp.train.metric)
+        metric = resolve_metric(p.task, p.task.evaluations(model), exp.train.metric, ema=exp.train.ema is not None, sets=set_metrics(sets, model))
+        set_loaders = [
+            (name, task, make_loader(samples, Collate(model.encoder, task), exp.train.eval_batch_size, shuffle=False, seed=exp.seed,
+                                     num_workers=resolve_workers(exp.data.num_workers, device, local_processes()),
+                                     pin_memory=device.type == "cuda", max_unreadable=exp.data.max_unreadable))
+            for name, task, samples in sets
+        ]  # fmt: skip
         trainer = Trainer(
             model,
             AugmentedSplit(p.train_split, p.augmenters, exp.seed),
@@ -344,6 +352,7 @@ def run(
             optim=exp.optim,
             callbacks=[p.strategy, *callbacks],
             image_groups=split_groups(p.dataset, "train", p.train_split, exp.data.full_check_max),
+            eval_sets=set_loaders,
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         preflight(p, host, collate, trainer.device)  # a broken contract ends here, before any file is written

@@ -152,13 +152,17 @@ def save_checkpoint(
     scaler: Any,
     loop: LoopState,
     trajectory: Mapping[str, Any],
+    ema: torch.nn.Module | None = None,
 ) -> None:
     """Write ``checkpoints/last`` as a whole (see ``commit_directory``): weights and optimizer
     moments in safetensors, RNG state, and in state.json the loop position, scheduler, scaler and
-    ``trajectory``, the settings that define the run's path (checked again on resume)."""
+    ``trajectory``, the settings that define the run's path (checked again on resume); with
+    ``ema`` (train.ema) the moving average's weights as ``ema.safetensors``."""
 
     def write(directory: Path) -> None:
         save_model(model, str(directory / "model.safetensors"))
+        if ema is not None:
+            save_model(ema, str(directory / "ema.safetensors"))
         opt_tensors, opt_skeleton = _flatten_optimizer(optimizer.state_dict())
         rng_tensors, rng_meta = _rng_state()
         save_file(opt_tensors, str(directory / "optimizer.safetensors"))
@@ -220,9 +224,10 @@ def read_state(directory: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, ema: torch.nn.Module | None = None
 ) -> LoopState:
-    """Restore model, optimizer, scheduler, scaler and RNG from ``directory``; return the loop position.
+    """Restore model, optimizer, scheduler, scaler and RNG from ``directory`` (and the moving
+    average's weights into ``ema``); return the loop position.
 
     Raises ConfigError naming the file when one is missing, truncated, not safetensors
     (a pickle is never unpickled) or of another shape than this run's.
@@ -230,6 +235,9 @@ def load_checkpoint(
     state = read_state(directory)
     with _reading(directory / "model.safetensors"):
         load_model(model, str(directory / "model.safetensors"))
+    if ema is not None:
+        with _reading(directory / "ema.safetensors"):
+            load_model(ema, str(directory / "ema.safetensors"))
     with _reading(directory / "optimizer.safetensors"):
         optimizer.load_state_dict(_unflatten_optimizer(load_file(str(directory / "optimizer.safetensors")), state["optimizer"]))
     with _reading(directory / "state.json"):

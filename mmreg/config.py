@@ -43,7 +43,17 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop after N evaluations without improving the metric; unset: never"
     )
-    metric: str | None = Field(None, description="validation metric for best checkpoint and early stopping; unset: the task's first metric")
+    metric: str | None = Field(
+        None, description="validation metric for best checkpoint and early stopping (ema/NAME: the moving average's); unset: the task's headline"
+    )
+    ema: float | None = Field(
+        None, ge=0, lt=1, description="decay of an exponential moving average of the weights (timm's ModelEmaV3), evaluated "
+        "(metrics ema/NAME) and checkpointed beside them; unset: none"
+    )
+    ema_warmup: float | None = Field(
+        None, gt=0, le=1, description="warm the EMA decay up as timm does, min(ema, 1 - (1 + step)^-power) with this power "
+        "(2/3 for long runs, 3/4 shorter); unset: the full decay from the second step"
+    )
     max_bad_steps: int = Field(3, ge=1, description="stop after N non-finite losses in a row (each is skipped)")
     gradient_checkpointing: bool = Field(False, description="recompute encoder activations in backward to save memory")
     compile: bool = Field(False, description="torch.compile the model")
@@ -97,6 +107,17 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     score_memory_mb: int = Field(512, ge=1, description="memory bound of one block of retrieval scores, in MiB")
+
+
+class EvalSet(BaseModel):
+    """An extra evaluation set (``[eval_sets.NAME]``): the run's data and task with another dataset,
+    task or their parameters swapped in, as ``mmreg eval --dataset/--task/--set`` swaps them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    dataset: str | None = Field(None, description="a dataset plugin; unset: the run's dataset")
+    task: str | None = Field(None, description="a task that builds no head (e.g. zeroshot); unset: the run's task, its head included")
+    set: list[str] = Field(default_factory=list, description="dataset.KEY=VALUE and task.KEY=VALUE settings of this set")
 
 
 # Settings that lived in core sections before tasks had parameters, with the defaults every run
@@ -201,6 +222,10 @@ class Experiment(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    eval_sets: dict[str, EvalSet] = Field(
+        default_factory=dict,
+        description="extra evaluation sets by name, evaluated with the validation split; their metrics are NAME/METRIC",
+    )
     optim: OptimConfig = OptimConfig()
     track: TrackConfig = TrackConfig()
 
@@ -269,6 +294,8 @@ def to_file_layout(exp: Experiment) -> dict[str, Any]:
         del data["task"]
     for key in MULTI:
         data[key] = {name: {"weight": e["weight"], **e["params"]} for name, e in data[key].items()}
+    if not data["eval_sets"]:  # as files written before evaluation sets existed: none
+        del data["eval_sets"]
     return _drop_none(data)
 
 

@@ -337,9 +337,11 @@ def evaluation_experiment(run: Experiment, host: PluginHost, *, task: str | None
 def evaluation_parts(p: Prepared, exp: Experiment, split: str, host: PluginHost) -> tuple[Task, Sequence[Sample]]:
     """The task and the ``split`` samples of ``evaluation_experiment``'s ``exp``, beside the rebuilt
     run ``p``, whose model, encoder preprocessing and weights stay as they are: nothing is retrained.
+    Where ``exp`` keeps the run's own task with its parameters, that task is used, its trained head
+    included, on the other data, whose classes must then be the run's.
 
-    Raises ConfigError for a task with a head (none was trained for it), IncompatibleParts for a
-    dataset without the fields the task reads, DataError for unusable samples."""
+    Raises ConfigError for another task with a head (none was trained for it) or other classes,
+    IncompatibleParts for a dataset without the fields the task reads, DataError for unusable samples."""
     from .api import loss_needs
     from .badimages import check_mode
     from .data import require_samples, without_bad
@@ -348,10 +350,16 @@ def evaluation_parts(p: Prepared, exp: Experiment, split: str, host: PluginHost)
 
     name = exp.task.name
     data = host.registry("datasets").build(exp.dataset.name, exp.dataset.params, seed=exp.seed)
-    evaluator = host.registry("tasks").build(name, exp.task.params, settings=exp.eval)
+    own = exp.task == p.exp.task
+    evaluator = p.task if own else host.registry("tasks").build(name, exp.task.params, settings=exp.eval)
     evaluator.name = name
     check_task(name, evaluator, host, loss_needs(exp, host), exp.dataset.name, frozenset(data.fields))
-    if evaluator.build_head(p.model.fusion.out_dim, data, p.model.encoder) is not None:
+    if own and p.classes and data.classes != p.classes:
+        raise ConfigError(
+            f"dataset '{exp.dataset.name}' has other classes than the run's head was trained on "
+            f"({', '.join(map(str, (data.classes or [])[:4]))}... against {', '.join(map(str, p.classes[:4]))}...); evaluate a dataset with the run's classes"
+        )
+    if not own and evaluator.build_head(p.model.fusion.out_dim, data, p.model.encoder) is not None:
         raise ConfigError(
             f"task '{name}' reads a head trained for the run's own task and data; mmreg eval --task, --dataset and --set "
             f"evaluate only tasks that build no head (zero-shot evaluation; mmreg list tasks)"
@@ -422,6 +430,8 @@ def evaluate_run(
         max_unreadable=exp.data.max_unreadable,
     )
     metrics = evaluate(model, loader, torch_device)
+    if swapped is None and split == "val":  # the run's own evaluation sets, as it scored them while training
+        metrics.update(_set_metrics(p, host, torch_device, batch_size))
     return {
         **metrics,
         "split": split,
@@ -432,6 +442,19 @@ def evaluate_run(
         "task": evaluator.name,
         "dataset": exp.dataset.name,
     }
+
+
+def _set_metrics(p: Prepared, host: PluginHost, device: Any, batch_size: int | None) -> dict[str, float]:
+    """Each of the run's evaluation sets (``[eval_sets.NAME]``) scored with its weights, as ``NAME/METRIC``."""
+    from .data import Collate, make_loader
+    from .evalsets import score_sets, set_experiments, set_parts
+
+    size = batch_size or p.exp.train.eval_batch_size
+    sets = [
+        (name, task, make_loader(samples, Collate(p.model.encoder, task), size, shuffle=False, seed=p.exp.seed))  # type: ignore[arg-type]
+        for name, task, samples in set_parts(p, set_experiments(p.exp, host), host)
+    ]
+    return score_sets(p.model, sets, device)
 
 
 def benchmark_record(result: Mapping[str, Any], run: str, host: PluginHost) -> dict[str, Any]:

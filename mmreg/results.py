@@ -8,11 +8,18 @@ evaluations will compute before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
+
+EMA = "ema/"  # the prefix of the metrics of the weights' moving average (train.ema)
+
+
+def plain(name: str) -> str:
+    """A metric's name without the ``ema/`` prefix: its direction is the plain metric's."""
+    return name.removeprefix(EMA)
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,18 @@ class Metric:
         return {"metric": self.name, "higher_is_better": self.higher_is_better}
 
 
-def check_requested(task: Any, name: str, requested: str | None, where: str) -> None:
+def check_requested(task: Any, name: str, requested: str | None, where: str, *, ema: bool = False, sets: Sequence[str] = ()) -> None:
     """Refuse a ``requested`` metric (``where``: the setting that named it) that the task class
-    declares it never computes (``Task.metric_names``), before anything is built. Raises ConfigError."""
+    declares it never computes (``Task.metric_names``), before anything is built; with ``ema``
+    (``train.ema`` set) ``ema/NAME`` names the moving average's. A metric of an evaluation set
+    (``SET/NAME``, ``sets``: their names) is checked once the sets are built (``resolve_metric``).
+    Raises ConfigError."""
     declared = getattr(task, "metric_names", None)
-    if requested is None or declared is None or requested in declared:
+    if requested is not None and requested.startswith(EMA) and not ema:
+        raise ConfigError(f"{where} '{requested}' is the weights' moving average's, but train.ema is unset; set train.ema (e.g. 0.999)")
+    if requested is not None and plain(requested).partition("/")[0] in sets:
+        return
+    if requested is None or declared is None or (plain(requested) if ema else requested) in declared:
         return
     raise ConfigError(
         f"{where} '{requested}' is never computed by task '{name}'{did_you_mean(requested, declared)} "
@@ -50,18 +64,25 @@ def check_requested(task: Any, name: str, requested: str | None, where: str) -> 
     )
 
 
-def resolve_metric(task: Any, evaluations: Sequence[Any], requested: str | None = None) -> Metric:
+def resolve_metric(
+    task: Any, evaluations: Sequence[Any], requested: str | None = None, *, ema: bool = False, sets: Mapping[str, bool] | None = None
+) -> Metric:
     """The metric that decides: ``requested`` (``train.metric``), else the task's ``headline``,
     else the first metric of the first evaluation; its direction from ``task.lower_is_better``.
+    ``sets``: the evaluation sets' metrics (``SET/NAME``, whether each is better lower), which may be
+    requested too; with ``ema`` every metric also as the moving average's, ``ema/NAME``.
 
     Raises ConfigError for a requested metric the evaluations do not compute (naming those they
     do), and for a run that computes none (a task whose evaluations need a loss that is absent).
     """
     computed = [name for evaluation in evaluations for name in evaluation.names]
-    lower = getattr(task, "lower_is_better", frozenset())
     who = f"task '{getattr(task, 'name', type(task).__name__)}'"
     if not computed:
         raise ConfigError(f"{who} computes no validation metric with these losses; add a loss its evaluation reads (mmreg show tasks {getattr(task, 'name', '')})")
+    lower = set(getattr(task, "lower_is_better", frozenset()))
+    computed += list(sets or {})  # evaluation sets' SET/NAME, each with whether it is better lower
+    lower |= {name for name, is_lower in (sets or {}).items() if is_lower}
+    computed += [EMA + name for name in computed] if ema else []  # with train.ema: the moving average's too
     if requested is not None:
         if requested not in computed:
             raise ConfigError(
@@ -73,7 +94,7 @@ def resolve_metric(task: Any, evaluations: Sequence[Any], requested: str | None 
         name = getattr(task, "headline", None) or computed[0]
         if name not in computed:
             raise ConfigError(f"{who} declares headline metric '{name}' but its evaluations compute {', '.join(computed)}; fix the task's headline")
-    return Metric(name, name not in lower)
+    return Metric(name, plain(name) not in lower)
 
 
-__all__ = ["Metric", "check_requested", "resolve_metric"]
+__all__ = ["EMA", "Metric", "check_requested", "plain", "resolve_metric"]

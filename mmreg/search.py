@@ -155,15 +155,15 @@ def objective_direction(base: Experiment, host: PluginHost, metric: str | None, 
     """The study's direction: the one the experiment's task declares for the metric (``metric``,
     else ``train.metric``, else the task's headline: ``Task.lower_is_better``), or ``direction``
     where given. Raises ConfigError for a direction that contradicts the declared one."""
-    from .results import check_requested
+    from .results import check_requested, plain
     from .tasks import task_class
 
     task = task_class(host.registry("tasks"), base.task.name)
-    check_requested(task, base.task.name, metric, "--metric")
+    check_requested(task, base.task.name, metric, "--metric", ema=base.train.ema is not None)
     name = metric or base.train.metric or task.headline
     if name is None:  # the task's first metric, known once a trial builds it; its direction is checked then
         return direction or "maximize"
-    declared = "minimize" if name in task.lower_is_better else "maximize"
+    declared = "minimize" if plain(name) in task.lower_is_better else "maximize"
     if direction is not None and direction != declared:
         better = "lower" if declared == "minimize" else "higher"
         raise ConfigError(f"task '{base.task.name}' declares {name} better {better}, so a search must {declared} it; drop --direction {direction}")

@@ -25,7 +25,8 @@ from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupte
 from .model import MultimodalModel
 from .optim import build_optimizer
 from .precision import resolve_precision
-from .results import Metric
+from .ema import moving_average
+from .results import EMA, Metric
 from .runs import append_jsonl, write_atomic
 from .sampling import EpochBatches
 from .streams import is_stream, stream_loader
@@ -157,10 +158,12 @@ class Trainer:
         optim: OptimConfig | None = None,
         callbacks: Sequence[LoopCallback] = (),
         image_groups: Sequence[int] | None = None,
+        eval_sets: Sequence[tuple[str, Any, Iterable[Mapping[str, torch.Tensor]]]] = (),
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
         each checkpoint, is set by the caller (see mmreg.resume). ``image_groups`` (the image of
-        each training row, ``mmreg.sampling.caption_groups``): one caption per image per epoch."""
+        each training row, ``mmreg.sampling.caption_groups``): one caption per image per epoch.
+        ``eval_sets``: ``(name, task, loader)`` scored at every evaluation as ``name/METRIC``."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
@@ -197,9 +200,10 @@ class Trainer:
                 f"lower train.batch_size or train.grad_accum"
             )
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
-        self.val_loader = val_loader
+        self.val_loader, self.eval_sets = val_loader, list(eval_sets)
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
         prepared = model.to(self.device)  # before the optimizer: a fused AdamW checks where the weights are
+        self.ema = moving_average(model, cfg.ema, cfg.ema_warmup)  # before compiling and wrapping: a plain copy
         optimizer = build_optimizer(model, cfg, optim or OptimConfig())
         warmup = int(cfg.warmup_ratio * self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -241,14 +245,16 @@ class Trainer:
                 self.accelerator.scaler,
                 self.loop,
                 self.trajectory,
+                self.ema.module if self.ema is not None else None,
             )
 
     def resume(self) -> None:
         """Continue from checkpoints/last, dropping metric lines written after it and what a kill
         left of an unfinished checkpoint."""
         self.loop = load_checkpoint(
-            self.run_dir / "checkpoints" / "last", self.bare_model, self.optimizer, self.scheduler, self.accelerator.scaler
-        )
+            self.run_dir / "checkpoints" / "last", self.bare_model, self.optimizer, self.scheduler, self.accelerator.scaler,
+            self.ema.module if self.ema is not None else None,
+        )  # fmt: skip
         path = self.run_dir / "metrics.jsonl"
         if self.main:
             clean_checkpoints(self.run_dir / "checkpoints")
@@ -287,7 +293,17 @@ class Trainer:
         return value
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.bare_model, self.val_loader, self.device)
+        """The task's metrics of the weights and each evaluation set's as ``SET/NAME``, and with
+        train.ema all of those of their moving average as ``ema/...``."""
+        metrics = self._scores(self.bare_model)
+        if self.ema is not None:
+            metrics.update({EMA + k: v for k, v in self._scores(self.ema.module).items()})
+        return metrics
+
+    def _scores(self, model: MultimodalModel) -> dict[str, float]:
+        from .evalsets import score_sets
+
+        return {**evaluate(model, self.val_loader, self.device), **score_sets(model, self.eval_sets, self.device)}
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
         """Record an evaluation, keep the best weights; True when early stopping says stop."""
@@ -300,7 +316,8 @@ class Trainer:
             self.loop.best, self.loop.best_step, self.loop.evals_since_best = value, self.loop.step, 0
             if self.main:
                 record = {"step": self.loop.step, **self.metric.record(), "value": value, "metrics": metrics}
-                save_best(self.run_dir / "checkpoints", self.bare_model, record)
+                chosen = self.ema.module if self.ema is not None and self.metric.name.startswith(EMA) else self.bare_model
+                save_best(self.run_dir / "checkpoints", chosen, record)  # the moving average's where its metric decides
         else:
             self.loop.evals_since_best += 1
         for callback in self.callbacks:
@@ -363,6 +380,8 @@ class Trainer:
                     self.optimizer.step()
                     if not accelerator.optimizer_step_was_skipped:
                         self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update(self.bare_model, step=loop.step + 1)
                     self.optimizer.zero_grad(set_to_none=True)
                     loop.bad_in_a_row = 0
                     loss_value = window_loss

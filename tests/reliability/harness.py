@@ -390,6 +390,12 @@ CASES = [
     Case("runs-list-unknown-status", ["runs", "list", "--status", "finished"], run=True),
     Case("runs-compare-plot-under-a-file", ["runs", "compare", "done", "done", "--plot", "afile/c.png"], write("afile", "x"), run=True),
     Case("runs-compare-two-formats", ["runs", "compare", "done", "done", "--markdown", "--csv"], run=True),
+    # the weights' moving average and evaluation sets
+    Case("ema-decay-one", ["run", *TINY, "--set", "train.ema=1.0"]),
+    Case("ema-metric-without-ema", ["run", *TINY, "--set", "train.metric=ema/recall@1"]),
+    Case("eval-set-unknown-dataset", ["run", "e.toml", *TINY], write("e.toml", '[eval_sets.shift]\ndataset = "nowhere"\n')),
+    Case("eval-set-metric-never-computed", ["run", "e.toml", *TINY, "--set", "train.metric=shift/acc1"],
+         write("e.toml", '[eval_sets.shift]\nset = ["dataset.noise=50"]\n')),
 ]
 
 
