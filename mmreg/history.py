@@ -275,9 +275,15 @@ def rebuild_run(run_path: Path, weights: Path, host: PluginHost | None = None) -
 
     Raises ConfigError when the rebuilt data or model no longer fit what the run saved.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
+    p = rebuild_start(run_path, host)
+    load_weights(p, run_path, weights)
+    return p
 
+
+def rebuild_start(run_path: Path, host: PluginHost | None = None) -> Prepared:
+    """A run's model as the run built it before its first step (seeded as the run was: the
+    pretrained weights it loaded, its initialised heads); ConfigError when the rebuilt data no
+    longer have the classes the run saved."""
     from .api import prepare
     from .plugins import load_plugins
     from .recorded import recorded_experiment
@@ -295,6 +301,15 @@ def rebuild_run(run_path: Path, weights: Path, host: PluginHost | None = None) -
                 f"run {run_path.name}: the rebuilt dataset's classes differ from its classes.json; "
                 f"the dataset plugin no longer builds the data this run trained on"
             )
+    return p
+
+
+def load_weights(p: Prepared, run_path: Path, weights: Path) -> None:
+    """Load a run's ``weights`` file into its rebuilt model ``p.model``; ConfigError naming the file
+    when it is not safetensors or does not fit (another shape, missing or unexpected tensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
     try:
         missing, unexpected = load_model(p.model, str(weights), strict=False)
     except (SafetensorError, OSError) as exc:

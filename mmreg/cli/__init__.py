@@ -16,6 +16,7 @@ from . import data, listing, run, runs, search
 from .caption import caption_command
 from .predict import predict_command
 from .export import export_command
+from .weightspace import soup_command, wise_command
 from .names import RegistryHelp
 from .state import state
 
@@ -37,6 +38,8 @@ app.command("export")(export_command)
 app.command("search")(search.search_command)
 app.command("caption")(caption_command)
 app.command("predict")(predict_command)
+app.command("wise")(wise_command)
+app.command("soup")(soup_command)
 
 
 def _version(value: bool) -> None:
