@@ -277,7 +277,7 @@ def _plot_wise(rows: Sequence[Mapping[str, Any]], metric: str, out: Path) -> Non
         ax.plot([r["alpha"] for r in rows], x, marker="o", label=metric)
     ax.set_xlabel(metric if sets else "alpha")
     ax.set_ylabel("evaluation set" if sets else metric)
-    ax.set_title("WiSE-FT: from the starting weights (α=0) to the fine-tuned (α=1)")
+    ax.set_title("WiSE-FT: α from the start (0) to fine-tuned (1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     with atomic_path(out) as tmp:
