@@ -171,6 +171,8 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     ``strict=False`` (`mmreg data inspect`) leaves out unusable samples and lets
     truncation merge texts, reporting both in the result instead of refusing them.
     """
+    import torch
+
     from . import textfit
     from .badimages import check_mode, describe_check
     from .data import require_samples, without_bad
@@ -210,6 +212,10 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
     head = task.build_head(fusion.out_dim, dataset, encoder)
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
+    model.eval()  # no dropout while a task reads the model to set its head
+    with torch.no_grad():
+        task.initialise(model)  # e.g. a classifier from its class prompts, before PEFT wraps the towers
+    model.train()
     strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
     return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy, checks)

@@ -169,6 +169,9 @@ class Fusion(nn.Module):
 
     needs_tokens: ClassVar[bool] = False  # reads token sequences; else pooled vectors
     out_dim: int
+    # Where fuse()'s first ``image_width`` values are the normalised pooled image embedding (`none`),
+    # a head can be set from text embeddings (a zero-shot classifier); None where fuse mixes them.
+    image_width: int | None = None
 
     def use(self, *, score: bool, fuse: bool) -> None:
         """Called once by the model: which of ``score`` and ``fuse`` training reads.
@@ -550,6 +553,12 @@ class Task:
         """The head over ``width``-wide fused features, sized from the training split
         (classes, answer vocabulary, tokenizer); None for a task without one."""
         return None
+
+    def initialise(self, model: ModelView) -> None:
+        """Called once the model is composed (encoder, projections, fusion, this task's head), seeded,
+        before any weight is loaded or trained: set the head from the model where the task can (a
+        classifier's rows from its classes' text embeddings, ``classification``'s ``head_init``).
+        Nothing by default."""
 
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """The batch tensors of the targets of ``samples`` (e.g. ``labels`` [N])."""

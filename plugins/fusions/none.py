@@ -20,6 +20,7 @@ class NoFusion(Fusion):
     def __init__(self, *, dim: int) -> None:
         super().__init__()
         self.out_dim = 2 * dim
+        self.image_width = dim  # fuse() begins with the normalised image embedding (a zero-shot head reads it)
 
     def score(self, image: Modality, text: Modality) -> torch.Tensor:
         return F.normalize(image.pooled, dim=-1) @ F.normalize(text.pooled, dim=-1).T

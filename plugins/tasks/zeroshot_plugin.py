@@ -42,8 +42,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"openai": OPENAI_TEMPLATES, "simple
 CLASS = "{c}"  # where a template names the class
 
 
-class ZeroShotParams(BaseModel):
-    """How classes become prompts, and which embeddings score them."""
+class PromptParams(BaseModel):
+    """How classes become prompts (``zeroshot``, and ``classification``'s zero-shot head)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -52,11 +52,6 @@ class ZeroShotParams(BaseModel):
         description="prompts per class: a named set (openai: CLIP's 80 ImageNet templates; simple: the 7 CLIP selected), "
         "a list of templates with {c} for the class name, or {class: [prompts]} written out per class (CuPL-style); "
         "each class is the normalised mean of its normalised prompt embeddings",
-    )
-    space: Literal["fusion", "encoder"] = Field(
-        "fusion",
-        description="fusion: images scored against the class embeddings by the model's fusion (what the run trains; every fusion); "
-        "encoder: cosine of the encoder's own pooled embeddings (CLIP's zero-shot, e.g. before any training; needs an encoder with a shared space)",
     )
 
     @field_validator("templates")
@@ -76,6 +71,16 @@ class ZeroShotParams(BaseModel):
             if not value or empty:
                 raise ValueError(f"class '{empty[0]}' has no prompts; give each class at least one" if empty else "no classes; map each class to its prompts")
         return value
+
+
+class ZeroShotParams(PromptParams):
+    """How classes become prompts, and which embeddings score them."""
+
+    space: Literal["fusion", "encoder"] = Field(
+        "fusion",
+        description="fusion: images scored against the class embeddings by the model's fusion (what the run trains; every fusion); "
+        "encoder: cosine of the encoder's own pooled embeddings (CLIP's zero-shot, e.g. before any training; needs an encoder with a shared space)",
+    )
 
 
 @hookimpl
