@@ -55,11 +55,30 @@ def average(states: Sequence[State]) -> State:
     return {k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v.clone()) for k, v in states[0].items()}
 
 
-def refuse_adapters(p: Prepared, run: Path) -> None:
-    """Interpolating low-rank factors separately is not interpolating the weights they adapt
-    (B·A is bilinear), so PEFT runs are refused here; ``mmreg export`` merges them first."""
-    if p.exp.peft.name != "full" and any("lora_" in k or "ia3_" in k for k in p.model.state_dict()):
-        raise ConfigError(f"run {run.name} trained adapters (peft '{p.exp.peft.name}'); weight-space averages need merged weights, which this version does not make")
+def merged_weights(run: Path, weights: Path | None, host: PluginHost) -> tuple[Prepared, State]:
+    """A run's model rebuilt (``weights`` loaded; None: as it began), with any PEFT adapters folded
+    into the weights they adapt (peft's ``merge_and_unload``): interpolating or averaging low-rank
+    factors is not interpolating what they adapt (B·A is bilinear), the merged weights are.
+    Returns the (merged) prepared run and a copy of its weights."""
+    from .adapters import merge_adapters, peft_towers
+    from .history import load_weights, rebuild_start
+
+    p = rebuild_start(run, host)
+    if weights is not None:
+        load_weights(p, run, weights)
+    if peft_towers(p.model.encoder):
+        merge_adapters(p.model.encoder)
+    return p, snapshot(p.model)
+
+
+def as_written(p: Prepared) -> Prepared:
+    """``p`` with the experiment its merged weights rebuild from: adapters folded in, the towers full."""
+    from .config import Component
+
+    if p.exp.peft.name == "full" or not p.exp.peft.name:
+        return p
+    p.exp = p.exp.model_copy(update={"peft": Component(name="full")})
+    return p
 
 
 class Scorer:
@@ -136,10 +155,11 @@ def wise(
     validation one over α, as the paper plots them.
 
     Returns ``{"run_dir", "alpha", "metric", "rows": [{"alpha", **metrics}], "parents"}``. Raises
-    ConfigError for an α outside [0, 1], a PEFT run, or weights that do not fit the rebuilt model."""
+    ConfigError for an α outside [0, 1] or weights that do not fit the rebuilt model. PEFT runs mix
+    their merged weights (``merged_weights``) and the result is written with ``peft = "full"``."""
     import torch
 
-    from .history import load_run, load_weights, rebuild_start, weights_for
+    from .history import load_run, weights_for
     from .plugins import load_plugins
     from .train import pick_device
 
@@ -149,11 +169,8 @@ def wise(
     host = host or load_plugins()
     path = load_run(run, runs_dir).path
     weights, used = weights_for(path, checkpoint)
-    p = rebuild_start(path, host)
-    refuse_adapters(p, path)
-    start = snapshot(p.model)
-    load_weights(p, path, weights)
-    end = snapshot(p.model)
+    p, start = merged_weights(path, None, host)
+    _, end = merged_weights(path, weights, host)
     check_same(start, end, f"run {path.name}")
     chosen_by, higher = headline(p, metric)
     with torch.inference_mode():
@@ -169,7 +186,7 @@ def wise(
         "best": {"metric": chosen_by, "higher_is_better": higher, "value": kept[chosen_by], "step": None},
         "wise": {"alpha": pick, "parents": parents, "rows": rows},
     }  # fmt: skip
-    out = write_derived(p, path, interpolate(start, end, pick), name or f"{path.name}-wise-{pick:g}", summary)
+    out = write_derived(as_written(p), path, interpolate(start, end, pick), name or f"{path.name}-wise-{pick:g}", summary)
     if plot:
         _plot_wise(rows, chosen_by, out / "wise.png")
     return {"run_dir": str(out), "alpha": pick, "metric": chosen_by, "rows": rows, "parents": parents}
@@ -200,10 +217,11 @@ def soup(
     FIRST-soup) recording its ingredients.
 
     Returns ``{"run_dir", "metric", "ingredients": [{"run", **metrics}], "uniform", "greedy",
-    "kept"}``. Raises ConfigError for fewer than two runs, PEFT runs or weights that do not correspond."""
+    "kept"}``. Raises ConfigError for fewer than two runs or weights that do not correspond; PEFT
+    runs are averaged on their merged weights (``merged_weights``)."""
     import torch
 
-    from .history import load_run, load_weights, rebuild_start, weights_for
+    from .history import load_run, weights_for
     from .plugins import load_plugins
     from .train import pick_device
 
@@ -212,13 +230,11 @@ def soup(
     host = host or load_plugins()
     paths = [load_run(r, runs_dir).path for r in runs]
     files = [weights_for(path, checkpoint)[0] for path in paths]
-    p = rebuild_start(paths[0], host)
-    refuse_adapters(p, paths[0])
-    states = []
-    for path, file in zip(paths, files, strict=True):
-        load_weights(p, path, file)
-        states.append(snapshot(p.model))
-        check_same(states[0], states[-1], f"runs {paths[0].name} and {path.name}")
+    p, first = merged_weights(paths[0], files[0], host)
+    states = [first]
+    for path, file in zip(paths[1:], files[1:], strict=True):
+        check_same(first, (state := merged_weights(path, file, host)[1]), f"runs {paths[0].name} and {path.name}")
+        states.append(state)
     chosen_by, higher = headline(p, metric)
     with torch.inference_mode():
         score = Scorer(p, host, pick_device(device))
@@ -234,7 +250,7 @@ def soup(
                  "rows": ingredients, "uniform": uniform, "greedy_soup": best if greedy else None,
                  "beats_best_ingredient": better(best[chosen_by], _best(ingredients, chosen_by, higher)[chosen_by])},
     }  # fmt: skip
-    out = write_derived(p, paths[0], chosen, name or f"{paths[0].name}-soup", summary)
+    out = write_derived(as_written(p), paths[0], chosen, name or f"{paths[0].name}-soup", summary)
     return {"run_dir": str(out), "metric": chosen_by, "ingredients": ingredients, "uniform": uniform,
             "greedy": best if greedy else None, "kept": [paths[i].name for i in kept]}  # fmt: skip
 

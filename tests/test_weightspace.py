@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from test_cli import cli, one_error_line
 
 import mmreg
-from mmreg.history import rebuild_start
+from mmreg.history import load_run, rebuild_start
 from mmreg.weightspace import snapshot, soup, wise
 
 TINY = {
@@ -66,7 +66,19 @@ def test_runs_that_do_not_correspond_are_refused_in_one_line(tmp_path):
     wider = {**TINY, "runs_dir": str(tmp_path), "name": "wider", "model": {"dim": 16}}
     other = mmreg.run(wider, progress=False)["run_dir"]
     line = one_error_line(cli("soup", small, other, "--device", "cpu", cwd=tmp_path))
-    assert "does not fit the rebuilt model" in line and "wider" in line
+    assert "give runs of one architecture" in line and "wider" in line
     assert "at least two runs" in one_error_line(cli("soup", small, "--device", "cpu", cwd=tmp_path))
     assert "in [0, 1]" in one_error_line(cli("wise", small, "--alphas", "0,1.5", "--device", "cpu", cwd=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["small", "wider"]  # nothing written
+
+
+def test_peft_runs_mix_their_merged_weights_and_write_a_full_run(tmp_path):
+    lora = {**TINY, "peft": {"name": "lora"}, "runs_dir": str(tmp_path), "name": "lora"}
+    run = Path(mmreg.run(lora, progress=False)["run_dir"])
+    result = wise(run, alphas=[0, 1], alpha=1, device="cpu", plot=False)
+    derived = Path(result["run_dir"])
+    assert load_run(derived).config["peft"] == {"name": "full"}  # the adapters are folded into the weights
+    assert not any("lora_" in k for k in saved(derived))
+    evaluated = json.loads(cli("eval", str(derived), "--device", "cpu", "--json", cwd=tmp_path).stdout)
+    run_eval = json.loads(cli("eval", str(run), "--device", "cpu", "--json", cwd=tmp_path).stdout)
+    assert evaluated["recall@1"] == pytest.approx(run_eval["recall@1"], abs=1e-6)  # α = 1: the run's own merged weights
