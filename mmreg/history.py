@@ -344,6 +344,17 @@ def evaluation_experiment(run: Experiment, host: PluginHost, *, task: str | None
     if outside:
         raise ConfigError(f"--set {outside[0]}: mmreg eval sets only task.* and dataset.* (the model is the run's, as it trained); drop it")
     raw = apply_overrides(apply_flags(to_file_layout(run), {"task": task, "dataset": dataset}), overrides)
+    if task is not None and task != run.task.name:  # nothing trains: losses that read the run's head say nothing here
+        from .api import declared
+        from .tasks import HEAD_INPUTS
+
+        heads = [name for name in raw["loss"] if getattr(declared(host.registry("losses").get(name).factory), "needs", frozenset()) & HEAD_INPUTS]
+        if len(heads) == len(raw["loss"]):
+            raise ConfigError(
+                f"task '{task}' scores the fusion's shared space, which the run's losses ({', '.join(heads)}) never train: "
+                f"they read only its head; evaluate a run trained with a contrastive loss too (e.g. --loss infonce)"
+            )
+        raw["loss"] = {name: table for name, table in raw["loss"].items() if name not in heads}
     exp = resolve(validate(raw), host)
     check_components(exp, host)
     return exp

@@ -89,3 +89,14 @@ def test_a_metric_no_set_computes_is_refused_naming_what_they_do(tmp_path):
     line = one_error_line(cli("run", "e.toml", "--set", "train.metric=kinds/recall@1", "--runs-dir", "runs", cwd=tmp_path))
     assert "'kinds/recall@1' is not computed" in line and "kinds/acc1" in line
     assert not Path(tmp_path / "runs").exists()
+
+
+def test_a_zero_shot_set_beside_head_only_losses_is_refused_and_beside_a_contrastive_one_runs(tmp_path):
+    classifier = EXPERIMENT.replace('[fusion]', '[task]\nname = "classification"\n[loss.ce]\n[fusion]')
+    (tmp_path / "e.toml").write_text(classifier)
+    line = one_error_line(cli("run", "e.toml", "--runs-dir", "runs", cwd=tmp_path))
+    assert "eval_sets.kinds: task 'zeroshot' scores the fusion's shared space" in line and "(ce)" in line
+    (tmp_path / "e.toml").write_text(classifier.replace("[loss.ce]", "[loss.ce]\n[loss.infonce]\nweight = 0.5"))
+    result = cli("run", "e.toml", "--runs-dir", "runs", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {"accuracy", "kinds/acc1", "noisy/accuracy"} <= set(json.loads(result.stdout)["metrics"])
