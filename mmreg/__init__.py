@@ -31,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from .groups import compare_runs
 
         return compare_runs
+    if name in ("wise", "soup"):
+        from . import weightspace
+
+        return getattr(weightspace, name)
     if name in ("predict_images", "task_results"):
         from . import predict
 
@@ -71,5 +75,7 @@ __all__ = [
     "run",
     "run_seeds",
     "search",
+    "soup",
     "to_rgb",
+    "wise",
 ]
