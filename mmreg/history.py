@@ -352,7 +352,7 @@ def evaluation_experiment(run: Experiment, host: PluginHost, *, task: str | None
         if len(heads) == len(raw["loss"]):
             raise ConfigError(
                 f"task '{task}' scores the fusion's shared space, which the run's losses ({', '.join(heads)}) never train: "
-                f"they read only its head; evaluate a run trained with a contrastive loss too (e.g. --loss infonce)"
+                f"they read only its head; evaluate a run trained with a contrastive loss too"
             )
         raw["loss"] = {name: table for name, table in raw["loss"].items() if name not in heads}
     exp = resolve(validate(raw), host)
