@@ -115,6 +115,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     if wants_views and not makes_views:
         makers = having(host, "augmenters", lambda c: getattr(c, "gives_views", False), "augment")
         raise IncompatibleParts(f"loss '{wants_views[0]}' needs two augmented views of each image but no augmenter makes them; add {makers}")
+    check_pairs(exp, host, needs, fusion, encoder)
     name = choose_task(exp.task.name, needs.values(), host.registry("tasks"))
     task = task_class(host.registry("tasks"), name)
     check_requested(task, name, exp.train.metric, "train.metric", ema=exp.train.ema is not None, sets=tuple(exp.eval_sets))
@@ -132,6 +133,27 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     if fields is not None:
         check_task(name, task, host, needs, exp.dataset.name, frozenset(fields))
     return name
+
+
+def check_pairs(exp: Experiment, host: PluginHost, needs: dict[str, frozenset[str]], fusion: Any, encoder: Any) -> None:
+    """A loss reading "pairs" (``mmreg.components.Pairs``) needs a pairwise fusion over separate towers,
+    and a loss on "scores" to train the contrastive space its negatives are drawn from."""
+    from .components import PairwiseFusion
+
+    picks = [name for name, n in needs.items() if "pairs" in n]
+    if not picks:
+        return
+    if not (isinstance(fusion, type) and issubclass(fusion, PairwiseFusion)) or getattr(encoder, "single_stream", False):
+        pairwise = having(host, "fusions", lambda c: isinstance(c, type) and issubclass(c, PairwiseFusion), "fusion")
+        raise IncompatibleParts(
+            f"loss '{picks[0]}' picks the pairs a pairwise fusion scores, and fusion '{exp.fusion.name}' with encoder "
+            f"'{exp.encoder.name}' scores every pair at once; use {pairwise} with an encoder of separate towers"
+        )
+    if not any("scores" in n for n in needs.values()):
+        contrastive = having(host, "losses", lambda c: "scores" in getattr(c, "needs", frozenset()), "loss")
+        raise IncompatibleParts(
+            f"loss '{picks[0]}' draws its negatives from the contrastive similarities, which no chosen loss trains; add {contrastive}"
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -216,6 +216,30 @@ class PairwiseFusion(Fusion):
 
 
 @dataclass
+class Pairs:
+    """A pairwise fusion's matching over one batch, for a loss that chooses which pairs the fusion
+    scores (image-text matching on hard negatives drawn from the contrastive similarities: ALBEF,
+    Li et al. 2021; BLIP). Filled where a loss ``needs`` "pairs"; ``Step.scores`` is then the
+    cosine of the contrastive pooled vectors, not the fusion's score of every pair.
+
+    Shapes: B pairs in the global batch (every process's, in rank order under data parallelism);
+    this process's own pairs are ``offset`` .. ``offset + rows - 1`` (all B alone).
+    """
+
+    image: Modality  # [B] every image as the fusion reads it (tokens or pooled), with gradients
+    text: Modality  # [B] every caption likewise
+    similarity: torch.Tensor  # [B, B] cosine of the contrastive pooled vectors, image rows, caption columns; no gradient
+    matches: torch.Tensor  # [B, B] bool: True where the caption describes the image (the diagonal, captions of one image)
+    offset: int
+    rows: int
+    fusion: PairwiseFusion
+
+    def score(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """[P] the fusion's matching logits of the pairs (image ``rows[p]``, caption ``cols[p]``), global indices."""
+        return self.fusion.score_pairs(self.image, self.text, rows, cols)
+
+
+@dataclass
 class Step:
     """What one forward pass produced, for the losses to read.
 
@@ -238,6 +262,7 @@ class Step:
     token_labels: torch.Tensor | None = None  # [N, L] the next token at each position, -100 where none is scored
     views: tuple[Modality, Modality] | None = None  # "views": two augmented views of each image, encoded
     logit_scale: torch.Tensor | None = None  # "logit_scale": the encoder's own learnable scale (CLIP's)
+    pairs: Pairs | None = None  # "pairs": the fusion scores the pairs a loss picks (hard negatives); see Pairs
 
 
 class Loss(nn.Module):
@@ -442,7 +467,9 @@ class Encoded:
     image: Modality
     text: Modality
     image_tokens: Modality | None = None
-    pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # the encoder's own pooled image, text vectors where ``Encoder.shared_space``
+    # Pooled image, text vectors [N, D] in one contrastive space: the encoder's own where ``Encoder.shared_space``,
+    # else the model's contrastive projections where a loss reads "pairs"; None where there is no such space.
+    pooled: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Evaluation:

@@ -35,6 +35,12 @@ class TrainConfig(BaseModel):
     )
     tf32: bool = Field(True, description="fp32 matmuls and convolutions in TF32 on Ampere and newer GPUs (no effect elsewhere)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size * N)")
+    accumulation: Literal["whole", "micro"] = Field(
+        "whole",
+        description="with grad_accum, what a loss comparing samples across the batch (contrastive, hard negatives, views) sees: "
+        "whole: the whole grad_accum x batch_size batch, every negative kept (GradCache); micro: each micro-batch alone",
+        json_schema_extra={"before": "micro"},
+    )
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; unset: no clipping")
     schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="learning-rate decay after warmup")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming the lr up from ~0")

@@ -58,6 +58,12 @@ def _gather(tensor: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(tensor)
 
 
+def all_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """[b, ...] on each process -> [P * b, ...] every process's rows in rank order, with gradients
+    (``_GatherWithGrad``) where ``tensor`` has them."""
+    return _gather(tensor)
+
+
 def gather_modality(features: Modality) -> Modality:
     """Every process's features for the global batch, in rank order, with gradients.
 

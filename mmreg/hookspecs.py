@@ -96,8 +96,12 @@ def mmreg_register_losses(register: Register) -> None:
     ``needs`` the ``Step`` fields it reads: ``"scores"`` (pairwise fusion scores),
     ``"logits"`` and ``"labels"`` (task head), ``"views"`` (two augmented views,
     made by an augmenter declaring ``gives_views = True``), ``"logit_scale"`` (the
-    encoder's own scale, from an encoder declaring ``gives_logit_scale = True``).
-    A contrastive loss declaring ``sharded = True`` reads, under data parallelism,
+    encoder's own scale, from an encoder declaring ``gives_logit_scale = True``),
+    ``"pairs"`` (a pairwise fusion's scorer of the pairs the loss picks, hard negatives
+    drawn from the contrastive similarities: ``mmreg.components.Pairs``; ``"scores"`` is
+    then the cosine of the contrastive pooled vectors). Losses reading ``"scores"``,
+    ``"pairs"`` or ``"views"`` compare samples across the batch: under ``train.grad_accum``
+    they see the whole accumulated batch (``mmreg.accumulate``). A contrastive loss declaring ``sharded = True`` reads, under data parallelism,
     only this process's rows of the global scores (``Step.scores`` [b, B] and
     ``Step.offset``); any other gets the whole matrix (see ``mmreg.components.Loss``).
     A loss unchanged when images and texts swap (``scores.T``) may declare

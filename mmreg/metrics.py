@@ -166,10 +166,16 @@ def shortlist_ranks(
     return ranks[0], ranks[1]
 
 
+TRAINED_SHORTLIST = 128  # candidates per query where the fusion trained on a contrastive shortlist (ALBEF's COCO k_test)
+
+
 def shortlist_source(model: torch.nn.Module) -> str | None:
-    """Which pooled vectors ``task.shortlist`` ranks by: "encoder" (the encoder's own, in its
+    """Which pooled vectors ``task.shortlist`` ranks by: "contrastive" (the image-text contrastive
+    space a loss reading "pairs" trained, ``Encoded.pooled``), "encoder" (the encoder's own, in its
     shared space: ``Encoder.shared_space``), "projected" (the pooled vectors the fusion reads),
-    or None where the model has neither."""
+    or None where the model has none."""
+    if "pairs" in getattr(model, "needs", ()):
+        return "contrastive"
     if getattr(model.encoder, "shared_space", False):
         return "encoder"
     if not model.fusion.needs_tokens and not getattr(model.encoder, "single_stream", False):
@@ -186,7 +192,7 @@ def protocol_text(report: dict[str, Any]) -> str:
         protocol = f"{images:,} images x {texts:,} captions, a caption of the image counts as a match"
     fusion = report.get("fusion", "the fusion")
     if report["scoring"] == "shortlist":
-        by = "the encoder's pooled cosine" if report["shortlist_by"] == "encoder" else "pooled cosine"
+        by = {"encoder": "the encoder's pooled cosine", "contrastive": "the contrastive (ITC) cosine"}.get(report["shortlist_by"], "pooled cosine")
         scoring = f"shortlist K={report['shortlist']} by {by}, rescored with {fusion}"
     else:
         scoring = f"scored all {images:,} x {texts:,} pairs with {fusion}"
@@ -203,14 +209,18 @@ class RetrievalEvaluation(Evaluation):
 
     The shortlist needs pooled vectors (``shortlist_source``) and a fusion that scores pairs one by
     one (``PairwiseFusion``); another fusion's ``score`` is already one matrix product, so every
-    pair is scored and the report says so. Raises ConfigError for a shortlist without pooled vectors.
+    pair is scored and the report says so. ``shortlist`` None: ``TRAINED_SHORTLIST`` where the fusion
+    trained on a contrastive shortlist (a loss reading "pairs"), else every pair; "all": every pair.
+    Raises ConfigError for a shortlist without pooled vectors.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, memory_mb: float = 512, shortlist: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module | None = None, *, memory_mb: float = 512, shortlist: int | str | None = None) -> None:
         self.names = tuple(retrieval_metric_names())
         self.memory_mb = memory_mb
-        self.shortlist = shortlist
         self.source = None if model is None else shortlist_source(model)
+        if shortlist is None and self.source == "contrastive":
+            shortlist = TRAINED_SHORTLIST
+        self.shortlist = None if shortlist == "all" else shortlist
         if self.shortlist is not None and self.source is None:
             raise ConfigError(
                 "task.shortlist ranks candidates by the cosine of pooled vectors, and this encoder and fusion give none "
@@ -228,7 +238,7 @@ class RetrievalEvaluation(Evaluation):
         self.images.append(features.image)
         self.texts.append(features.text)
         if self.shortlist is not None:
-            if self.source == "encoder" and features.pooled is not None:
+            if self.source in ("encoder", "contrastive") and features.pooled is not None:
                 self.pooled.append(features.pooled)
             else:
                 self.pooled.append((features.image.pooled, features.text.pooled))  # type: ignore[arg-type]

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .components import Encoded, Encoder, Fusion, Loss, Modality, Step, Task
-from .distributed import gather_modality, is_distributed, rank_offset
+from .components import Encoded, Encoder, Fusion, Loss, Modality, PairwiseFusion, Pairs, Step, Task
+from .distributed import all_rows, gather_modality, is_distributed, rank_offset
+from .errors import IncompatibleParts
+from .metrics import OWN_IMAGE
 from .pixels import normalize_pixels
+
+ACROSS_BATCH = frozenset({"scores", "pairs", "views"})  # Step fields that compare a sample with the rest of the batch
 
 
 def projection(width: int, dim: int) -> nn.Module:
     """Map an encoder's width to the shared width; no layer when they already agree."""
     return nn.Identity() if width == dim else nn.Linear(width, dim)
+
+
+@dataclass
+class Features:
+    """One batch encoded for training: what ``MultimodalModel.step_from`` reads, and all that depends
+    on the encoder's weights (``mmreg.accumulate`` caches it across micro-batches)."""
+
+    encoded: Encoded
+    views: tuple[Modality, Modality] | None = None  # two augmented views of each image, where a loss reads "views"
 
 
 class MultimodalModel(nn.Module):
@@ -50,9 +65,19 @@ class MultimodalModel(nn.Module):
         self.needs = frozenset().union(*(loss.needs for loss in self.losses.values()))
         self.sharded = all(loss.sharded for loss in self.losses.values() if "scores" in loss.needs)
         self.task, self.head = task, head
+        self.pairs = "pairs" in self.needs
+        if self.pairs:  # ALBEF's image-text contrastive space beside the fusion (components.Pairs)
+            if not isinstance(fusion, PairwiseFusion) or encoder.single_stream:
+                raise IncompatibleParts(
+                    f"a loss reading pairs picks the pairs a pairwise fusion scores, and {type(fusion).__name__} with "
+                    f"{type(encoder).__name__} scores every pair at once; use a pairwise fusion (one with a match_head)"
+                )
+            shared = encoder.shared_space
+            self.itc_image_proj = nn.Identity() if shared else nn.Linear(encoder.image_pooled_dim, dim)
+            self.itc_text_proj = nn.Identity() if shared else nn.Linear(encoder.text_pooled_dim, dim)
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
-        encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens)
-        fusion.use(score="scores" in self.needs, fuse=head is not None and task.reads_fused)
+        encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens or self.pairs)
+        fusion.use(score=bool({"scores", "pairs"} & self.needs), fuse=head is not None and task.reads_fused)
         if "logit_scale" in self.needs:  # a loss trains the encoder's own scale (CLIP's), which use() froze
             encoder.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
 
@@ -87,16 +112,34 @@ class MultimodalModel(nn.Module):
         raw = self.encoder.encode_images(batch["pixel_values"])
         image_tokens = Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None
         raw_text = self.encoder.encode_texts(batch["input_ids"], batch["attention_mask"])
-        shared = self.encoder.shared_space and raw.pooled is not None and raw_text.pooled is not None
-        pooled = (raw.pooled, raw_text.pooled) if shared else None
+        pooled = None
+        if self.pairs:
+            pooled = (self.itc_image_proj(raw.pooled), self.itc_text_proj(raw_text.pooled))
+        elif self.encoder.shared_space and raw.pooled is not None and raw_text.pooled is not None:
+            pooled = (raw.pooled, raw_text.pooled)
         return Encoded(self._project(raw, self.image_proj), self._project(raw_text, self.text_proj), image_tokens, pooled)  # type: ignore[arg-type]
 
-    def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
+    def features(self, batch: Mapping[str, torch.Tensor]) -> Features:
+        """Everything of a training batch that the encoder computes (``Features``); pixels are normalised here."""
         batch = normalize_pixels(batch, self.encoder)  # the views' pixels too
-        features = self._encode(batch)
-        image, text = features.image, features.text
-        step = Step(image, text, labels=batch.get("labels"))
-        if "scores" in self.needs:
+        views = None
+        if "views" in self.needs:
+            views = (self.encode_images(batch["view0_pixel_values"]), self.encode_images(batch["view1_pixel_values"]))
+        return Features(self._encode(batch), views)
+
+    def step(self, batch: Mapping[str, torch.Tensor]) -> Step:
+        return self.step_from(self.features(batch), batch)
+
+    def step_from(self, features: Features, batch: Mapping[str, torch.Tensor]) -> Step:
+        """The ``Step`` of a batch from its ``features``: scores, the head's outputs, the pairs.
+        ``batch`` gives what the task's head reads beside the features (labels, caption ids)."""
+        encoded = features.encoded
+        image, text = encoded.image, encoded.text
+        step = Step(image, text, labels=batch.get("labels"), views=features.views)
+        if self.pairs:
+            step.scores, step.pairs = self._contrastive(encoded, batch.get("image_group"))
+            step.offset = step.pairs.offset if is_distributed() else None
+        elif "scores" in self.needs:
             # Under data parallelism each process contrasts against the whole global batch,
             # not its local slice (open_clip's gather-with-grad); alone, nothing changes.
             if not is_distributed():
@@ -106,17 +149,43 @@ class MultimodalModel(nn.Module):
             else:
                 step.scores = self.fusion.score(gather_modality(image), gather_modality(text))
         if self.head is not None:
-            for name, value in self.task.forward(self.head, self.fusion, features, dict(batch)).items():
+            for name, value in self.task.forward(self.head, self.fusion, encoded, dict(batch)).items():
                 setattr(step, name, value)
-        if "views" in self.needs:
-            step.views = (self.encode_images(batch["view0_pixel_values"]), self.encode_images(batch["view1_pixel_values"]))
         if "logit_scale" in self.needs:
             step.logit_scale = self.encoder.logit_scale  # type: ignore[attr-defined]
         return step
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted total loss and each loss's unweighted value."""
-        step = self.step(batch)
+    def _contrastive(self, encoded: Encoded, groups: torch.Tensor | None) -> tuple[torch.Tensor, Pairs]:
+        """ALBEF's two views of one batch: the cosine of the contrastive pooled vectors for the losses
+        reading "scores" ([b, B] rows sharded, else every process's [B, B]), and the fusion's scorer over
+        every process's images and captions for the loss that picks pairs (``Pairs``)."""
+        assert encoded.pooled is not None
+        image_vectors, text_vectors = (F.normalize(v, dim=-1) for v in encoded.pooled)
+        rows, offset = len(image_vectors), 0
+        image, text = encoded.image, encoded.text
+        if is_distributed():
+            offset = rank_offset(rows)
+            all_images, all_texts = all_rows(image_vectors), all_rows(text_vectors)
+            image, text = gather_modality(image), gather_modality(text)
+            groups = None if groups is None else all_rows(groups)
+            scores = image_vectors @ all_texts.T if self.sharded else all_images @ all_texts.T
+        else:
+            all_images, all_texts = image_vectors, text_vectors
+            scores = image_vectors @ text_vectors.T
+        with torch.no_grad():
+            similarity = (all_images @ all_texts.T).float()
+        matches = torch.eye(len(similarity), dtype=torch.bool, device=similarity.device)
+        if groups is not None:  # captions of one image are not its negatives (BLIP masks them likewise)
+            matches |= (groups.unsqueeze(0) == groups.unsqueeze(1)) & (groups != OWN_IMAGE).unsqueeze(1)
+        pairs = Pairs(image, text, similarity, matches, offset, rows, self.fusion)  # type: ignore[arg-type]
+        return scores, pairs
+
+    def losses_of(self, step: Step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total loss of a ``Step`` and each loss's unweighted value."""
         parts = {name: loss(step) for name, loss in self.losses.items()}
         total = sum(self.loss_weights[name] * value for name, value in parts.items())
         return total, parts  # type: ignore[return-value]
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total loss and each loss's unweighted value."""
+        return self.losses_of(self.step(batch))

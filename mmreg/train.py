@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .accumulate import CachedBatch, across_batch, average_gradients
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
 from .components import LoopCallback
 from .config import OptimConfig, TrainConfig
@@ -212,6 +213,9 @@ class Trainer:
         if cfg.compile:
             prepared = torch.compile(prepared)  # type: ignore[assignment]
         self.model, self.optimizer = self.accelerator.prepare(prepared, optimizer)
+        self.cached = None  # K micro-batches as one batch for losses across the batch (mmreg.accumulate)
+        if cfg.grad_accum > 1 and cfg.accumulation == "whole" and across_batch(model):
+            self.cached = CachedBatch(model, self.accelerator.autocast)
         self.loop = LoopState()
         self.callbacks = list(callbacks)
         for callback in self.callbacks:
@@ -342,6 +346,7 @@ class Trainer:
         started = time.perf_counter() - loop.seconds
         samples_at_start, time_at_start = loop.samples, time.perf_counter()
         loss_value, window_loss, window_bad, micro = math.nan, 0.0, False, 0
+        pending: list[dict[str, torch.Tensor]] = []  # the step's micro-batches so far, where they train as one batch
         metrics: dict[str, float] = loop.history[-1] if loop.history else {}
         evaluated_at = loop.history[-1]["step"] if loop.history else -1
         stopped_early = False
@@ -354,14 +359,26 @@ class Trainer:
                         callback.on_step_start(loop.step)
                 sync = (micro + 1) % accum == 0
                 no_sync = accelerator.no_sync(self.model) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()
-                with no_sync:
-                    loss, parts = self.model(batch)
-                    value = self._global_loss(loss.item())  # the one host sync of the step
-                    if math.isfinite(value):
-                        accelerator.backward(loss / accum)
-                        window_loss += value / accum
-                    else:
-                        window_bad = True
+                if self.cached is not None:
+                    pending.append(batch)
+                    if sync:
+                        loss, parts = self.cached.loss(pending)
+                        pending, value = [], self._global_loss(loss.item())
+                        if math.isfinite(value):
+                            self.cached.backward(loss, accelerator.backward)
+                            average_gradients(self.params)
+                            window_loss = value
+                        else:
+                            window_bad = True
+                else:
+                    with no_sync:
+                        loss, parts = self.model(batch)
+                        value = self._global_loss(loss.item())  # the one host sync of the step
+                        if math.isfinite(value):
+                            accelerator.backward(loss / accum)
+                            window_loss += value / accum
+                        else:
+                            window_bad = True
                 micro += 1
                 loop.batch_in_epoch += 1
                 loop.samples += batch["pixel_values"].shape[0] * accelerator.num_processes

@@ -5,20 +5,38 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from ..components import Loss, Modality, Step
+from ..components import Loss, Modality, PairwiseFusion, Pairs, Step
 from ..contracts import LOSS_SCALAR, loss_problem
 from ..errors import MmregError
 from .contract import expect
 
-KNOWN_NEEDS = frozenset({"scores", "logits", "labels", "token_logits", "views", "logit_scale"})
+KNOWN_NEEDS = frozenset({"scores", "logits", "labels", "token_logits", "views", "logit_scale", "pairs"})
+
+
+class ProductFusion(PairwiseFusion):
+    """The kit's pairwise fusion for losses reading "pairs": ``fuse`` the product of the pooled
+    vectors [N, dim], ``match_head`` a linear map of it to one logit."""
+
+    def __init__(self, dim: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.match_head, self.out_dim = nn.Linear(dim, 1), dim
+        with torch.no_grad():
+            for weight in self.match_head.parameters():
+                weight.copy_(torch.randn(weight.shape, generator=generator))
+
+    def fuse(self, image: Modality, text: Modality) -> torch.Tensor:
+        return image.pooled * text.pooled  # type: ignore[operator]
 
 
 def sample_step(needs: frozenset[str], n: int, *, dim: int = 8, classes: int = 3, soft_labels: bool = False, seed: int = 0) -> Step:
     """A ``Step`` for a batch of ``n`` holding the fields in ``needs``, float inputs as leaves requiring grad:
     scores [n, n], logits [n, classes], labels [n] class indices (or soft scores [n, classes] in [0, 1]),
     token_logits [n, 5, 11] with token_labels [n, 5] (the last -100), views two [n, dim] pooled views,
-    logit_scale a scalar (log scale 2.0)."""
+    logit_scale a scalar (log scale 2.0), pairs (``Pairs``) over the pooled image and text leaves with
+    the kit's ``ProductFusion``."""
     g = torch.Generator().manual_seed(seed)
 
     def leaf(*shape: int) -> torch.Tensor:
@@ -39,12 +57,18 @@ def sample_step(needs: frozenset[str], n: int, *, dim: int = 8, classes: int = 3
         step.views = (Modality(pooled=leaf(n, dim)), Modality(pooled=leaf(n, dim)))
     if "logit_scale" in needs:
         step.logit_scale = torch.tensor(2.0, requires_grad=True)
+    if "pairs" in needs:  # one process: every pair its own, the diagonal matched; scores the contrastive cosine
+        similarity = F.normalize(step.image.pooled.detach(), dim=-1) @ F.normalize(step.text.pooled.detach(), dim=-1).T  # type: ignore[union-attr]
+        matches = torch.eye(n, dtype=torch.bool)
+        step.pairs = Pairs(step.image, step.text, similarity, matches, 0, n, ProductFusion(dim, g))
     return step
 
 
 def _inputs(step: Step, needs: frozenset[str]) -> dict[str, torch.Tensor]:
     """The float tensors of the declared fields, by field name (each view separately)."""
     out = {name: getattr(step, name) for name in ("scores", "logits", "token_logits", "logit_scale") if name in needs}
+    if "pairs" in needs:
+        out.update({"pairs.image": step.image.pooled, "pairs.text": step.text.pooled})  # type: ignore[dict-item]
     if "views" in needs and step.views is not None:
         out.update({"views[0]": step.views[0].pooled, "views[1]": step.views[1].pooled})
     return out

@@ -21,13 +21,13 @@ class Retrieval(Task):
     metric_names = tuple(retrieval_metric_names())
     default_for = "scores"  # a run whose losses read only the fusion's scores, with no --task, retrieves
 
-    def __init__(self, *, shortlist: int | None = None, settings: Any = None) -> None:
+    def __init__(self, *, shortlist: int | str | None = None, settings: Any = None) -> None:
         super().__init__(settings=settings)
         self.shortlist = shortlist
         self.evaluation: RetrievalEvaluation | None = None
 
     def evaluations(self, model: ModelView) -> list[Evaluation]:
-        if "scores" not in model.needs:
+        if not {"scores", "pairs"} & model.needs:
             return []
         memory_mb = getattr(self.settings, "score_memory_mb", 512)
         self.evaluation = RetrievalEvaluation(model, memory_mb=memory_mb, shortlist=self.shortlist)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmreg.hookspecs import hookimpl
@@ -10,10 +12,10 @@ from mmreg.hookspecs import hookimpl
 class RetrievalParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    shortlist: int | None = Field(
+    shortlist: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
         None,
-        ge=1,
-        description="rank by pooled-vector cosine, rescore only the top K per query with the fusion (ALBEF, BLIP); unset: score every pair",
+        description="rank by pooled-vector cosine, rescore only the top K per query with the fusion (ALBEF, BLIP); "
+        "all: score every pair; unset: K=128 where the fusion trained on hard negatives (a loss reading pairs, e.g. itm), else every pair",
     )
 
 

@@ -1,0 +1,139 @@
+"""Accumulation that keeps every negative (``mmreg.accumulate``): K micro-batches of b train as one
+batch of K*b for losses that compare samples across the batch, with that batch's loss and gradients;
+under data parallelism, in one process or two; through a kill and a resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmreg.accumulate import CachedBatch
+from mmreg.api import collate_for, prepare
+from mmreg.config import validate
+from mmreg.results import Metric
+from mmreg.train import Trainer
+from test_training import FLAGS, HERE, TINY, cli, torchrun, wait_for_checkpoint
+
+CONTRASTIVE = {
+    "infonce": {"infonce": {}},
+    "clip": {"clip": {}},
+    "siglip": {"siglip": {}},
+    "infonce+itm": {"infonce": {}, "itm": {"sampling": "top"}},  # hard negatives: the fusion scores (1 + 2K) b pairs
+}
+NO_DROPOUT = {"name": "gated", "heads": 2, "dropout": 0.0}  # the paths draw dropout masks in different orders
+
+
+def experiment(losses: dict, **train) -> dict:
+    return {**TINY, "fusion": NO_DROPOUT, "loss": losses, "train": {**TINY["train"], **train}}
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: q.grad.clone() for name, q in model.named_parameters() if q.grad is not None}
+
+
+@pytest.mark.parametrize("losses", CONTRASTIVE, ids=list(CONTRASTIVE))
+def test_four_micro_batches_of_8_give_the_loss_and_gradients_of_one_batch_of_32(losses):
+    p = prepare(validate(experiment(CONTRASTIVE[losses])))
+    model = p.model.eval()
+    batch = collate_for(p)(list(p.train_split[:32]))
+    whole, _ = model(batch)
+    whole.backward()
+    expected = gradients(model)
+    model.zero_grad(set_to_none=True)
+
+    micro = [{k: v[i : i + 8] for k, v in batch.items()} for i in range(0, 32, 8)]
+    cached = CachedBatch(model, contextlib.nullcontext)
+    loss, _ = cached.loss(micro)
+    cached.backward(loss, lambda value: value.backward())
+    got = gradients(model)
+    assert loss.item() == pytest.approx(whole.item(), rel=1e-6)
+    assert got.keys() == expected.keys() and any(k.startswith("encoder.") for k in got)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    if losses != "siglip":  # SigLIP's near-zero negative terms at its initial bias hide the difference in its value
+        alone = sum(model(b)[0].item() for b in micro) / 4  # "micro": each micro-batch contrasted alone
+        assert alone < whole.item() - 0.5  # 7 negatives per pair instead of 31: an easier, different objective
+
+
+def step_record(tmp_path: Path, losses: dict, batch: int, accum: int, accumulation: str = "whole") -> tuple[float, list[torch.Tensor]]:
+    """The first step's loss as the run logs it, and the gradients the optimizer steps with."""
+    exp = validate({**experiment(losses, batch_size=batch, grad_accum=accum, accumulation=accumulation, max_steps=1, log_every=1), "runs_dir": str(tmp_path)})
+    p = prepare(exp)
+    run_dir = tmp_path / f"b{batch}x{accum}-{accumulation}"
+    run_dir.mkdir()
+    trainer = Trainer(p.model.eval(), p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric=Metric("recall@1"))
+    trainer.model.train = lambda mode=True: trainer.model  # type: ignore[method-assign]  # keep dropout off, as above
+    trainer.evaluate = lambda: {"recall@1": 0.0}  # type: ignore[method-assign]  # gradients are what is compared
+    captured: list[torch.Tensor] = []
+    inner = trainer.optimizer.optimizer  # accelerate's wrapper around AdamW
+    inner.register_step_pre_hook(lambda opt, args, kwargs: captured.extend(q.grad.clone() for g in opt.param_groups for q in g["params"]))
+    trainer.fit()
+    loss = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    return loss, captured
+
+
+@pytest.mark.parametrize("losses", ["infonce", "siglip"])
+def test_the_trainer_steps_with_the_whole_batch_and_micro_keeps_the_old_objective(tmp_path, losses):
+    whole_loss, whole = step_record(tmp_path, CONTRASTIVE[losses], 32, 1)
+    accumulated_loss, accumulated = step_record(tmp_path, CONTRASTIVE[losses], 8, 4)
+    micro_loss, micro = step_record(tmp_path, CONTRASTIVE[losses], 8, 4, "micro")
+    assert accumulated_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert len(accumulated) == len(whole) > 0
+    for a, w in zip(accumulated, whole, strict=True):
+        torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-6)
+    assert micro_loss < whole_loss - 0.5 or losses == "siglip"
+    assert any(not torch.allclose(m, w, rtol=1e-2) for m, w in zip(micro, whole, strict=True))
+
+
+PROBES = ("fusion.match_head.0.weight", "encoder.model.vision_model.embeddings.patch_embedding.weight", "encoder.model.text_model.embeddings.token_embedding.weight")
+
+
+@pytest.mark.parametrize("losses", ["infonce", "siglip", "infonce+itm"])
+def test_two_processes_accumulating_equal_one_process_on_the_whole_batch(tmp_path, losses):
+    exp = experiment(CONTRASTIVE[losses])
+    probes = [*PROBES, "losses.infonce.log_scale" if "infonce" in losses else "losses.siglip.bias"]
+    result = torchrun(str(HERE / "distributed_accumulation.py"), json.dumps(exp), json.dumps(probes), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    p = prepare(validate(exp))
+    loss, _ = p.model.eval()(collate_for(p)(list(p.train_split[:32])))
+    loss.backward()
+    assert sum(r["loss"] for r in ranks) / 2 == pytest.approx(loss.item(), rel=1e-5)
+    for r in ranks:
+        for name, grad in r["grads"].items():
+            torch.testing.assert_close(torch.tensor(grad), p.model.get_parameter(name).grad.flatten()[:64], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--set", "train.grad_accum=2"], ["--loss", "infonce", "--loss", "itm"]],
+    ids=["accumulated", "hard-negatives"],
+)
+def test_killed_and_resumed_ends_bit_identical(tmp_path, extra):
+    common = [*FLAGS, *extra, "--max-steps", "16", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=8", "--json"]
+    whole = cli("run", *common, "--name", "whole", cwd=tmp_path)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    reference = json.loads(out)
+
+    killed = cli("run", *common, "--name", "killed", cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "killed"
+    wait_for_checkpoint(run_dir, 5, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+    resumed = cli("run", "--resume", str(run_dir), "--json", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 16 and summary["metrics"] == reference["metrics"] and summary["final_loss"] == reference["final_loss"]
+    a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
