@@ -31,6 +31,7 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
             item["params"] = host.registry(kind).get(name).validate(item["params"]).model_dump()
     if not data["loss"]:
         raise IncompatibleParts(f"no loss chosen; add one with --loss (known: {', '.join(host.registry('losses').names())})")
+    check_pairs_drawn(loss_needs(exp, host), host)
     name = choose_task(exp.task.name, loss_needs(exp, host).values(), host.registry("tasks"))
     task_class(host.registry("tasks"), name)  # an unknown name is refused here, with the known ones
     entry = host.registry("tasks").get(name)
@@ -135,9 +136,18 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     return name
 
 
+def check_pairs_drawn(needs: dict[str, frozenset[str]], host: PluginHost) -> None:
+    """A loss reading "pairs" draws its negatives from the contrastive similarities: a loss on "scores" must train them."""
+    picks = [name for name, n in needs.items() if "pairs" in n]
+    if picks and not any("scores" in n for n in needs.values()):
+        contrastive = having(host, "losses", lambda c: "scores" in getattr(c, "needs", frozenset()), "loss")
+        raise IncompatibleParts(
+            f"loss '{picks[0]}' draws its negatives from the contrastive similarities, which no chosen loss trains; add {contrastive}"
+        )
+
+
 def check_pairs(exp: Experiment, host: PluginHost, needs: dict[str, frozenset[str]], fusion: Any, encoder: Any) -> None:
-    """A loss reading "pairs" (``mmreg.components.Pairs``) needs a pairwise fusion over separate towers,
-    and a loss on "scores" to train the contrastive space its negatives are drawn from."""
+    """A loss reading "pairs" (``mmreg.components.Pairs``) needs a pairwise fusion over separate towers."""
     from .components import PairwiseFusion
 
     picks = [name for name, n in needs.items() if "pairs" in n]
@@ -148,11 +158,6 @@ def check_pairs(exp: Experiment, host: PluginHost, needs: dict[str, frozenset[st
         raise IncompatibleParts(
             f"loss '{picks[0]}' picks the pairs a pairwise fusion scores, and fusion '{exp.fusion.name}' with encoder "
             f"'{exp.encoder.name}' scores every pair at once; use {pairwise} with an encoder of separate towers"
-        )
-    if not any("scores" in n for n in needs.values()):
-        contrastive = having(host, "losses", lambda c: "scores" in getattr(c, "needs", frozenset()), "loss")
-        raise IncompatibleParts(
-            f"loss '{picks[0]}' draws its negatives from the contrastive similarities, which no chosen loss trains; add {contrastive}"
         )
 
 
