@@ -29,6 +29,7 @@ def recorded_experiment(run_dir: Path, host: PluginHost) -> Experiment:
     from .config import load_experiment
 
     exp = load_experiment(run_dir / "config.toml")
+    _fill_core(exp, run_dir / "config.toml")
     for key, kind in SINGLE:
         choice = getattr(exp, key)
         if choice.name is not None and choice.name in host.registry(kind):
@@ -38,6 +39,32 @@ def recorded_experiment(run_dir: Path, host: PluginHost) -> Experiment:
             if name in host.registry(kind):
                 _fill(item.params, host.registry(kind).get(name).params)
     return exp
+
+
+def core_before() -> dict[str, Any]:
+    """``{"SECTION.KEY": value}``: the core settings (``[train]``, ``[data]``, ...) that declare what runs
+    recorded without them used (``train.accumulation``: "micro" before K micro-batches trained as one)."""
+    from .config import Experiment
+
+    out = {}
+    for section, field in Experiment.model_fields.items():
+        schema = field.annotation
+        if isinstance(schema, type) and hasattr(schema, "model_fields") and section not in dict(SINGLE) and section != "task":
+            for name, inner in schema.model_fields.items():
+                extra = inner.json_schema_extra
+                if isinstance(extra, dict) and BEFORE in extra:
+                    out[f"{section}.{name}"] = extra[BEFORE]
+    return out
+
+
+def _fill_core(exp: Experiment, path: Path) -> None:
+    import tomllib
+
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    for dotted, value in core_before().items():
+        section, name = dotted.split(".")
+        if name not in raw.get(section, {}):
+            setattr(getattr(exp, section), name, value)
 
 
 def _fill(params: dict[str, Any], schema: type[BaseModel]) -> None:

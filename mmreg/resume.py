@@ -44,10 +44,14 @@ def upgrade_trajectory(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, 
     (a name, or absent where the losses chose it) becomes ``task.name``, and each setting of
     ``LEGACY_TASK_SETTINGS`` the task's parameter of that name, where the task has one (as
     ``mmreg.api.resolve`` places them in the run's config.toml). A parameter a component gained
-    since the checkpoint takes its value now: the run had no such setting, and its recorded
+    since the checkpoint, or a core setting declaring what runs used before it (``core_before``),
+    takes its value now: the run had no such setting, and its recorded
     experiment gave it what runs used before it (``mmreg.recorded``)."""
+    from .recorded import core_before
+
     out = saved if "task.name" in saved else _untasked(saved, now)
-    return {**{k: v for k, v in now.items() if k.startswith(COMPONENTS) and k not in out}, **out}
+    added = core_before()
+    return {**{k: v for k, v in now.items() if (k.startswith(COMPONENTS) or k in added) and k not in out}, **out}
 
 
 def _untasked(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

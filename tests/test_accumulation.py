@@ -137,3 +137,26 @@ def test_killed_and_resumed_ends_bit_identical(tmp_path, extra):
     assert summary["steps"] == 16 and summary["metrics"] == reference["metrics"] and summary["final_loss"] == reference["final_loss"]
     a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_recorded_before_the_setting_existed_resumes_as_it_trained(tmp_path):
+    """A run directory without ``train.accumulation`` (older runs) accumulated micro-batch by micro-batch:
+    rebuilt and resumed with "micro", so its trajectory is the one its checkpoint recorded."""
+    from mmreg.plugins import load_plugins
+    from mmreg.recorded import recorded_experiment
+
+    run = cli("run", *FLAGS, "--set", "train.grad_accum=2", "--set", "train.accumulation=micro", "--max-steps", "2", "--name", "old", "--json", cwd=tmp_path)
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    run_dir = tmp_path / "runs" / "old"
+    config = run_dir / "config.toml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True) if not line.startswith("accumulation")))
+    state_file = run_dir / "checkpoints" / "last" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["trajectory"]["train.accumulation"]
+    state_file.write_text(json.dumps(state))
+    assert recorded_experiment(run_dir, load_plugins()).train.accumulation == "micro"
+    resumed = cli("run", "--resume", str(run_dir), "--json", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["steps"] == 2
