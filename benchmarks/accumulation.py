@@ -5,7 +5,8 @@ loss of the same first step.
 Each configuration runs in its own subprocess (`--child`), so its peak memory is its own. A child
 builds the model with `prepare(validate(...))`, collates the first 256 training samples once and
 cuts that batch into 8 slices of 32 for the accumulated side (the same samples, the same padding).
-The step is the forward and backward of the 256 samples: `loss, _ = model(batch); loss.backward()`
+After an untimed step of 4 samples on the same path (first-call allocations, gradients), the
+step is the forward and backward of the 256 samples: `loss, _ = model(batch); loss.backward()`
 for the whole batch, `cached.loss(micro_batches)` and `cached.backward(...)` for the accumulated one;
 then `model.zero_grad(set_to_none=False)`. The optimizer's update is left out: it is the same on
 both sides. The model is in eval mode (dropout off) and the seed is set before the first step, so
@@ -94,18 +95,23 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     batch = {k: v.to(device) for k, v in collate_for(p)(list(p.train_split[:whole])).items()}
     micro = [{k: v[i * args.batch_size : (i + 1) * args.batch_size] for k, v in batch.items()} for i in range(args.accum)]
     cached = CachedBatch(net, contextlib.nullcontext)
-    for param in net.parameters():  # gradients allocated before the baseline: the growth is activations
-        if param.requires_grad:
-            param.grad = torch.zeros_like(param)
 
-    def step() -> float:
+    def step(whole: dict[str, torch.Tensor], parts: list[dict[str, torch.Tensor]]) -> float:
         if args.mode == "whole":
-            loss, _ = net(batch)
+            loss, _ = net(whole)
             loss.backward()
         else:
-            loss, _ = cached.loss(micro)
+            loss, _ = cached.loss(parts)
             cached.backward(loss, lambda value: value.backward())
         return loss.item()
+
+    # A step of 4 samples on the side's own path before the baseline: the libraries' first-call
+    # allocations and the gradients are then in place, so the growth after it is activations.
+    step({k: v[:4] for k, v in batch.items()}, [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)])
+    for param in net.parameters():
+        if param.requires_grad and param.grad is None:
+            param.grad = torch.zeros_like(param)
+    net.zero_grad(set_to_none=False)
 
     gc.collect()
     if device.type == "cuda":
@@ -114,7 +120,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         before = torch.cuda.memory_allocated(device) / 2**20
     before, peak_before = (rss_mib(), peak_rss_mib()) if device.type == "cpu" else (before, before)
     torch.manual_seed(args.seed)
-    first = step()
+    first = step(batch, micro)
     grads = {name: param.grad.detach().cpu().clone() for name, param in net.named_parameters() if param.grad is not None}
     if args.grads:
         torch.save(grads, args.grads)
@@ -123,7 +129,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.steps):
         sync(device)
         start = time.perf_counter()
-        step()
+        step(batch, micro)
         net.zero_grad(set_to_none=False)
         sync(device)
         times.append(time.perf_counter() - start)

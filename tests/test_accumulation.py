@@ -9,6 +9,7 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -60,6 +61,41 @@ def test_four_micro_batches_of_8_give_the_loss_and_gradients_of_one_batch_of_32(
     if losses != "siglip":  # SigLIP's near-zero negative terms at its initial bias hide the difference in its value
         alone = sum(model(b)[0].item() for b in micro) / 4  # "micro": each micro-batch contrasted alone
         assert alone < whole.item() - 0.5  # 7 negatives per pair instead of 31: an easier, different objective
+
+
+PATHS = {
+    "views": {"encoder": TINY["encoder"], "fusion": {"name": "none"}, "augment": {"multiview": {}}, "loss": {"multiview": {}}},
+    "single-stream": {"encoder": {"name": "vilt"}, "fusion": {"name": "none"}, "loss": {"infonce": {}}},
+    "head-and-contrast": {"encoder": TINY["encoder"], "fusion": NO_DROPOUT, "task": "classification", "loss": {"ce": {}, "infonce": {}, "itm": {"sampling": "top"}}},
+    "decoder-and-contrast": {"encoder": {"name": "blip"}, "fusion": {"name": "none"}, "task": "captioning", "loss": {"lm": {}, "infonce": {}}},
+    "dual-towers": {"encoder": {"name": "dual"}, "fusion": {"name": "cross-attention", "dropout": 0.0}, "loss": {"siglip": {}, "itm": {"sampling": "top"}}},
+}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+def test_every_kind_of_batch_accumulates_to_the_whole_batch(path):
+    """Views encoded beside the batch, raw inputs of a single-stream encoder, a head's labels, a decoder's
+    caption ids padded per micro-batch, projections into a contrastive space: each as the batch of 16."""
+    p = prepare(validate({**TINY, **PATHS[path]}))
+    model = p.model.eval()
+    torch.manual_seed(0)
+    samples = list(p.train_split[:16])
+    if path == "views":  # two augmented views of each image, as the training loader makes them
+        samples = [p.augmenters[0](s, np.random.default_rng(i)) for i, s in enumerate(samples)]
+    batch = collate_for(p)(samples)
+    whole, _ = model(batch)
+    whole.backward()
+    expected = gradients(model)
+    model.zero_grad(set_to_none=True)
+    cached = CachedBatch(model, contextlib.nullcontext)
+    loss, _ = cached.loss([{k: v[i : i + 4] for k, v in batch.items()} for i in range(0, 16, 4)])
+    cached.backward(loss, lambda value: value.backward())
+    assert loss.item() == pytest.approx(whole.item(), rel=1e-5)
+    got = gradients(model)
+    assert got.keys() == expected.keys()
+    for name in expected:  # to the rounding of the largest entry (BLIP's deeper towers sum in another order)
+        error = (got[name] - expected[name]).abs().max().item()
+        assert error <= 2e-4 * expected[name].abs().max().item() + 1e-6, (name, error)
 
 
 def step_record(tmp_path: Path, losses: dict, batch: int, accum: int, accumulation: str = "whole") -> tuple[float, list[torch.Tensor]]:
