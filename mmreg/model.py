@@ -138,7 +138,7 @@ class MultimodalModel(nn.Module):
         step = Step(image, text, labels=batch.get("labels"), views=features.views)
         if self.pairs:
             step.scores, step.pairs = self._contrastive(encoded, batch.get("image_group"))
-            step.offset = step.pairs.offset if is_distributed() else None
+            step.offset = step.pairs.offset if is_distributed() and self.sharded else None  # [B, B] otherwise, as below
         elif "scores" in self.needs:
             # Under data parallelism each process contrasts against the whole global batch,
             # not its local slice (open_clip's gather-with-grad); alone, nothing changes.

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mmreg.accumulate import CachedBatch
 from mmreg.api import collate_for, prepare
 from mmreg.config import validate
 from mmreg.results import Metric
 from mmreg.train import Trainer
-from test_training import FLAGS, HERE, TINY, cli, torchrun, wait_for_checkpoint
+from test_training import FLAGS, HERE, TINY, assert_same_end, cli, kill_and_resume, torchrun
 
 CONTRASTIVE = {
     "infonce": {"infonce": {}},
@@ -153,26 +151,8 @@ def test_two_processes_accumulating_equal_one_process_on_the_whole_batch(tmp_pat
     ids=["accumulated", "hard-negatives"],
 )
 def test_killed_and_resumed_ends_bit_identical(tmp_path, extra):
-    common = [*FLAGS, *extra, "--max-steps", "16", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=8", "--json"]
-    whole = cli("run", *common, "--name", "whole", cwd=tmp_path)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    reference = json.loads(out)
-
-    killed = cli("run", *common, "--name", "killed", cwd=tmp_path)
-    run_dir = tmp_path / "runs" / "killed"
-    wait_for_checkpoint(run_dir, 5, killed)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
-    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
-
-    resumed = cli("run", "--resume", str(run_dir), "--json", cwd=tmp_path)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
-    summary = json.loads(out)
-    assert summary["steps"] == 16 and summary["metrics"] == reference["metrics"] and summary["final_loss"] == reference["final_loss"]
-    a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reference, summary, run_dir = kill_and_resume(tmp_path, [*FLAGS, *extra, "--set", "train.eval_every=8"], 16, 5)
+    assert_same_end(reference, summary, run_dir, 16)
 
 
 def test_a_run_recorded_before_the_setting_existed_resumes_as_it_trained(tmp_path):

@@ -4,24 +4,17 @@ them, checkpointed and resumed exactly, and able to decide the best checkpoint."
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from interrupted import interrupted_and_resumed
 from test_cli import cli, one_error_line
 
 import mmreg
-from mmreg.api import collate_for, prepare
-from mmreg.components import LoopCallback
 from mmreg.config import validate
-from mmreg.data import AugmentedSplit, make_loader
 from mmreg.ema import moving_average
-from mmreg.errors import TrainingInterrupted
-from mmreg.results import Metric
-from mmreg.train import Trainer
 
 TINY = {
     "encoder": {"name": "clip", "hidden_size": 32, "projection_dim": 32, "layers": 1},
@@ -72,26 +65,7 @@ def test_the_average_can_decide_the_best_checkpoint(tmp_path):
 def test_killed_and_resumed_the_average_is_bit_identical(tmp_path):
     exp = validate({**TINY, "train": {**TINY["train"], "ema": 0.8, "checkpoint_every": 1}, "runs_dir": str(tmp_path)})
 
-    def trainer(run_dir: Path, callbacks=()) -> Trainer:
-        p = prepare(exp)
-        collate = collate_for(p)
-        val = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
-        return Trainer(p.model, AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate, val, exp.train,
-                       seed=exp.seed, run_dir=run_dir, metric=Metric("recall@1"), optim=exp.optim, callbacks=callbacks)  # fmt: skip
-
-    class Interrupt(LoopCallback):
-        def on_step_start(self, step: int) -> None:
-            if step == 3:  # as Ctrl-C would: the step finishes, a checkpoint is written, the run stops
-                os.kill(os.getpid(), signal.SIGINT)
-
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    whole.mkdir(), parts.mkdir()
-    uninterrupted = trainer(whole).fit()
-    with pytest.raises(TrainingInterrupted):
-        trainer(parts, [Interrupt()]).fit()
-    second = trainer(parts)
-    second.resume()
-    resumed = second.fit()
+    uninterrupted, resumed, second, whole = interrupted_and_resumed(exp, tmp_path, "recall@1", at=3)
     assert resumed.metrics == uninterrupted.metrics and "ema/recall@1" in resumed.metrics
     a, b = load_file(whole / "checkpoints" / "last" / "ema.safetensors"), second.ema.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

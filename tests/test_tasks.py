@@ -4,28 +4,26 @@ keep their metrics; captioning generates, resumes and refuses what cannot work."
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
+from interrupted import interrupted_and_resumed
 from safetensors.torch import load_file
 from torch import nn
 
 import mmreg
 from mmreg.api import collate_for, prepare
-from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, LoopCallback, Loss, Sample, Step, Task
+from mmreg.components import Dataset, Encoded, Encoder, Evaluation, Fusion, Loss, Sample, Step, Task
 from mmreg.config import validate
-from mmreg.data import AugmentedSplit, make_loader
-from mmreg.errors import IncompatibleParts, TrainingInterrupted
+from mmreg.data import make_loader
+from mmreg.errors import IncompatibleParts
 from mmreg.hookspecs import hookimpl
 from mmreg.plugins import load_plugins
 from mmreg.predict import predict_images
-from mmreg.results import Metric
-from mmreg.train import Trainer, evaluate
+from mmreg.train import evaluate
 
 TINY = {
     "seed": 3,
@@ -220,26 +218,7 @@ def test_references_are_the_data_sets_strings_not_a_decode_of_token_ids():
 def test_captioning_run_resumes_exactly_and_reports_bleu_and_cider(tmp_path):
     exp = validate({**CAPTION, "runs_dir": str(tmp_path), "train": {**CAPTION["train"], "checkpoint_every": 1, "eval_every": 4}})
 
-    def trainer(run_dir, callbacks=()):
-        p = prepare(exp)
-        collate = collate_for(p)
-        val = make_loader(p.val_split, collate, exp.train.eval_batch_size, shuffle=False, seed=exp.seed)
-        return Trainer(p.model, AugmentedSplit(p.train_split, p.augmenters, exp.seed), collate, val, exp.train,
-                       seed=exp.seed, run_dir=run_dir, metric=Metric("cider"), optim=exp.optim, callbacks=callbacks)  # fmt: skip
-
-    class Interrupt(LoopCallback):
-        def on_step_start(self, step: int) -> None:
-            if step == 2:  # as Ctrl-C would: the step finishes, a checkpoint is written, the run stops
-                os.kill(os.getpid(), signal.SIGINT)
-
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    whole.mkdir(), parts.mkdir()
-    uninterrupted = trainer(whole).fit()
-    with pytest.raises(TrainingInterrupted):
-        trainer(parts, [Interrupt()]).fit()
-    second = trainer(parts)
-    second.resume()
-    resumed = second.fit()
+    uninterrupted, resumed, second, whole = interrupted_and_resumed(exp, tmp_path, "cider", at=2)
     assert second.loop.step == 4 and resumed.steps == uninterrupted.steps == 4
     assert set(resumed.metrics) == {"cider", "bleu4"} and resumed.metrics == uninterrupted.metrics
     a = second.bare_model.state_dict()

@@ -66,8 +66,11 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(70, 100, 0, "constant") == 1.0
 
 
-def test_kill_then_resume_ends_with_the_same_weights_and_metrics(tmp_path):
-    common = [*FLAGS, "--max-steps", "24", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=8", "--json"]
+def kill_and_resume(tmp_path: Path, flags: list[str], steps: int, kill_at: int) -> tuple[dict, dict, Path]:
+    """The same run twice, once uninterrupted ("whole") and once SIGKILLed after its checkpoint at
+    ``kill_at`` and resumed ("killed"): (the whole run's summary, the resumed one's, its run directory).
+    Asserts the kill came before the end and the resume succeeded."""
+    common = [*flags, "--max-steps", str(steps), "--set", "train.checkpoint_every=2", "--json"]
     whole = cli("run", *common, "--name", "whole", cwd=tmp_path)
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
@@ -75,22 +78,31 @@ def test_kill_then_resume_ends_with_the_same_weights_and_metrics(tmp_path):
 
     killed = cli("run", *common, "--name", "killed", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "killed"
-    wait_for_checkpoint(run_dir, 6, killed)
+    wait_for_checkpoint(run_dir, kill_at, killed)
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
     stopped_at = json.loads((run_dir / "checkpoints" / "last" / "state.json").read_text())["loop"]["step"]
-    assert stopped_at < 24
+    assert stopped_at < steps
 
     resumed = cli("run", "--resume", str(run_dir), "--json", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    summary = json.loads(out)
-    assert summary["steps"] == 24 and summary["metrics"] == reference["metrics"]
+    return reference, json.loads(out), run_dir
+
+
+def assert_same_end(reference: dict, summary: dict, run_dir: Path, steps: int) -> None:
+    """The resumed run ended where the whole one did: steps, metrics, loss and every weight bit for bit."""
+    assert summary["steps"] == steps and summary["metrics"] == reference["metrics"]
     assert summary["final_loss"] == reference["final_loss"]
-    a, b = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "runs" / "whole" / "model.safetensors")
+    a, b = load_file(run_dir / "model.safetensors"), load_file(run_dir.parent / "whole" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_then_resume_ends_with_the_same_weights_and_metrics(tmp_path):
+    reference, summary, run_dir = kill_and_resume(tmp_path, [*FLAGS, "--set", "train.eval_every=8"], 24, 6)
+    assert_same_end(reference, summary, run_dir, 24)
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps), "metrics written after the checkpoint were not dropped on resume"
 
