@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .history import IGNORED_KEYS, RunRecord
-from .tables import flatten
+from .tables import flatten, format_value
 
 CONFIDENCE = 0.95
 SEED = "seed"
@@ -160,6 +160,24 @@ def verdict(a: Mapping[int, float], b: Mapping[int, float], metric: str, *, high
     return Verdict(metric, difference, low, high, method, says)
 
 
+def group_label(group: Group, index: int, groups: Sequence[Group]) -> str:
+    """A group's name in legends and headers: the settings that set it apart (a loss or augmenter
+    only some groups chose as ``loss: NAME``, and not the parameters of a component whose name
+    differs anyway), else its first run's name."""
+    parts: list[str] = []
+    for key, value in group.settings.items():
+        section, _, rest = key.partition(".")
+        elsewhere_absent = any(g.settings.get(key) is None for g in groups)
+        if value is None:
+            continue
+        if section in ("loss", "augment") and elsewhere_absent:
+            named = f"{section}: {rest.partition('.')[0]}"
+            parts += [] if named in parts else [named]
+        elif not (elsewhere_absent and rest != "name" and f"{section}.name" in group.settings):
+            parts.append(f"{key}={format_value(value)}")
+    return ", ".join(parts) or (group.runs[0].name if len(group.runs) == 1 else f"group {index + 1}")
+
+
 def compare_runs(runs: Sequence[str | Path], runs_dir: str | Path = "runs", group_by: Sequence[str] = ()) -> dict[str, Any]:
     """`mmreg runs compare` grouped, as plain data: ``compare_groups`` of ``runs`` (names under
     ``runs_dir`` or directory paths) grouped by ``group_runs``. Raises ConfigError for an unknown run."""
@@ -169,7 +187,7 @@ def compare_runs(runs: Sequence[str | Path], runs_dir: str | Path = "runs", grou
 
 
 def compare_groups(groups: Sequence[Group]) -> dict[str, Any]:
-    """The groups as plain data: ``{"groups": [{"settings", "runs", "status", "metrics": {metric:
+    """The groups as plain data: ``{"groups": [{"label" (``group_label``), "settings", "runs", "status", "metrics": {metric:
     {"best": Spread dict, "last": Spread dict}}}], "metrics": [names], "headline": {"metric",
     "higher_is_better"} (from the runs' summary.json ``best``, the task's declaration) or None,
     "verdict": Verdict dict between exactly two groups, else None}``. Runs that have not finished
@@ -188,7 +206,7 @@ def compare_groups(groups: Sequence[Group]) -> dict[str, Any]:
         spreads = {}
         for metric in metrics:
             spreads[metric] = {which: Spread.of(list(v.values())).to_dict() if (v := group.values(metric, which)) else None for which in ("best", "last")}
-        rows.append({"settings": group.settings, "runs": [r.name for r in group.runs], "status": {r.name: r.status for r in group.runs}, "metrics": spreads})
+        rows.append({"label": group_label(group, len(rows), groups), "settings": group.settings, "runs": [r.name for r in group.runs], "status": {r.name: r.status for r in group.runs}, "metrics": spreads})
     decided = None
     if len(groups) == 2 and headline is not None:
         a, b = (g.values(headline["metric"]) for g in groups)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,4 +19,18 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["flatten"]
+def format_value(value: Any) -> str:
+    """A setting or metric value as tables and labels show it: floats to 4 decimals (3 significant
+    digits below 0.001), booleans lower-case, lists and dicts as JSON, None as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+__all__ = ["flatten", "format_value"]

@@ -176,3 +176,7 @@ def test_labels_name_the_component_not_every_parameter_it_brings(tmp_path):
         (runs / name / "config.toml").write_text(tomli_w.dumps({"name": name, "seed": 0, **table}))
     header = cli("runs", "compare", "a", "b", "--runs-dir", str(runs), "--markdown", cwd=tmp_path).stdout.splitlines()[0]
     assert header == "|  | loss: infonce, fusion.name=none (n=1) | fusion.name=gated, loss: siglip (n=1) |"  # not fusion.heads=4
+    from mmreg import compare_runs
+
+    labels = [group["label"] for group in compare_runs(["a", "b"], runs)["groups"]]
+    assert labels == ["loss: infonce, fusion.name=none", "fusion.name=gated, loss: siglip"]  # the Python API names them alike

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..tables import format_value
 from .state import state
 
 if TYPE_CHECKING:
@@ -19,17 +20,6 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Directory holding the
 AsJson = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
 RunArg = Annotated[str, typer.Argument(help="A run: its name under --runs-dir, or the path of its directory.", show_default=False)]
 
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
 
 
 def _size(n: int) -> str:
@@ -49,7 +39,7 @@ def _console() -> Any:
 def _headline(record: RunRecord) -> str:
     if record.status != "complete":
         return record.status
-    return "  ".join(f"{k} {_fmt(v)}" for k, v in record.headline.items()) or "-"
+    return "  ".join(f"{k} {format_value(v)}" for k, v in record.headline.items()) or "-"
 
 
 # -- mmreg eval ----------------------------------------------------------------
@@ -121,7 +111,7 @@ def eval_command(
     table.add_column("value", justify="right")
     for key, value in result.items():
         if key not in EVAL_INFO:
-            table.add_row(key, _fmt(value))
+            table.add_row(key, format_value(value))
     console.print(table)
 
 
@@ -166,7 +156,7 @@ def list_runs(
             r.fusion or "-",
             "+".join(r.losses) or "-",
             _headline(r),
-            _fmt(r.steps),
+            format_value(r.steps),
         )
     console.print(table)
 
@@ -210,20 +200,20 @@ def show_run(run: RunArg, runs_dir: RunsDir = Path("runs"), as_json: AsJson = Fa
     config.add_column("setting")
     config.add_column("value")
     for key, value in data["highlights"].items():
-        config.add_row(key, _fmt(value))
+        config.add_row(key, format_value(value))
     console.print(config)
     if record.summary is not None:
         summary = Table(title="summary", title_justify="left")
         summary.add_column("metric")
         summary.add_column("value", justify="right")
         for key, value in record.metrics.items():
-            summary.add_row(key, _fmt(value))
+            summary.add_row(key, format_value(value))
         best = record.summary.get("best")
         if isinstance(best, dict) and best.get("value") is not None:
-            summary.add_row(f"best {best.get('metric')}", f"{_fmt(best['value'])} (step {_fmt(best.get('step'))})")
+            summary.add_row(f"best {best.get('metric')}", f"{format_value(best['value'])} (step {format_value(best.get('step'))})")
         for key, value in record.summary.items():
             if key not in ("metrics", "run_dir") and not isinstance(value, dict | list):
-                summary.add_row(f"[dim]{key}[/dim]", _fmt(value))
+                summary.add_row(f"[dim]{key}[/dim]", format_value(value))
         console.print(summary)
     else:
         console.print("no summary.json: the run did not finish")
@@ -303,36 +293,18 @@ def _print_runs(records: list[RunRecord], runs_dir: Path, as_json: bool) -> None
     for r in records:
         table.add_column(r.name if r.complete else f"{r.name} ({r.status})", justify="right")
     for key, values in differences.items():
-        table.add_row(key, *(_fmt(v) for v in values))
+        table.add_row(key, *(format_value(v) for v in values))
     if not differences:
         table.add_row("[dim](same settings)[/dim]", *("" for _ in records))
     table.add_section()
     for key, values in metrics.items():
         present = [v for v in values if isinstance(v, int | float)]
         best = max(present) if len(present) > 1 and key != "final_loss" else None
-        table.add_row(key, *(f"[bold]{_fmt(v)}[/bold]" if best is not None and v == best else _fmt(v) for v in values))
+        table.add_row(key, *(f"[bold]{format_value(v)}[/bold]" if best is not None and v == best else format_value(v) for v in values))
     table.add_section()
     for key, values in figures.items():
-        table.add_row(f"[dim]{key}[/dim]", *(_fmt(v) for v in values))
+        table.add_row(f"[dim]{key}[/dim]", *(format_value(v) for v in values))
     _console().print(table)
-
-
-def _label(group: Any, index: int, groups: list[Any]) -> str:
-    """A group's name in legends and headers: the settings that set it apart (a loss or augmenter
-    only some groups chose as ``loss: NAME``, and not the parameters of a component whose name
-    differs anyway), else its first run's name."""
-    parts: list[str] = []
-    for key, value in group.settings.items():
-        section, _, rest = key.partition(".")
-        elsewhere_absent = any(g.settings.get(key) is None for g in groups)
-        if value is None:
-            continue
-        if section in ("loss", "augment") and elsewhere_absent:
-            named = f"{section}: {rest.partition('.')[0]}"
-            parts += [] if named in parts else [named]
-        elif not (elsewhere_absent and rest != "name" and f"{section}.name" in group.settings):
-            parts.append(f"{key}={_fmt(value)}")
-    return ", ".join(parts) or (group.runs[0].name if len(group.runs) == 1 else f"group {index + 1}")
 
 
 def _cell(spread: dict[str, Any] | None) -> str:
@@ -356,11 +328,11 @@ def _print_groups(groups: list[Any], compared: dict[str, Any], as_json: bool) ->
     for i, group in enumerate(groups):
         unfinished = [f"{r.name} {r.status}" for r in group.runs if not r.complete]
         table.add_column(
-            f"group {i + 1} ({_label(group, i, groups)}): {len(group.complete)} runs" + (f" (not averaged: {', '.join(unfinished)})" if unfinished else ""),
+            f"group {i + 1} ({compared['groups'][i]['label']}): {len(group.complete)} runs" + (f" (not averaged: {', '.join(unfinished)})" if unfinished else ""),
             justify="right",
         )
     for key in groups[0].settings:
-        table.add_row(key, *(_fmt(g.settings[key]) for g in groups))
+        table.add_row(key, *(format_value(g.settings[key]) for g in groups))
     table.add_section()
     for metric in compared["metrics"]:
         cells = []
@@ -388,7 +360,7 @@ def _grouped_text(groups: list[Any], compared: dict[str, Any], form: str) -> str
 
     metrics = compared["metrics"]
     if form == "markdown":
-        header = ["", *(f"{_label(g, i, groups)} (n={len(g.complete)})" for i, g in enumerate(groups))]
+        header = ["", *(f"{row['label']} (n={len(g.complete)})" for g, row in zip(groups, compared["groups"], strict=True))]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for metric in metrics:
             cells = [_cell(row["metrics"].get(metric, {}).get("best")) for row in compared["groups"]]
@@ -397,10 +369,10 @@ def _grouped_text(groups: list[Any], compared: dict[str, Any], form: str) -> str
     out = io.StringIO()
     writer = csv_module.writer(out, lineterminator="\n")
     writer.writerow(["group", "runs", "metric", "n", "mean", "std", "low", "high"])
-    for i, (group, row) in enumerate(zip(groups, compared["groups"], strict=True)):
+    for group, row in zip(groups, compared["groups"], strict=True):
         for metric in metrics:
             s = row["metrics"].get(metric, {}).get("best") or {}
-            writer.writerow([_label(group, i, groups), " ".join(r.name for r in group.runs), metric, *(s.get(k, "") for k in ("n", "mean", "std", "low", "high"))])
+            writer.writerow([row["label"], " ".join(r.name for r in group.runs), metric, *(s.get(k, "") for k in ("n", "mean", "std", "low", "high"))])
     return out.getvalue().rstrip("\n")
 
 
@@ -408,7 +380,7 @@ def _plot_groups(groups: list[Any], compared: dict[str, Any], out: Path) -> None
     from ..plot import plot_comparison
 
     metric = compared["headline"]["metric"] if compared["headline"] else next(iter(compared["metrics"]), "loss")
-    labelled = [(_label(g, i, groups), [r.path / "metrics.jsonl" for r in g.complete]) for i, g in enumerate(groups)]  # unfinished runs: not averaged
+    labelled = [(row["label"], [r.path / "metrics.jsonl" for r in g.complete]) for g, row in zip(groups, compared["groups"], strict=True)]  # unfinished runs: not averaged
     plot_comparison(labelled, metric, out)
     typer.echo(f"wrote {out} (legend: {'; '.join(label for label, _ in labelled)})", err=True)
 
