@@ -55,20 +55,31 @@ def average(states: Sequence[State]) -> State:
     return {k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v.clone()) for k, v in states[0].items()}
 
 
-def merged_weights(run: Path, weights: Path | None, host: PluginHost) -> tuple[Prepared, State]:
-    """A run's model rebuilt (``weights`` loaded; None: as it began), with any PEFT adapters folded
-    into the weights they adapt (peft's ``merge_and_unload``): interpolating or averaging low-rank
-    factors is not interpolating what they adapt (B·A is bilinear), the merged weights are.
-    Returns the (merged) prepared run and a copy of its weights."""
+def merged_weights(run: Path, weights: Sequence[Path | None], host: PluginHost) -> tuple[Prepared, list[State]]:
+    """A run's model rebuilt once, and a copy of its weights for each file of ``weights`` (None: as
+    the run began), with any PEFT adapters folded into the weights they adapt (peft's
+    ``merge_and_unload``): interpolating or averaging low-rank factors is not interpolating what they
+    adapt (B·A is bilinear), the merged weights are. Returns the prepared run (merged, as the last
+    file left it) and the states in the order of ``weights``."""
+    import copy
+
     from .adapters import merge_adapters, peft_towers
     from .history import load_weights, rebuild_start
 
     p = rebuild_start(run, host)
-    if weights is not None:
-        load_weights(p, run, weights)
-    if peft_towers(p.model.encoder):
-        merge_adapters(p.model.encoder)
-    return p, snapshot(p.model)
+    adapted = bool(peft_towers(p.model.encoder))
+    as_built = snapshot(p.model) if len(weights) > 1 else None
+    states = []
+    for i, file in enumerate(weights):
+        if i:
+            p.model.load_state_dict(as_built)  # type: ignore[arg-type]
+        if file is not None:
+            load_weights(p, run, file)
+        model = copy.deepcopy(p.model) if adapted and i < len(weights) - 1 else p.model  # merging changes the towers
+        if adapted:
+            merge_adapters(model.encoder)
+        states.append(snapshot(model))
+    return p, states
 
 
 def as_written(p: Prepared) -> Prepared:
@@ -169,8 +180,7 @@ def wise(
     host = host or load_plugins()
     path = load_run(run, runs_dir).path
     weights, used = weights_for(path, checkpoint)
-    p, start = merged_weights(path, None, host)
-    _, end = merged_weights(path, weights, host)
+    p, (start, end) = merged_weights(path, [None, weights], host)
     check_same(start, end, f"run {path.name}")
     chosen_by, higher = headline(p, metric)
     with torch.inference_mode():
@@ -230,10 +240,10 @@ def soup(
     host = host or load_plugins()
     paths = [load_run(r, runs_dir).path for r in runs]
     files = [weights_for(path, checkpoint)[0] for path in paths]
-    p, first = merged_weights(paths[0], files[0], host)
-    states = [first]
+    p, [first] = merged_weights(paths[0], [files[0]], host)
+    states = [first]  # each ingredient rebuilt from its own run: runs may differ in what trains (PEFT or not)
     for path, file in zip(paths[1:], files[1:], strict=True):
-        check_same(first, (state := merged_weights(path, file, host)[1]), f"runs {paths[0].name} and {path.name}")
+        check_same(first, (state := merged_weights(path, [file], host)[1][0]), f"runs {paths[0].name} and {path.name}")
         states.append(state)
     chosen_by, higher = headline(p, metric)
     with torch.inference_mode():
