@@ -96,11 +96,12 @@ def test_every_kind_of_batch_accumulates_to_the_whole_batch(path):
         assert error <= 2e-4 * expected[name].abs().max().item() + 1e-6, (name, error)
 
 
-def step_record(tmp_path: Path, losses: dict, batch: int, accum: int, accumulation: str = "whole") -> tuple[float, list[torch.Tensor]]:
+def step_record(tmp_path: Path, losses: dict, batch: int, accum: int, accumulation: str = "whole", precision: str = "fp32") -> tuple[float, list[torch.Tensor]]:
     """The first step's loss as the run logs it, and the gradients the optimizer steps with."""
-    exp = validate({**experiment(losses, batch_size=batch, grad_accum=accum, accumulation=accumulation, max_steps=1, log_every=1), "runs_dir": str(tmp_path)})
+    train = {"batch_size": batch, "grad_accum": accum, "accumulation": accumulation, "max_steps": 1, "log_every": 1, "precision": precision}
+    exp = validate({**experiment(losses, **train), "runs_dir": str(tmp_path)})
     p = prepare(exp)
-    run_dir = tmp_path / f"b{batch}x{accum}-{accumulation}"
+    run_dir = tmp_path / f"b{batch}x{accum}-{accumulation}-{precision}"
     run_dir.mkdir()
     trainer = Trainer(p.model.eval(), p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric=Metric("recall@1"))
     trainer.model.train = lambda mode=True: trainer.model  # type: ignore[method-assign]  # keep dropout off, as above
@@ -176,3 +177,14 @@ def test_a_run_recorded_before_the_setting_existed_resumes_as_it_trained(tmp_pat
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert json.loads(out)["steps"] == 2
+
+
+def test_accumulation_under_bf16_autocast_and_clipping_steps_as_the_whole_batch(tmp_path):
+    """Precision and clipping compose: under bf16 autocast (CPU) the accumulated step's loss and clipped
+    gradients agree with the whole batch's to bf16's precision."""
+    whole_loss, whole = step_record(tmp_path, CONTRASTIVE["infonce"], 32, 1, precision="bf16")
+    accumulated_loss, accumulated = step_record(tmp_path, CONTRASTIVE["infonce"], 8, 4, precision="bf16")
+    assert accumulated_loss == pytest.approx(whole_loss, rel=1e-2)
+    flat = [torch.cat([g.flatten().float() for g in grads]) for grads in (accumulated, whole)]
+    assert torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0) > 0.99
+    assert flat[0].norm() <= 1.0 + 1e-3 and flat[1].norm() <= 1.0 + 1e-3  # clipped to train.max_grad_norm together
