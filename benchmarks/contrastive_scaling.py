@@ -31,6 +31,7 @@ evaluation costs in recall.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -97,7 +98,7 @@ def step_times(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             for kind in ("all_pairs", "shortlist")
             if f"{kind}_seconds" in rows[a] and f"{kind}_seconds" in rows[b]
         }
-        for a, b in zip(sizes, sizes[1:], strict=False)
+        for a, b in itertools.pairwise(sizes)
     }
     return {
         "what": "median seconds per step (forward, backward, zero_grad; train mode) of the gated fusion on the tiny clip preset; "
