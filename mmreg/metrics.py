@@ -119,9 +119,13 @@ def rows_per_block(columns: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20) // (BYTES_PER_PAIR * max(columns, 1)))
 
 
-def blocked_ranks(score: Callable[[Modality, Modality], torch.Tensor], image: Modality, text: Modality, image_of_text: torch.Tensor, block: int, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(i2t, t2i) ``match_rank`` of every pair scored by ``score(image, text)`` -> [n, m], ``block``
-    image rows at a time, so no [N_img, N_txt] matrix is ever held.
+def blocked_ranks(
+    score: Callable[[Modality, Modality], torch.Tensor], image: Modality, text: Modality, image_of_text: torch.Tensor, block: int, kmax: int,
+    cosine: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(i2t, t2i) ``match_rank`` of every pair scored by ``score(image, text)`` -> [n, m], plus the
+    cosine of the ``cosine`` vectors ([n, D], [m, D]) where given, ``block`` image rows at a time,
+    so no [N_img, N_txt] matrix is ever held.
 
     Image->text ranks are exact. For text->image only the ``kmax`` best non-matching images of
     each caption are kept across blocks: ranks are exact below ``kmax`` and at least ``kmax`` beyond.
@@ -133,6 +137,8 @@ def blocked_ranks(score: Callable[[Modality, Modality], torch.Tensor], image: Mo
     match = torch.full((m,), float("-inf"), device=device)  # each caption's score with its own image
     for start in range(0, n, block):
         scores = score(image.index(slice(start, start + block)), text).float()
+        if cosine is not None:
+            scores = scores + F.normalize(cosine[0][start : start + block].float(), dim=-1) @ F.normalize(cosine[1].float(), dim=-1).T
         rows = torch.arange(start, start + len(scores), device=device)
         positive = image_of_text.unsqueeze(0) == rows.unsqueeze(1)
         i2t.append(match_rank(scores, positive))
@@ -145,11 +151,13 @@ def blocked_ranks(score: Callable[[Modality, Modality], torch.Tensor], image: Mo
 
 def shortlist_ranks(
     score_pairs: Callable[..., torch.Tensor], similarity: tuple[torch.Tensor, torch.Tensor], image: Modality, text: Modality,
-    image_of_text: torch.Tensor, k: int, block: int,
+    image_of_text: torch.Tensor, k: int, block: int, add_cosine: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(i2t, t2i) ``match_rank`` among each query's ``k`` best candidates by the cosine of the
     ``similarity`` vectors ([N_img, D], [N_txt, D]), rescored by ``score_pairs(image, text, rows, cols)``
-    (``PairwiseFusion.score_pairs``); a query whose match is not shortlisted is a miss, as in ALBEF."""
+    (``PairwiseFusion.score_pairs``), plus that cosine where ``add_cosine`` (BLIP's k_test scoring:
+    the matching logit plus the contrastive similarity); a query whose match is not shortlisted is a
+    miss, as in ALBEF."""
     image_vectors, text_vectors = (F.normalize(v.float(), dim=-1) for v in similarity)
     image_of_text = image_of_text.to(text_vectors.device)
     ranks = []
@@ -160,6 +168,8 @@ def shortlist_ranks(
             candidates = (queries[query_rows] @ keys.T).topk(min(k, len(keys)), dim=1).indices
             rows, cols = (query_rows.unsqueeze(1).expand_as(candidates), candidates) if is_image else (candidates, query_rows.unsqueeze(1).expand_as(candidates))
             scores = score_pairs(image, text, rows.reshape(-1), cols.reshape(-1)).float().reshape(candidates.shape)
+            if add_cosine:
+                scores = scores + (image_vectors[rows] * text_vectors[cols]).sum(dim=-1)
             positive = image_of_text[cols] == rows
             out.append(match_rank(scores, positive))
         ranks.append(torch.cat(out).cpu())
@@ -183,6 +193,17 @@ def shortlist_source(model: torch.nn.Module) -> str | None:
     return None
 
 
+def adds_cosine(model: torch.nn.Module, rescore: str | None) -> bool:
+    """Whether a pair's retrieval score adds the pooled cosine to the fusion's (retrieval's
+    ``task.rescore``; None: where the fusion trained on hard negatives, BLIP's k_test scoring).
+    Raises ConfigError for the cosine where the model has no pooled vectors to take it of."""
+    source = shortlist_source(model)
+    add = (rescore or ("fusion+cosine" if source == "contrastive" else "fusion")) == "fusion+cosine"
+    if add and source is None:
+        raise ConfigError("task.rescore=fusion+cosine adds the cosine of pooled vectors, and this encoder and fusion give none; use task.rescore=fusion")
+    return add
+
+
 def protocol_text(report: dict[str, Any]) -> str:
     """The retrieval protocol and scoring of a summary's ``retrieval`` entry, in words."""
     images, texts = report["images"], report["texts"]
@@ -190,7 +211,7 @@ def protocol_text(report: dict[str, Any]) -> str:
         protocol = f"{images:,} images x {texts:,} captions, one caption per image"
     else:
         protocol = f"{images:,} images x {texts:,} captions, a caption of the image counts as a match"
-    fusion = report.get("fusion", "the fusion")
+    fusion = report.get("fusion", "the fusion") + (" plus the pooled cosine" if report.get("rescore") == "fusion+cosine" else "")
     if report["scoring"] == "shortlist":
         by = {"encoder": "the encoder's pooled cosine", "contrastive": "the contrastive (ITC) cosine"}.get(report["shortlist_by"], "pooled cosine")
         scoring = f"shortlist K={report['shortlist']} by {by}, rescored with {fusion}"
@@ -211,16 +232,22 @@ class RetrievalEvaluation(Evaluation):
     one (``PairwiseFusion``); another fusion's ``score`` is already one matrix product, so every
     pair is scored and the report says so. ``shortlist`` None: ``TRAINED_SHORTLIST`` where the fusion
     trained on a contrastive shortlist (a loss reading "pairs"), else every pair; "all": every pair.
-    Raises ConfigError for a shortlist without pooled vectors.
+    ``rescore``: what a pair scores, "fusion" (its ``score``) or "fusion+cosine" (plus the cosine of
+    the pooled vectors, as BLIP's evaluation adds the contrastive similarity to the matching logit);
+    None: "fusion+cosine" where the fusion trained on hard negatives, else "fusion".
+    Raises ConfigError for a shortlist, or a cosine, without pooled vectors.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, memory_mb: float = 512, shortlist: int | str | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module | None = None, *, memory_mb: float = 512, shortlist: int | str | None = None, rescore: str | None = None
+    ) -> None:
         self.names = tuple(retrieval_metric_names())
         self.memory_mb = memory_mb
         self.source = None if model is None else shortlist_source(model)
         if shortlist is None and self.source == "contrastive":
             shortlist = TRAINED_SHORTLIST
         self.shortlist = None if shortlist == "all" else shortlist
+        self.add_cosine = model is not None and adds_cosine(model, rescore)
         if self.shortlist is not None and self.source is None:
             raise ConfigError(
                 "task.shortlist ranks candidates by the cosine of pooled vectors, and this encoder and fusion give none "
@@ -237,7 +264,7 @@ class RetrievalEvaluation(Evaluation):
         self.fusion = model.fusion
         self.images.append(features.image)
         self.texts.append(features.text)
-        if self.shortlist is not None:
+        if self.shortlist is not None or self.add_cosine:
             if self.source in ("encoder", "contrastive") and features.pooled is not None:
                 self.pooled.append(features.pooled)
             else:
@@ -253,14 +280,17 @@ class RetrievalEvaluation(Evaluation):
         block = rows_per_block(max(n, m), self.memory_mb)
         self.report = {"images": n, "texts": m, "captions_per_image": round(m / n, 2), "scoring": "all"}
         pairwise = isinstance(self.fusion, PairwiseFusion)
+        similarity = None
+        if self.pooled:
+            similarity = (torch.cat([p[0] for p in self.pooled])[rows.to(text.device)], torch.cat([p[1] for p in self.pooled]))
+        if self.add_cosine:
+            self.report["rescore"] = "fusion+cosine"
         if self.shortlist is not None and pairwise:
-            pooled_images = torch.cat([p[0] for p in self.pooled])[rows.to(text.device)]
-            similarity = (pooled_images, torch.cat([p[1] for p in self.pooled]))
             block = rows_per_block(max(n, m, self.shortlist), self.memory_mb)
-            i2t, t2i = shortlist_ranks(self.fusion.score_pairs, similarity, image, text, image_of_text, self.shortlist, block)
+            i2t, t2i = shortlist_ranks(self.fusion.score_pairs, similarity, image, text, image_of_text, self.shortlist, block, self.add_cosine)  # type: ignore[arg-type]
             self.report.update(scoring="shortlist", shortlist=self.shortlist, shortlist_by=self.source)
         else:
-            i2t, t2i = blocked_ranks(self.fusion.score, image, text, image_of_text, block, max(KS))
+            i2t, t2i = blocked_ranks(self.fusion.score, image, text, image_of_text, block, max(KS), similarity if self.add_cosine else None)
             if self.shortlist is not None:
                 self.report["note"] = "its score is one matrix product: task.shortlist saves nothing and was not used"
         return recalls(i2t, t2i)

@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from mmreg.api import prepare
+from mmreg.api import collate_for, prepare
 from mmreg.config import validate
-from mmreg.metrics import TRAINED_SHORTLIST, RetrievalEvaluation
+from mmreg.metrics import TRAINED_SHORTLIST, RetrievalEvaluation, retrieval_metrics
 from test_cli import cli, one_error_line
 from test_combinations import ENCODERS, train_steps
 from test_scaffold import generated  # noqa: F401  # the fixture: every kind scaffolded and installed
@@ -61,6 +61,28 @@ def test_retrieval_ranks_on_the_shortlist_by_default_and_every_pair_on_request(t
     assert RetrievalEvaluation(p.model, shortlist="all").shortlist is None
     assert RetrievalEvaluation(p.model, shortlist=5).shortlist == 5
     assert RetrievalEvaluation(prepare(validate({**SMALL, "loss": {"infonce": {}}})).model).shortlist is None  # all pairs trained
+
+
+def test_a_hard_negative_run_ranks_by_the_matching_logit_plus_the_contrastive_cosine_everywhere():
+    """BLIP's k_test scoring, in evaluation (shortlisted or every pair) and in predict alike."""
+    p = prepare(validate({**SMALL, "loss": TASKS["retrieval"]}))
+    model = p.model.eval()
+    assert RetrievalEvaluation(model).add_cosine and not RetrievalEvaluation(model, rescore="fusion").add_cosine
+    assert not RetrievalEvaluation(prepare(validate({**SMALL, "loss": {"infonce": {}}})).model).add_cosine
+    batch = collate_for(p)(list(p.val_split[:8]))
+    with torch.no_grad():
+        features = model.encode(batch)
+        cosine = torch.nn.functional.normalize(features.pooled[0], dim=-1) @ torch.nn.functional.normalize(features.pooled[1], dim=-1).T
+        expected = model.fusion.score(features.image, features.text) + cosine
+        by_evaluation = []
+        for shortlist in (TRAINED_SHORTLIST, "all"):
+            evaluation = RetrievalEvaluation(model, shortlist=shortlist)
+            evaluation.update(model, features, batch)
+            by_evaluation.append(evaluation.compute())
+        predicted = p.task.predict(model, {"pixel_values": batch["pixel_values"]}, [s.caption for s in p.val_split[:8]], top_k=8)
+    assert by_evaluation[0] == by_evaluation[1] == retrieval_metrics(expected)  # 8 candidates all shortlisted
+    for row, scores in zip(predicted, expected.tolist(), strict=True):
+        assert [r["score"] for r in row] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)
 
 
 @pytest.mark.parametrize(

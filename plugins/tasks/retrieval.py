@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from mmreg.components import Evaluation, ModelView, Sample, Task
 from mmreg.errors import ConfigError
-from mmreg.metrics import RetrievalEvaluation, image_groups, protocol_text, retrieval_metric_names
+from mmreg.metrics import RetrievalEvaluation, adds_cosine, image_groups, protocol_text, retrieval_metric_names
 
 
 class Retrieval(Task):
@@ -21,16 +22,16 @@ class Retrieval(Task):
     metric_names = tuple(retrieval_metric_names())
     default_for = "scores"  # a run whose losses read only the fusion's scores, with no --task, retrieves
 
-    def __init__(self, *, shortlist: int | str | None = None, settings: Any = None) -> None:
+    def __init__(self, *, shortlist: int | str | None = None, rescore: str | None = None, settings: Any = None) -> None:
         super().__init__(settings=settings)
-        self.shortlist = shortlist
+        self.shortlist, self.rescore = shortlist, rescore
         self.evaluation: RetrievalEvaluation | None = None
 
     def evaluations(self, model: ModelView) -> list[Evaluation]:
         if not {"scores", "pairs"} & model.needs:
             return []
         memory_mb = getattr(self.settings, "score_memory_mb", 512)
-        self.evaluation = RetrievalEvaluation(model, memory_mb=memory_mb, shortlist=self.shortlist)
+        self.evaluation = RetrievalEvaluation(model, memory_mb=memory_mb, shortlist=self.shortlist, rescore=self.rescore)
         return [self.evaluation]
 
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -52,9 +53,11 @@ class Retrieval(Task):
             raise ConfigError("task 'retrieval' ranks candidate captions: give them with --text")
         batch = {**pixels, **model.encoder.tokenize(list(texts))}
         batch = {k: v.to(model.device) for k, v in batch.items()}
-        image = model.encode_images(batch["pixel_values"])
-        text = model.encode_texts(batch["input_ids"], batch["attention_mask"])
-        scores = model.fusion.score(image, text)
+        features = model.encode(batch)  # the N images and the M texts, each on its own
+        scores = model.fusion.score(features.image, features.text)
+        if adds_cosine(model, self.rescore):  # as evaluation ranks them
+            image_vectors, text_vectors = (F.normalize(v.float(), dim=-1) for v in features.pooled)  # type: ignore[union-attr]
+            scores = scores.float() + image_vectors @ text_vectors.T
         best = scores.topk(min(top_k, len(texts)), dim=-1)
         return [[{"text": texts[j], "score": float(v)} for j, v in zip(idx, val, strict=True)]
                 for idx, val in zip(best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip

@@ -17,6 +17,11 @@ class RetrievalParams(BaseModel):
         description="rank by pooled-vector cosine, rescore only the top K per query with the fusion (ALBEF, BLIP); "
         "all: score every pair; unset: K=128 where the fusion trained on hard negatives (a loss reading pairs, e.g. itm), else every pair",
     )
+    rescore: Literal["fusion", "fusion+cosine"] | None = Field(
+        None,
+        description="what ranks a pair: the fusion's score, or it plus the pooled cosine (BLIP's evaluation adds the contrastive "
+        "similarity to the matching logit); unset: fusion+cosine where the fusion trained on hard negatives, else fusion",
+    )
 
 
 @hookimpl
