@@ -73,7 +73,11 @@ def cat_features(parts: Sequence[Features]) -> Features:
     """The micro-batches' features as one batch (token sequences padded, ``Modality.cat``)."""
 
     def cat(items: Sequence[Modality | None]) -> Modality | None:
-        return None if items[0] is None else Modality.cat(items)  # type: ignore[arg-type]
+        if items[0] is None:
+            return None
+        if items[0].tokens is not None and items[0].tokens.dim() == 4:
+            return cat_pixels(items)  # type: ignore[arg-type]
+        return Modality.cat(items)  # type: ignore[arg-type]
 
     first = parts[0].encoded
     encoded = Encoded(
@@ -84,6 +88,23 @@ def cat_features(parts: Sequence[Features]) -> Features:
     if parts[0].views is not None:
         views = tuple(cat([p.views[i] for p in parts]) for i in (0, 1))  # type: ignore[index]
     return Features(encoded, views)  # type: ignore[arg-type]
+
+
+def cat_pixels(parts: Sequence[Modality]) -> Modality:
+    """A single-stream encoder's raw images ([N, 3, H, W] as tokens, ``pixel_mask`` [N, H, W] as mask)
+    as one batch: each padded at the bottom and right to the largest height and width, the padding
+    masked out, as ViLT's processor pads the images of one batch."""
+    height = max(p.tokens.shape[2] for p in parts)  # type: ignore[union-attr]
+    width = max(p.tokens.shape[3] for p in parts)  # type: ignore[union-attr]
+    pixels, masks = [], []
+    for part in parts:
+        tokens = part.tokens
+        assert tokens is not None
+        mask = part.mask if part.mask is not None else torch.ones(tokens.shape[0], *tokens.shape[2:], dtype=torch.bool, device=tokens.device)
+        pad = (0, width - tokens.shape[3], 0, height - tokens.shape[2])
+        pixels.append(F.pad(tokens, pad))
+        masks.append(F.pad(mask, pad, value=False))
+    return Modality(None, torch.cat(pixels), torch.cat(masks))
 
 
 def cat_batches(batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

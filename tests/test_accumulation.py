@@ -188,3 +188,18 @@ def test_accumulation_under_bf16_autocast_and_clipping_steps_as_the_whole_batch(
     flat = [torch.cat([g.flatten().float() for g in grads]) for grads in (accumulated, whole)]
     assert torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0) > 0.99
     assert flat[0].norm() <= 1.0 + 1e-3 and flat[1].norm() <= 1.0 + 1e-3  # clipped to train.max_grad_norm together
+
+
+def test_images_of_different_sizes_are_padded_and_masked_as_one_batch():
+    """A single-stream encoder reads raw pixels: micro-batches padded to different sizes become one
+    batch padded to the largest, the padding masked out (ViLT's processor pads a batch so)."""
+    from mmreg.accumulate import cat_pixels
+    from mmreg.components import Modality
+
+    small = Modality(tokens=torch.ones(2, 3, 4, 5), mask=torch.ones(2, 4, 5, dtype=torch.bool))
+    large = Modality(tokens=torch.full((1, 3, 6, 3), 2.0), mask=None)
+    both = cat_pixels([small, large])
+    assert both.tokens.shape == (3, 3, 6, 5) and both.mask.shape == (3, 6, 5)
+    assert both.mask[:2, :4, :5].all() and not both.mask[:2, 4:].any() and not both.mask[:2, :, 5:].any()
+    assert both.mask[2, :, :3].all() and not both.mask[2, :, 3:].any()
+    assert torch.equal(both.tokens[:2, :, :4, :5], small.tokens) and both.tokens[:2, :, 4:].abs().sum() == 0
