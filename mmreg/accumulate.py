@@ -18,7 +18,10 @@ The gradients are those of the K*b batch (to floating-point rounding); the memor
 micro-batch's encoder activations plus every micro-batch's features, at the cost of encoding each
 micro-batch twice (open_clip's form instead recomputes the loss K times). The fusion and the losses
 run once over the whole batch: a pairwise fusion over all pairs costs (K*b)^2 passes there, the
-shortlist (``itm``-style losses reading "pairs") b (1 + 2K') per process.
+shortlist (``itm``-style losses reading "pairs") b (1 + 2K') per process; a ``PairwiseFusion``
+scores those pairs in K checkpointed chunks (``PairwiseFusion.recompute``: its activations are
+recomputed chunk by chunk in backward, ``torch.utils.checkpoint``, random state kept), so it too
+holds about 1/K of the whole batch's activations at once, for a second forward pass of the fusion.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .components import Encoded, Modality
+from .components import Encoded, Modality, PairwiseFusion
 from .model import ACROSS_BATCH, Features, MultimodalModel
 
 PIXELS = ("pixel_values", "pixel_mask")  # encoded into the features; the whole batch needs no pixels
@@ -156,9 +159,16 @@ class CachedBatch:
             self._pending.append((batch, state))
         whole = cat_features(parts)
         self._leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in feature_tensors(whole)]
-        with self.autocast():
-            step = self.model.step_from(with_tensors(whole, self._leaves), cat_batches(micro_batches))
-            return self.model.losses_of(step)
+        fusion = self.model.fusion
+        if isinstance(fusion, PairwiseFusion):  # the fusion over the whole batch in K checkpointed chunks
+            fusion.recompute = len(micro_batches)
+        try:
+            with self.autocast():
+                step = self.model.step_from(with_tensors(whole, self._leaves), cat_batches(micro_batches))
+                return self.model.losses_of(step)
+        finally:
+            if isinstance(fusion, PairwiseFusion):
+                fusion.recompute = 0
 
     def backward(self, loss: torch.Tensor, backward: Callable[[torch.Tensor], None]) -> None:
         backward(loss)

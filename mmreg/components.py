@@ -195,6 +195,10 @@ class PairwiseFusion(Fusion):
 
     match_head: nn.Module
     pair_chunk: int = 4096
+    # While K micro-batches train as one batch (``mmreg.accumulate``), K: the pairs of a call are scored
+    # in at least K chunks, each checkpointed (its activations recomputed in backward), so the fusion
+    # over the whole batch holds about 1/K of its activations at once; 0 otherwise.
+    recompute: int = 0
 
     def use(self, *, score: bool, fuse: bool) -> None:
         self.match_head.requires_grad_(score)
@@ -207,10 +211,20 @@ class PairwiseFusion(Fusion):
         return self.score_pairs(image, text, rows, cols).reshape(n, m)
 
     def score_pairs(self, image: Modality, text: Modality, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """[P] matching logits of the pairs (image ``rows[p]``, text ``cols[p]``), ``pair_chunk`` at a time."""
+        """[P] matching logits of the pairs (image ``rows[p]``, text ``cols[p]``), ``pair_chunk`` at a time
+        (and in ``recompute`` checkpointed chunks where set)."""
+
+        def logits(chunk_rows: torch.Tensor, chunk_cols: torch.Tensor) -> torch.Tensor:
+            return self.match_head(self.fuse(image.index(chunk_rows), text.index(chunk_cols)))
+
+        chunk, checkpointed = self.pair_chunk, self.recompute > 1 and torch.is_grad_enabled()
+        if checkpointed:
+            from torch.utils.checkpoint import checkpoint
+
+            chunk = max(1, min(chunk, -(-len(rows) // self.recompute)))
         out = [
-            self.match_head(self.fuse(image.index(rows[s : s + self.pair_chunk]), text.index(cols[s : s + self.pair_chunk])))
-            for s in range(0, len(rows), self.pair_chunk)
+            checkpoint(logits, rows[s : s + chunk], cols[s : s + chunk], use_reentrant=False) if checkpointed else logits(rows[s : s + chunk], cols[s : s + chunk])
+            for s in range(0, len(rows), chunk)
         ]
         return torch.cat(out).reshape(-1)
 
