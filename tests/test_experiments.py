@@ -62,8 +62,8 @@ def test_experiment_file_runs_one_step(path, tmp_path, tiny_clip):
     raw = read_file(path)
     overrides = ["train.max_steps=1", "train.batch_size=8", "train.eval_batch_size=32", "train.device=cpu", "data.num_workers=0"]
     dataset = raw.get("dataset", {}).get("name", "shapes")
-    if dataset == "shapes":
-        overrides += ["dataset.train_size=16", "dataset.val_size=8"]
+    if dataset == "shapes":  # one step of batch 8 times the file's accumulation
+        overrides += [f"dataset.train_size={max(16, 8 * raw.get('train', {}).get('grad_accum', 1))}", "dataset.val_size=8"]
     if dataset == "files":
         overrides += [f"dataset.train={image_caption_csv(tmp_path)}"]
     if raw.get("peft", {}).get("name") == "progressive":  # its tower stays frozen for an epoch (2 steps here): train past it
