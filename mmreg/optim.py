@@ -40,7 +40,9 @@ def layer_ids(named: list[tuple[str, torch.Tensor]]) -> tuple[list[int], int]:
     return [top if i is None else i for i in ids], top
 
 
-def _named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Tensor]]]:
+def named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The trainable weights by part (``GROUPS``): each tower of ``Encoder.towers()``, the task head, and
+    everything else (projections, fusion, temperatures) as "fusion"; empty parts included."""
     groups: dict[str, list[tuple[str, torch.Tensor]]] = {name: [] for name in GROUPS}
     owner: dict[int, str] = {}
     for tower_name, tower in model.encoder.towers().items():
@@ -63,7 +65,7 @@ def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig)
     ELECTRA, Clark et al., 2020). The schedule multiplies every group's rate alike.
     Raises ConfigError when a rate is set for a group holding no trainable weight.
     """
-    named = _named_by_group(model)
+    named = named_by_group(model)
     for group in GROUPS:
         if getattr(optim.lr, group) is not None and not named[group]:
             have = ", ".join(g for g in GROUPS if named[g])

@@ -59,13 +59,15 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     """Write a PNG of the curves in ``metrics_path`` to ``out`` (atomically); None when there is nothing to plot.
 
     The first panel holds the training loss (and each loss term) with the learning
-    rate on a twin axis; the second every validation metric. matplotlib is imported
-    here, and drawn without pyplot, so no global backend is touched.
+    rate on a twin axis; the second the gradient norm of each part (``grad_norm/PART``:
+    towers, fusion, head; log scale), where logged; the last every validation metric.
+    matplotlib is imported here, and drawn without pyplot, so no global backend is touched.
     """
     records = read_metrics(Path(metrics_path))
     train = series(records, "train")
     val = series(records, "val")
     lr = train.pop("lr", None)
+    norms = {k.partition("/")[2]: v for k, v in train.items() if k.startswith("grad_norm/")}
     train = {k: v for k, v in train.items() if k == "loss" or k.startswith("loss/")}
     if not any(any(math.isfinite(x) for x in vals) for _, vals in train.values()) and not val:
         return None
@@ -73,7 +75,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = int(bool(train)) + int(bool(val))
+    panels = int(bool(train)) + int(bool(norms)) + int(bool(val))
     fig = Figure(figsize=(8, 3.2 * panels), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
@@ -97,6 +99,17 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
             handles.append(line)
             labels.append("lr")
         ax.legend(handles, labels, loc="upper right", fontsize="small")
+    if norms:
+        ax = axes[i]
+        i += 1
+        for key, (steps, values) in norms.items():
+            ax.plot(steps, values, label=key, linewidth=1.2, marker="." if len(steps) < 3 else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("gradient norm (before clipping)")
+        ax.set_title("gradient norm per part")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize="small")
     if val:
         ax = axes[i]
         for key, (steps, values) in val.items():

@@ -24,7 +24,7 @@ from .badimages import Tally
 from .data import AugmentedSplit, Batches, Collate, local_processes, resolve_workers, train_loader
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
-from .optim import build_optimizer
+from .optim import build_optimizer, named_by_group
 from .precision import resolve_precision
 from .ema import moving_average
 from .results import EMA, Metric
@@ -203,6 +203,7 @@ class Trainer:
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader, self.eval_sets = val_loader, list(eval_sets)
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
+        self.parts = {name: [p for _, p in named] for name, named in named_by_group(model).items() if named}  # for gradient norms
         prepared = model.to(self.device)  # before the optimizer: a fused AdamW checks where the weights are
         self.ema = moving_average(model, cfg.ema, cfg.ema_warmup)  # before compiling and wrapping: a plain copy
         optimizer = build_optimizer(model, cfg, optim or OptimConfig())
@@ -288,6 +289,19 @@ class Trainer:
             self.loop.epoch += 1
             self.loop.batch_in_epoch = 0
 
+    def _gradient_norms(self) -> dict[str, float]:
+        """``grad_norm/PART``: the L2 norm of each part's gradients (``mmreg.optim.named_by_group``: the
+        vision and text towers, the fusion with the projections, the head) after any reduction across
+        processes and before clipping, unscaled under fp16; one host sync. A part dominating the
+        others is what modality imbalance looks like in the gradients."""
+        scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
+        norms = []
+        for params in self.parts.values():
+            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            norms.append(torch.stack(grads).norm() if grads else torch.zeros((), device=self.device))
+        values = (torch.stack(norms) / scale).tolist()
+        return {f"grad_norm/{name}": value for name, value in zip(self.parts, values, strict=True)}
+
     def _global_loss(self, value: float) -> float:
         """The mean of every process's loss: the global batch's loss, also when each process holds
         its share (sharded contrastive losses, see mmreg.components.Step). Not finite when any
@@ -346,6 +360,7 @@ class Trainer:
         started = time.perf_counter() - loop.seconds
         samples_at_start, time_at_start = loop.samples, time.perf_counter()
         loss_value, window_loss, window_bad, micro = math.nan, 0.0, False, 0
+        norms: dict[str, float] = {}  # the last logged step's gradient norm of each part
         pending: list[dict[str, torch.Tensor]] = []  # the step's micro-batches so far, where they train as one batch
         metrics: dict[str, float] = loop.history[-1] if loop.history else {}
         evaluated_at = loop.history[-1]["step"] if loop.history else -1
@@ -385,6 +400,7 @@ class Trainer:
                 if not sync:
                     continue
                 if window_bad:
+                    norms = {}  # no gradients of this step to show
                     self.optimizer.zero_grad(set_to_none=True)
                     loop.bad_in_a_row += 1
                     loop.skipped_steps += 1
@@ -392,6 +408,8 @@ class Trainer:
                     if loop.bad_in_a_row >= cfg.max_bad_steps:
                         raise TrainingDiverged(self._diverged_message())
                 else:
+                    if (loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total:
+                        norms = self._gradient_norms()
                     if cfg.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
                     self.optimizer.step()
@@ -408,7 +426,7 @@ class Trainer:
                 rate = (loop.samples - samples_at_start) / max(time.perf_counter() - time_at_start, 1e-9)
                 lr = self.optimizer.param_groups[0]["lr"]
                 if loop.step % cfg.log_every == 0 or loop.step == self.total:
-                    record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr}
+                    record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr, **norms}
                     if len(parts) > 1:
                         record.update({f"loss/{k}": self._global_loss(v.item()) for k, v in parts.items()})
                     self._log(record)

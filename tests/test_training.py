@@ -278,3 +278,35 @@ def test_gradient_checkpointing_recomputes_without_changing_the_result(tmp_path)
     p = prepare(validate(TINY))
     enable_gradient_checkpointing(p.model)
     assert p.model.encoder.model.vision_model.encoder.gradient_checkpointing
+
+
+def test_each_part_logs_the_norm_of_its_gradients_and_curves_show_them(tmp_path):
+    """grad_norm/PART in the training records: the L2 norm of that part's gradients the optimizer steps
+    with (no clipping here), for the towers, the fusion and the head; a panel of curves.png plots them."""
+    from mmreg.optim import named_by_group
+    from mmreg.plot import plot_curves
+
+    exp = validate({**TINY, "fusion": {"name": "concat"}, "loss": {"ce": {}, "infonce": {}}, "task": "classification",
+                    "runs_dir": str(tmp_path), "train": {**TINY["train"], "max_steps": 2, "log_every": 1, "max_grad_norm": None}})  # fmt: skip
+    p = prepare(exp)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer = Trainer(p.model, p.train_split, collate_for(p), [], exp.train, seed=0, run_dir=run_dir, metric=Metric("accuracy"))
+    trainer.evaluate = lambda: {"accuracy": 0.0}  # type: ignore[method-assign]
+    expected: list[dict[str, float]] = []
+    parts = named_by_group(p.model)
+
+    def by_hand(opt, args, kwargs):
+        expected.append({f"grad_norm/{part}": torch.stack([q.grad.norm() for _, q in named]).norm().item() for part, named in parts.items() if named})
+
+    trainer.optimizer.optimizer.register_step_pre_hook(by_hand)
+    trainer.fit()
+    logged = [{k: v for k, v in json.loads(line).items() if k.startswith("grad_norm/")}
+              for line in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["split"] == "train"]  # fmt: skip
+    assert len(logged) == 2 and set(logged[0]) == {"grad_norm/vision", "grad_norm/text", "grad_norm/fusion", "grad_norm/head"}
+    for got, want in zip(logged, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
+    from PIL import Image
+
+    out = plot_curves(run_dir / "metrics.jsonl", tmp_path / "curves.png")
+    assert Image.open(out).size[1] == 3 * 320  # training loss, gradient norms, validation
