@@ -326,7 +326,7 @@ def load_weights(p: Prepared, run_path: Path, weights: Path) -> None:
     return p
 
 
-EVAL_INFO = ("split", "checkpoint", "size", "weights", "device", "task", "dataset")  # evaluate_run's keys beside the metrics
+EVAL_INFO = ("split", "checkpoint", "size", "weights", "device", "task", "dataset", "described")  # evaluate_run's keys beside the metrics
 
 
 def evaluation_experiment(run: Experiment, host: PluginHost, *, task: str | None, dataset: str | None, overrides: Sequence[str]) -> Experiment:
@@ -419,7 +419,8 @@ def evaluate_run(
     own, retraining nothing (``evaluation_experiment``, checked before anything is built, and
     ``evaluation_parts``), e.g. a zero-shot task on a labelled data set.
     Returns the metrics of ``mmreg.train.evaluate`` plus ``EVAL_INFO``: ``split``, ``checkpoint``
-    (the one actually loaded), ``size``, ``weights``, ``device``, ``task`` and ``dataset``.
+    (the one actually loaded), ``size``, ``weights``, ``device``, ``task``, ``dataset`` and
+    ``described`` (the task's ``describe()``: retrieval's protocol and scoring; {} for none).
     """
     run_path, weights, used = check_eval(path, split, checkpoint, runs_dir)
 
@@ -467,6 +468,7 @@ def evaluate_run(
         "device": str(torch_device),
         "task": evaluator.name,
         "dataset": exp.dataset.name,
+        "described": evaluator.describe(),  # how the metrics were computed (retrieval: the protocol and scoring)
     }
 
 

@@ -54,8 +54,12 @@ def test_retrieval_ranks_on_the_shortlist_by_default_and_every_pair_on_request(t
     assert summary["retrieval"]["shortlist_by"] == "contrastive"
     every = cli("eval", summary["run_dir"], "--set", "task.shortlist=all", "--json", cwd=tmp_path)
     assert every.returncode == 0, every.stderr
+    evaluated = json.loads(every.stdout)
+    assert evaluated["described"]["scoring"] == "all" and evaluated["described"]["rescore"] == "fusion+cosine"
     # 8 images fit in a shortlist of 128: every candidate is rescored, so both ways give the same ranks
-    assert {k: v for k, v in json.loads(every.stdout).items() if "recall" in k} == summary["metrics"]
+    assert {k: v for k, v in evaluated.items() if "recall" in k} == summary["metrics"]
+    shown = cli("eval", summary["run_dir"], cwd=tmp_path)
+    assert "scored: 8 images x 8 captions" in " ".join(shown.stdout.split()) and "shortlist K=128" in shown.stdout
 
     p = prepare(validate({**SMALL, "loss": TASKS["retrieval"]}))
     assert RetrievalEvaluation(p.model).shortlist == TRAINED_SHORTLIST

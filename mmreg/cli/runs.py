@@ -106,6 +106,8 @@ def eval_command(
     console = _console()
     console.print(f"task {result['task']} on the {result['split']} split of dataset {result['dataset']}, run {run_path.name}: {result['size']} samples, on {result['device']}")
     console.print(f"weights: {result['weights']}, {result['checkpoint']}{note}")
+    if result["described"].get("protocol"):
+        console.print(f"scored: {result['described']['protocol']}", markup=False, highlight=False)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
