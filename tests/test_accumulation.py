@@ -130,10 +130,13 @@ def test_the_trainer_steps_with_the_whole_batch_and_micro_keeps_the_old_objectiv
 PROBES = ("fusion.match_head.0.weight", "encoder.model.vision_model.embeddings.patch_embedding.weight", "encoder.model.text_model.embeddings.token_embedding.weight")
 
 
-@pytest.mark.parametrize("losses", ["infonce", "siglip", "infonce+itm"])
+SCALES = {"infonce": "losses.infonce.log_scale", "clip": "encoder.model.logit_scale", "siglip": "losses.siglip.bias", "infonce+itm": "losses.infonce.log_scale"}
+
+
+@pytest.mark.parametrize("losses", list(SCALES))
 def test_two_processes_accumulating_equal_one_process_on_the_whole_batch(tmp_path, losses):
     exp = experiment(CONTRASTIVE[losses])
-    probes = [*PROBES, "losses.infonce.log_scale" if "infonce" in losses else "losses.siglip.bias"]
+    probes = [*PROBES, SCALES[losses]]  # the loss's own temperature (CLIP's lives in the encoder)
     result = torchrun(str(HERE / "distributed_accumulation.py"), json.dumps(exp), json.dumps(probes), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
