@@ -16,7 +16,7 @@ from mmreg.config import validate
 from mmreg.metrics import TRAINED_SHORTLIST, RetrievalEvaluation, retrieval_metrics
 from test_cli import cli, one_error_line
 from test_combinations import ENCODERS, train_steps
-from test_training import HERE, TINY, torchrun
+from test_training import TINY, two_processes_against_one
 from test_scaffold import generated  # noqa: F401  # the fixture: every kind scaffolded and installed
 
 SMALL = {
@@ -121,16 +121,4 @@ def test_a_scaffolded_pairwise_fusion_trains_on_hard_negatives_unchanged(generat
 def test_data_parallel_hard_negatives_equal_the_single_process_batch(tmp_path):
     """2 processes (gloo), each scoring its own pairs and drawing their negatives from the global batch:
     the mean of the processes' losses and the averaged gradients equal one process's on the 16 pairs."""
-    exp = {**TINY, "loss": {"infonce": {}, "itm": {"sampling": "top"}}}
-    result = torchrun(str(HERE / "distributed_loss.py"), json.dumps(exp), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    p = prepare(validate(exp))
-    loss, _ = p.model.eval()(collate_for(p)(list(p.train_split[:16])))
-    loss.backward()
-    assert [r["sharded"]["scores"] for r in ranks] == [[8, 16], [8, 16]]
-    for way in ("sharded", "whole"):
-        assert sum(r[way]["loss"] for r in ranks) / 2 == pytest.approx(loss.item(), rel=1e-5)
-        for r in ranks:
-            for name, grad in r[way]["grads"].items():
-                torch.testing.assert_close(torch.tensor(grad), p.model.get_parameter(name).grad.flatten()[:64], rtol=1e-4, atol=1e-6)
+    two_processes_against_one({**TINY, "loss": {"infonce": {}, "itm": {"sampling": "top"}}}, tmp_path)

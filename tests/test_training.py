@@ -245,10 +245,9 @@ def test_two_process_data_parallel_run_finishes_on_the_whole_validation_set(tmp_
     assert len(list((tmp_path / "runs").iterdir())) == 1  # only the main process writes
 
 
-def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_whole_batch(tmp_path):
-    """Sharded (each process scores its 8 x 16 rows) and whole (16 x 16 on each process), the mean of the
-    processes' losses and the averaged gradients equal one process's on the 16 pairs, for infonce, siglip and clip."""
-    exp = {**TINY, "loss": {"infonce": {"weight": 1.0}, "siglip": {"weight": 0.5}, "clip": {"weight": 0.25}}}
+def two_processes_against_one(exp: dict, tmp_path: Path) -> list[dict]:
+    """Run distributed_loss.py on 2 processes (gloo) and assert, sharded and whole, that the mean of their
+    losses and their averaged gradients equal one process's on the same 16 pairs; return each rank's record."""
     result = torchrun(str(HERE / "distributed_loss.py"), json.dumps(exp), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -256,14 +255,22 @@ def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_wh
     loss, _ = p.model.eval()(collate_for(p)(list(p.train_split[:16])))
     loss.backward()
     assert [r["sharded"]["scores"] for r in ranks] == [[8, 16], [8, 16]]
-    assert [r["sharded"]["offset"] for r in ranks] == [0, 8]
-    assert [r["whole"]["scores"] for r in ranks] == [[16, 16], [16, 16]]
     for way in ("sharded", "whole"):
         assert sum(r[way]["loss"] for r in ranks) / 2 == pytest.approx(loss.item(), rel=1e-5)
         for r in ranks:
             for name, grad in r[way]["grads"].items():
                 expected = p.model.get_parameter(name).grad.flatten()[:64]
                 torch.testing.assert_close(torch.tensor(grad), expected, rtol=1e-4, atol=1e-6)
+    return ranks
+
+
+def test_data_parallel_contrastive_loss_equals_the_single_process_loss_on_the_whole_batch(tmp_path):
+    """Sharded (each process scores its 8 x 16 rows) and whole (16 x 16 on each process), the mean of the
+    processes' losses and the averaged gradients equal one process's on the 16 pairs, for infonce, siglip and clip."""
+    exp = {**TINY, "loss": {"infonce": {"weight": 1.0}, "siglip": {"weight": 0.5}, "clip": {"weight": 0.25}}}
+    ranks = two_processes_against_one(exp, tmp_path)
+    assert [r["sharded"]["offset"] for r in ranks] == [0, 8]
+    assert [r["whole"]["scores"] for r in ranks] == [[16, 16], [16, 16]]
     assert ranks[0]["sharded"]["loss"] != pytest.approx(ranks[1]["sharded"]["loss"])  # each its own share
 
 
