@@ -16,7 +16,7 @@ from .results import check_requested
 from .tasks import check_task, choose_task, task_class
 
 if TYPE_CHECKING:
-    from .components import Augmenter, Dataset, LoopCallback, PeftStrategy, Sample, Task
+    from .components import Augmenter, Balancer, Dataset, LoopCallback, PeftStrategy, Sample, Task
     from .model import MultimodalModel
 
 
@@ -26,7 +26,7 @@ def resolve(exp: Experiment, host: PluginHost) -> Experiment:
     for key, kind in (("encoder", "encoders"), ("fusion", "fusions"), ("peft", "peft"), ("dataset", "datasets")):
         entry = host.registry(kind).get(data[key]["name"])
         data[key]["params"] = entry.validate(data[key]["params"]).model_dump()
-    for key, kind in (("loss", "losses"), ("augment", "augmenters")):
+    for key, kind in (("loss", "losses"), ("augment", "augmenters"), ("balance", "balancers")):
         for name, item in data[key].items():
             item["params"] = host.registry(kind).get(name).validate(item["params"]).model_dump()
     if not data["loss"]:
@@ -119,6 +119,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     check_pairs(exp, host, needs, fusion, encoder)
     name = choose_task(exp.task.name, needs.values(), host.registry("tasks"))
     task = task_class(host.registry("tasks"), name)
+    check_balance(exp, host, fusion, encoder, name, task)
     check_requested(task, name, exp.train.metric, "train.metric", ema=exp.train.ema is not None, sets=tuple(exp.eval_sets))
     if task.needs_image_tokens and getattr(encoder, "gives_tokens", True) is False:
         givers = having(host, "encoders", lambda c: getattr(c, "gives_tokens", True) and not getattr(c, "single_stream", False), "encoder")
@@ -161,6 +162,25 @@ def check_pairs(exp: Experiment, host: PluginHost, needs: dict[str, frozenset[st
         )
 
 
+def check_balance(exp: Experiment, host: PluginHost, fusion: Any, encoder: Any, task_name: str, task: Any) -> None:
+    """A balancer reading each modality's own logits (``Balancer.needs_unimodal``) needs a fusion that
+    gives them (``Fusion.gives_unimodal``) over separate towers, and a task whose head reads the fusion."""
+    readers = [n for n in exp.balance if getattr(declared(host.registry("balancers").get(n).factory), "needs_unimodal", False)]
+    if not readers:
+        return
+    if not getattr(fusion, "gives_unimodal", False) or getattr(encoder, "single_stream", False):
+        givers = having(host, "fusions", lambda c: getattr(c, "gives_unimodal", False), "fusion")
+        raise IncompatibleParts(
+            f"balancer '{readers[0]}' reads each modality's own logits, which fusion '{exp.fusion.name}' with encoder "
+            f"'{exp.encoder.name}' cannot give; use {givers} with an encoder of separate towers"
+        )
+    if not (getattr(task, "reads_fused", False) and "logits" in getattr(task, "provides", frozenset())):
+        heads = having(host, "tasks", lambda c: getattr(c, "reads_fused", False) and "logits" in getattr(c, "provides", frozenset()), "task")
+        raise IncompatibleParts(
+            f"balancer '{readers[0]}' reads each modality's own logits from a head over the fusion, and task '{task_name}' has none; use {heads}"
+        )
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -185,6 +205,7 @@ class Prepared:
     text_fit: dict[str, dict[str, Any] | None]  # per split, texts truncated by the tokenizer (mmreg.textfit.measure)
     strategy: PeftStrategy  # applied to model.encoder; a loop callback during training
     checks: dict[str, str] = field(default_factory=dict)  # per split, which unusable-image check ran (mmreg.badimages)
+    balancers: dict[str, Balancer] = field(default_factory=dict)  # gradient hooks in the experiment's order (mmreg.balance)
 
     @property
     def classes(self) -> list[str]:
@@ -245,7 +266,8 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     model.train()
     strategy.apply(model.encoder)  # after the model is composed: Encoder.use() must not unfreeze what it froze
     skipped = {"train": skipped_train, "val": skipped_val}
-    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy, checks)
+    balancers = {name: host.registry("balancers").build(name, item.params) for name, item in exp.balance.items()}
+    return Prepared(exp, task, dataset, train_split, val_split, augmenters, model, skipped, text_fit, strategy, checks, balancers)
 
 
 def split_counts(p: Prepared) -> dict[str, int]:
@@ -386,6 +408,7 @@ def run(
             callbacks=[p.strategy, *callbacks],
             image_groups=split_groups(p.dataset, "train", p.train_split, exp.data.full_check_max),
             eval_sets=set_loaders,
+            balancers=p.balancers,
         )
         trainer.trajectory = trajectory(exp, trainer.accelerator.num_processes)
         preflight(p, host, collate, trainer.device)  # a broken contract ends here, before any file is written

@@ -172,6 +172,11 @@ class Fusion(nn.Module):
     # Where fuse()'s first ``image_width`` values are the normalised pooled image embedding (`none`),
     # a head can be set from text embeddings (a zero-shot classifier); None where fuse mixes them.
     image_width: int | None = None
+    # That ``fuse`` with one modality's pooled vectors zeroed is that modality alone, so a head over
+    # it gives unimodal logits (``Step.unimodal``: OGM-GE's split of a concatenation head). True for
+    # fusions over pooled vectors that enter separately (`none`, `concat`); False where a modality
+    # only weighs or attends to the other (a gate, cross-attention).
+    gives_unimodal: ClassVar[bool] = False
 
     def use(self, *, score: bool, fuse: bool) -> None:
         """Called once by the model: which of ``score`` and ``fuse`` training reads.
@@ -277,6 +282,9 @@ class Step:
     views: tuple[Modality, Modality] | None = None  # "views": two augmented views of each image, encoded
     logit_scale: torch.Tensor | None = None  # "logit_scale": the encoder's own learnable scale (CLIP's)
     pairs: Pairs | None = None  # "pairs": the fusion scores the pairs a loss picks (hard negatives); see Pairs
+    # {"image": [N, C], "text": [N, C]}: each modality's own logits (``MultimodalModel.unimodal_logits``),
+    # filled where a balancer reads them (``Balancer.needs_unimodal``)
+    unimodal: dict[str, torch.Tensor] | None = None
 
 
 class Loss(nn.Module):
@@ -312,6 +320,49 @@ class Augmenter:
     gives_views: ClassVar[bool] = False
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        raise NotImplementedError
+
+
+@dataclass
+class GradientStep:
+    """What a balancer (``Balancer``) sees of one optimizer step, after the backward pass, the reduction
+    of gradients across processes and the last micro-batch, before clipping and the optimizer step.
+
+    ``outputs`` is the step's ``Step`` without gradients over the whole step: every micro-batch's
+    rows concatenated and, under data parallelism, every process's rows gathered, so every process
+    computes the same modulation. Its ``logits`` [N, C] and ``labels`` [N] are the task head's,
+    ``unimodal`` each modality's own logits where the balancer declares ``needs_unimodal``.
+    ``modalities`` names the trainable weights that serve one modality alone ("image": the vision
+    tower and its projections, "text": the text tower and its), ``groups`` every trainable weight
+    by part (``mmreg.optim.named_by_group``: vision, text, fusion, head); each weight's ``.grad`` may
+    be rescaled in place or replaced by a tensor of its shape and dtype. Gradients are unscaled
+    (fp16's loss scale removed). ``generator`` is seeded by the run's seed and the step, the same on
+    every process and on resume: draw noise from it, not from the global generator.
+    """
+
+    outputs: Step
+    modalities: dict[str, list[tuple[str, nn.Parameter]]]
+    groups: dict[str, list[tuple[str, nn.Parameter]]]
+    step: int  # the optimizer step being taken, from 0
+    epoch: int  # the epoch it belongs to, from 0
+    steps_per_epoch: int
+    generator: torch.Generator
+
+
+class Balancer:
+    """A gradient hook between backward and the optimizer step (OGM-GE, AGM, PMR-like methods of
+    modality balance; the kind ``balancers``, section ``[balance]``, flag ``--balance``).
+
+    Called once per optimizer step with a ``GradientStep``; it may rescale or replace gradients
+    and returns numbers (floats or 0-dim tensors, converted only on logged steps) logged with the
+    step as ``balance/NAME/KEY``. Several are applied in the order the experiment lists them.
+    ``needs_unimodal`` declares that it reads ``outputs.unimodal``: a fusion that cannot give them
+    (``Fusion.gives_unimodal``) is refused before anything is built.
+    """
+
+    needs_unimodal: ClassVar[bool] = False
+
+    def __call__(self, step: GradientStep) -> Mapping[str, float | torch.Tensor]:
         raise NotImplementedError
 
 

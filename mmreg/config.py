@@ -201,6 +201,14 @@ class WeightedComponent(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class StackedComponent(BaseModel):
+    """One of several components applied in order (a balancer): its parameters."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 # The default experiment (`mmreg run` with no flags): the one place the core names built-in plugins.
 DEFAULTS = {"encoder": "clip", "fusion": "gated", "loss": "infonce", "augment": "none", "peft": "full", "dataset": "shapes"}
 
@@ -222,6 +230,10 @@ class Experiment(BaseModel):
     fusion: Component = Component(name=DEFAULTS["fusion"])
     loss: dict[str, WeightedComponent] = Field(default_factory=lambda: {DEFAULTS["loss"]: WeightedComponent()})
     augment: dict[str, WeightedComponent] = Field(default_factory=lambda: {DEFAULTS["augment"]: WeightedComponent()})
+    balance: dict[str, StackedComponent] = Field(
+        default_factory=dict,
+        description="gradient hooks applied in this order between the backward pass and the optimizer step (OGM-GE); none by default",
+    )
     peft: Component = Component(name=DEFAULTS["peft"])
     dataset: Component = Component(name=DEFAULTS["dataset"])
     data: DataConfig = DataConfig()
@@ -237,7 +249,8 @@ class Experiment(BaseModel):
 
 
 SINGLE = ("encoder", "fusion", "peft", "dataset", "task")
-MULTI = ("loss", "augment")
+MULTI = ("loss", "augment", "balance")
+WEIGHTED = ("loss", "augment")  # the sections of MULTI whose entries carry a weight
 
 
 # -- the file format <-> the object -------------------------------------------
@@ -286,6 +299,9 @@ def _from_file_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
             entries = {}
             for name, table in _table(data[key], key).items():
                 table = _table(table, f"{key}.{name}")
+                if key not in WEIGHTED:
+                    entries[name] = {"params": table}
+                    continue
                 entries[name] = {"weight": table.get("weight", 1.0), "params": {k: v for k, v in table.items() if k != "weight"}}
             data[key] = entries
     return data
@@ -299,9 +315,11 @@ def to_file_layout(exp: Experiment) -> dict[str, Any]:
     if data["task"] == {"name": None}:
         del data["task"]
     for key in MULTI:
-        data[key] = {name: {"weight": e["weight"], **e["params"]} for name, e in data[key].items()}
+        data[key] = {name: {**({"weight": e["weight"]} if key in WEIGHTED else {}), **e["params"]} for name, e in data[key].items()}
     if not data["eval_sets"]:  # as files written before evaluation sets existed: none
         del data["eval_sets"]
+    if not data["balance"]:  # as files written before balancers existed: none
+        del data["balance"]
     return _drop_none(data)
 
 
@@ -400,6 +418,11 @@ def apply_flags(raw: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]
             old = data.get(key) or {}
             entries = {}
             for spec in specs:
+                if key not in WEIGHTED:
+                    if ":" in spec or spec in entries:
+                        raise ConfigError(f"--{key} '{spec}': give each {key} once, by name and without a weight (they apply in order)")
+                    entries[spec] = dict(old.get(spec, {}))
+                    continue
                 name, weight = parse_weighted(spec)
                 if name in entries:
                     raise ConfigError(f"--{key} {name} is given twice; give each {key} once, e.g. --{key} {name}:0.5")

@@ -170,7 +170,7 @@ def group_label(group: Group, index: int, groups: Sequence[Group]) -> str:
         elsewhere_absent = any(g.settings.get(key) is None for g in groups)
         if value is None:
             continue
-        if section in ("loss", "augment") and elsewhere_absent:
+        if section in ("loss", "augment", "balance") and elsewhere_absent:
             named = f"{section}: {rest.partition('.')[0]}"
             parts += [] if named in parts else [named]
         elif not (elsewhere_absent and rest != "name" and f"{section}.name" in group.settings):

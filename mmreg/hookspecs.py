@@ -169,3 +169,19 @@ def mmreg_register_tasks(register: Register) -> None:
     fills the ``Step`` (``forward``) and yields its metrics from the one
     validation pass (``evaluations``).
     """
+
+
+@hookspec
+def mmreg_register_balancers(register: Register) -> None:
+    """Register balancers: gradient hooks between the backward pass and the optimizer step.
+
+    Factory: ``factory(**params) -> mmreg.components.Balancer``. The core calls it once per
+    optimizer step, after gradients are reduced across processes and, with ``train.grad_accum``,
+    after the last micro-batch; before clipping and the step (``mmreg.components.GradientStep``:
+    the step's outputs without gradients, each modality's own weights, every part's weights, the
+    step and epoch, a generator seeded per step). It may rescale or replace ``.grad`` (same shape
+    and dtype) and returns numbers logged as ``balance/NAME/KEY``. One reading each modality's
+    own logits declares ``needs_unimodal = True``: only fusions declaring ``gives_unimodal`` serve
+    it, and others are refused before anything is built. An experiment stacks them in order
+    (``[balance.NAME]`` tables, ``--balance NAME``).
+    """

@@ -32,6 +32,18 @@ class Features:
     views: tuple[Modality, Modality] | None = None  # two augmented views of each image, where a loss reads "views"
 
 
+def detached(step: Step) -> Step:
+    """What a balancer reads of a ``Step`` (``mmreg.components.GradientStep``): the pooled vectors,
+    the head's logits and labels and the unimodal logits, without gradients."""
+
+    def pooled(m: Modality) -> Modality:
+        return Modality(pooled=None if m.pooled is None else m.pooled.detach())
+
+    unimodal = None if step.unimodal is None else {k: v.detach() for k, v in step.unimodal.items()}
+    logits = None if step.logits is None else step.logits.detach()
+    return Step(pooled(step.image), pooled(step.text), logits=logits, labels=step.labels, unimodal=unimodal)
+
+
 class MultimodalModel(nn.Module):
     """encoder -> projection to ``dim`` -> fusion -> task head -> weighted losses.
 
@@ -78,6 +90,8 @@ class MultimodalModel(nn.Module):
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
         encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens or self.pairs)
         fusion.use(score=bool({"scores", "pairs"} & self.needs), fuse=head is not None and task.reads_fused)
+        self.wants_unimodal = False  # fill Step.unimodal (a balancer reads it; set by the trainer)
+        self.kept: list[Step] | None = None  # each step's outputs without gradients, while a balancer reads them
         if "logit_scale" in self.needs:  # a loss trains the encoder's own scale (CLIP's), which use() froze
             encoder.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
 
@@ -153,7 +167,42 @@ class MultimodalModel(nn.Module):
                 setattr(step, name, value)
         if "logit_scale" in self.needs:
             step.logit_scale = self.encoder.logit_scale  # type: ignore[attr-defined]
+        if self.wants_unimodal:
+            with torch.no_grad():
+                step.unimodal = self.unimodal_logits(encoded, dict(batch))
         return step
+
+    @property
+    def gives_unimodal(self) -> bool:
+        """Whether ``unimodal_logits`` applies: a fusion declaring ``gives_unimodal`` over two streams,
+        and a task head reading its ``fuse`` that gives logits."""
+        return (
+            self.fusion.gives_unimodal and not self.encoder.single_stream and self.head is not None
+            and self.task.reads_fused and "logits" in self.task.provides
+        )  # fmt: skip
+
+    def unimodal_logits(self, encoded: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's own logits, {"image": [N, C], "text": [N, C]}, from the head over ``fuse`` with
+        the other modality's pooled vectors zeroed: with L(v, t) the head's logits,
+        image = L(v, 0) - L(0, 0) / 2 and text = L(0, t) - L(0, 0) / 2. Where L is affine in [v, t]
+        (W_v v + W_t t + b: `none` with a linear head) this is exactly OGM-GE's split of the
+        concatenation head, W_v v + b/2 (Peng et al., CVPR 2022, GeWu-Lab/OGM-GE_CVPR2022); through a
+        nonlinear fusion (`concat`'s MLP) it is that modality's input alone. Raises
+        IncompatibleParts where ``gives_unimodal`` is False."""
+        if not self.gives_unimodal:
+            raise IncompatibleParts(
+                f"fusion {type(self.fusion).__name__} with task '{self.task.name}' gives no unimodal logits; "
+                "use a fusion declaring gives_unimodal (none, concat) and a task whose head reads the fusion"
+            )
+        image, text = encoded.image.pooled, encoded.text.pooled
+        assert image is not None and text is not None, "a fusion giving unimodal logits reads pooled vectors"
+
+        def logits(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            fused = Encoded(Modality(pooled=v), Modality(pooled=t), encoded.image_tokens, encoded.pooled)
+            return self.task.forward(self.head, self.fusion, fused, batch)["logits"]
+
+        absent = logits(torch.zeros_like(image), torch.zeros_like(text)) / 2
+        return {"image": logits(image, torch.zeros_like(text)) - absent, "text": logits(torch.zeros_like(image), text) - absent}
 
     def _contrastive(self, encoded: Encoded, groups: torch.Tensor | None) -> tuple[torch.Tensor, Pairs]:
         """ALBEF's two views of one batch: the cosine of the contrastive pooled vectors for the losses
@@ -183,6 +232,8 @@ class MultimodalModel(nn.Module):
     def losses_of(self, step: Step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total loss of a ``Step`` and each loss's unweighted value."""
         parts = {name: loss(step) for name, loss in self.losses.items()}
+        if self.kept is not None and self.training:
+            self.kept.append(detached(step))
         total = sum(self.loss_weights[name] * value for name, value in parts.items())
         return total, parts  # type: ignore[return-value]
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 BEFORE = "before"  # json_schema_extra key: the value a run recorded without this parameter used
 SINGLE = (("encoder", "encoders"), ("fusion", "fusions"), ("peft", "peft"), ("dataset", "datasets"), ("task", "tasks"))
-MULTI = (("loss", "losses"), ("augment", "augmenters"))
+MULTI = (("loss", "losses"), ("augment", "augmenters"), ("balance", "balancers"))
 
 
 def recorded_experiment(run_dir: Path, host: PluginHost) -> Experiment:

@@ -36,6 +36,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("peft", "peft strategy", "mmreg_register_peft_strategies"),
     Kind("datasets", "dataset", "mmreg_register_datasets"),
     Kind("tasks", "task", "mmreg_register_tasks"),
+    Kind("balancers", "balancer", "mmreg_register_balancers"),
 )
 
 

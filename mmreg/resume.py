@@ -36,7 +36,7 @@ def trajectory(exp: Experiment, processes: int) -> dict[str, Any]:
     return {**settings, "processes": processes}
 
 
-COMPONENTS = ("encoder.", "fusion.", "peft.", "dataset.", "task.", "loss.", "augment.")  # sections of component parameters
+COMPONENTS = ("encoder.", "fusion.", "peft.", "dataset.", "task.", "loss.", "augment.", "balance.")  # sections of component parameters
 
 
 def upgrade_trajectory(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 RANGE_KEYS = {"low", "high", "log", "step"}
 KIND_OF = {
-    "encoder": "encoders", "fusion": "fusions", "peft": "peft", "dataset": "datasets", "task": "tasks", "loss": "losses", "augment": "augmenters",
+    "encoder": "encoders", "fusion": "fusions", "peft": "peft", "dataset": "datasets", "task": "tasks", "loss": "losses", "augment": "augmenters", "balance": "balancers",
 }  # fmt: skip
 
 

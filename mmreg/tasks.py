@@ -11,7 +11,7 @@ from torch import nn
 
 from .components import Encoded, Evaluation, Fusion, Task
 from .errors import ConfigError, IncompatibleParts, did_you_mean
-from .metrics import AccuracyEvaluation, RetrievalEvaluation
+from .metrics import AccuracyEvaluation, RetrievalEvaluation, UnimodalAccuracy
 
 HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
@@ -85,7 +85,9 @@ def check_task(
 class FusedHeadTask(Task):
     """A task whose head reads the fusion's joint features ``fuse(image, text)`` [N, D] and
     gives logits [N, C] over classes (classification, VQA): scored by the accuracy of the head's
-    argmax, reported under the subclass's ``headline``, and by recall@K too where a loss also
+    argmax, reported under the subclass's ``headline``, by each modality's own accuracy as
+    ``HEADLINE/image_only`` and ``HEADLINE/text_only`` where the fusion gives unimodal logits
+    (``Fusion.gives_unimodal``), and by recall@K too where a loss also
     trains the fusion's ``score`` (``score_evaluations``). Subclasses name the headline, build
     the head and collate ``labels``."""
 
@@ -98,7 +100,8 @@ class FusedHeadTask(Task):
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         if self.headline is None:
             raise ConfigError(f"task '{self.name}' ({type(self).__name__}) names no headline; set headline to the name its accuracy is reported under")
-        return [AccuracyEvaluation(self, self.headline), *self.score_evaluations(model)]
+        unimodal = [UnimodalAccuracy(self.headline)] if getattr(model, "gives_unimodal", False) else []
+        return [AccuracyEvaluation(self, self.headline), *unimodal, *self.score_evaluations(model)]
 
     def score_evaluations(self, model: nn.Module) -> list[Evaluation]:
         """Recall@K of the fusion's ``score`` where a chosen loss trains it, else none."""

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from .accumulate import CachedBatch, across_batch, average_gradients
+from .balance import Balancing, as_floats
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
-from .components import LoopCallback
+from .components import Balancer, LoopCallback
 from .config import OptimConfig, TrainConfig
 from .badimages import Tally
 from .data import AugmentedSplit, Batches, Collate, local_processes, resolve_workers, train_loader
@@ -160,11 +161,14 @@ class Trainer:
         callbacks: Sequence[LoopCallback] = (),
         image_groups: Sequence[int] | None = None,
         eval_sets: Sequence[tuple[str, Any, Iterable[Mapping[str, torch.Tensor]]]] = (),
+        balancers: Mapping[str, Balancer] | None = None,
     ) -> None:
         """``run_dir`` may be set later, once every check has passed; ``trajectory``, stored with
         each checkpoint, is set by the caller (see mmreg.resume). ``image_groups`` (the image of
         each training row, ``mmreg.sampling.caption_groups``): one caption per image per epoch.
-        ``eval_sets``: ``(name, task, loader)`` scored at every evaluation as ``name/METRIC``."""
+        ``eval_sets``: ``(name, task, loader)`` scored at every evaluation as ``name/METRIC``.
+        ``balancers``: gradient hooks applied in order to every optimizer step before clipping
+        (``mmreg.balance``)."""
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
@@ -204,6 +208,9 @@ class Trainer:
         self.val_loader, self.eval_sets = val_loader, list(eval_sets)
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
         self.parts = {name: [p for _, p in named] for name, named in named_by_group(model).items() if named}  # for gradient norms
+        self.balancing = Balancing(balancers, model, seed) if balancers else None
+        if self.balancing is not None:  # the model keeps each step's outputs for them
+            model.kept, model.wants_unimodal = [], self.balancing.needs_unimodal
         prepared = model.to(self.device)  # before the optimizer: a fused AdamW checks where the weights are
         self.ema = moving_average(model, cfg.ema, cfg.ema_warmup)  # before compiling and wrapping: a plain copy
         optimizer = build_optimizer(model, cfg, optim or OptimConfig())
@@ -361,10 +368,13 @@ class Trainer:
         samples_at_start, time_at_start = loop.samples, time.perf_counter()
         loss_value, window_loss, window_bad, micro = math.nan, 0.0, False, 0
         norms: dict[str, float] = {}  # the last logged step's gradient norm of each part
+        balanced: dict[str, Any] = {}  # the last step's numbers from the balancers
         pending: list[dict[str, torch.Tensor]] = []  # the step's micro-batches so far, where they train as one batch
         metrics: dict[str, float] = loop.history[-1] if loop.history else {}
         evaluated_at = loop.history[-1]["step"] if loop.history else -1
         stopped_early = False
+        if self.balancing is not None:
+            self.bare_model.kept = []  # nothing of a pass before training (checks, a previous fit)
         with StopSignals() as signals:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
@@ -399,8 +409,9 @@ class Trainer:
                 loop.samples += batch["pixel_values"].shape[0] * accelerator.num_processes
                 if not sync:
                     continue
+                kept = self.bare_model.kept
                 if window_bad:
-                    norms = {}  # no gradients of this step to show
+                    norms, balanced = {}, {}  # no gradients of this step to show
                     self.optimizer.zero_grad(set_to_none=True)
                     loop.bad_in_a_row += 1
                     loop.skipped_steps += 1
@@ -410,7 +421,15 @@ class Trainer:
                 else:
                     if (loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total:
                         norms = self._gradient_norms()
-                    if cfg.max_grad_norm is not None:
+                    unscaled = False
+                    if self.balancing is not None:
+                        if accelerator.scaler is not None:  # balancers see true gradients (fp16)
+                            accelerator.unscale_gradients()
+                            unscaled = True
+                        balanced = self.balancing.apply(kept, loop.step, loop.epoch, self.steps_per_epoch, self.device)
+                    if cfg.max_grad_norm is not None and unscaled:  # accelerate would unscale a second time
+                        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    elif cfg.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
                     self.optimizer.step()
                     if not accelerator.optimizer_step_was_skipped:
@@ -420,6 +439,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loop.bad_in_a_row = 0
                     loss_value = window_loss
+                if kept is not None:
+                    kept.clear()
                 loop.step += 1
                 window_loss, window_bad = 0.0, False
                 loop.seconds = time.perf_counter() - started
@@ -427,6 +448,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 if loop.step % cfg.log_every == 0 or loop.step == self.total:
                     record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr, **norms}
+                    record.update(as_floats(balanced))
                     if len(parts) > 1:
                         record.update({f"loss/{k}": self._global_loss(v.item()) for k, v in parts.items()})
                     self._log(record)

@@ -58,4 +58,4 @@ def test_readme_task_plugin_example_trains_and_reports_accuracy(tmp_path):
         "dataset": {"name": "shapes", "train_size": 32, "val_size": 16}, "train": {"max_steps": 2, "batch_size": 8},
     }  # fmt: skip
     summary = mmreg.run(exp, host=host, progress=False)
-    assert summary["task"] == "shape-size" and summary["classes"] == 2 and set(summary["metrics"]) == {"accuracy"}
+    assert summary["task"] == "shape-size" and summary["classes"] == 2 and set(summary["metrics"]) == {"accuracy", "accuracy/image_only", "accuracy/text_only"}

@@ -87,7 +87,7 @@ def test_params_must_be_a_pydantic_model_and_factory_callable(reg):
 def test_find_kind_accepts_singular_and_plural():
     assert find_kind("fusion") is find_kind("fusions")
     assert find_kind("peft").key == "peft"
-    assert {k.key for k in KINDS} == {"encoders", "fusions", "losses", "augmenters", "peft", "datasets", "tasks"}
+    assert {k.key for k in KINDS} == {"encoders", "fusions", "losses", "augmenters", "peft", "datasets", "tasks", "balancers"}
     with pytest.raises(UnknownComponent, match="did you mean 'losses'"):
         find_kind("loses")
 

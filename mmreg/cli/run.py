@@ -36,6 +36,10 @@ def run_command(
         list[str] | None, typer.Option(help="Loss name, optionally NAME:WEIGHT; repeatable.", show_default=False)
     ] = None,
     augment: AugmentOpt = None,
+    balance: Annotated[
+        list[str] | None,
+        typer.Option(help="Balancer name (a gradient hook before the optimizer step, e.g. ogm_ge); repeatable, applied in order.", show_default=False),
+    ] = None,
     peft: Annotated[str | None, typer.Option(help="PEFT strategy name.", show_default=False)] = None,
     dataset: DatasetOpt = None,
     task: Annotated[
@@ -73,6 +77,7 @@ def run_command(
         "fusion": fusion,
         "loss": loss,
         "augment": augment,
+        "balance": balance,
         "peft": peft,
         "dataset": dataset,
         "task": task,

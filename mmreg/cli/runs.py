@@ -173,7 +173,7 @@ def _highlights(config: dict[str, Any]) -> dict[str, Any]:
 
     flat = flatten(config)
     keys = ["task", "task.name", *(k for k in flat if k.startswith("task.") and k != "task.name"), "seed", "encoder.name", "fusion.name", "peft.name", "dataset.name", "model.dim"]
-    keys += [k for k in flat if k.startswith(("loss.", "augment."))]
+    keys += [k for k in flat if k.startswith(("loss.", "augment.", "balance."))]
     keys += [f"train.{k}" for k in ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "device")]
     return {k: flat[k] for k in keys if k in flat}
 

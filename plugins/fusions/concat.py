@@ -19,6 +19,7 @@ class ConcatFusion(PairwiseFusion):
     """
 
     needs_tokens = False
+    gives_unimodal = True  # one modality's vector zeroed is that modality alone (mmreg.model.MultimodalModel.unimodal_logits)
 
     def __init__(self, *, dim: int, hidden: int, layers: int, dropout: float, interactions: bool) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ class NoFusion(Fusion):
     """
 
     needs_tokens = False
+    gives_unimodal = True  # [v, t]: a linear head over it splits exactly into W_v v + W_t t + b (OGM-GE's split)
 
     def __init__(self, *, dim: int) -> None:
         super().__init__()
