@@ -34,7 +34,7 @@ class Digits(Dataset):
     fields = frozenset({"image", "caption", "label"})
     classes = list(NAMES)
 
-    def __init__(self, *, image_size: int, val_fraction: float, caption_names_digit: bool, seed: int) -> None:
+    def __init__(self, *, image_size: int, val_fraction: float, caption_names_digit: bool, caption_accuracy: float = 1.0, seed: int) -> None:
         from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and `mmreg list` needs none of it
 
         digits = load_digits()
@@ -45,9 +45,14 @@ class Digits(Dataset):
         for digit in range(len(NAMES)):
             members = np.flatnonzero(labels == digit)
             val[members[hold_out(len(members), val_fraction, rng)]] = True
+        named = labels.copy()  # the digit each caption names
+        if caption_accuracy < 1:
+            wrong = np.random.default_rng([seed, 1]).random(len(labels)) >= caption_accuracy
+            shift = np.random.default_rng([seed, 2]).integers(1, len(NAMES), size=len(labels))
+            named[wrong] = (labels[wrong] + shift[wrong]) % len(NAMES)  # another digit, each equally likely
         self._splits = {}
         for name, chosen in zip(SPLITS, (~val, val)):
-            captions = [f"a handwritten digit {NAMES[d]}" if caption_names_digit else "a handwritten digit" for d in labels[chosen]]
+            captions = [f"a handwritten digit {NAMES[d]}" if caption_names_digit else "a handwritten digit" for d in named[chosen]]
             self._splits[name] = DigitsSplit(pixels[chosen], labels[chosen], image_size, captions)
 
     def split(self, name: str) -> DigitsSplit:

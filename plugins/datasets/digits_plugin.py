@@ -15,6 +15,11 @@ class DigitsParams(BaseModel):
     caption_names_digit: bool = Field(
         True, description="name the digit in the caption; false makes classification read the image"
     )
+    caption_accuracy: float = Field(
+        1.0, gt=0, le=1,
+        description="share of captions naming the right digit (both splits, seeded); the rest name another digit at random, "
+        "so text alone tops out there while the image carries the label: one modality easy and unreliable, as modality-imbalance studies build it",
+    )
 
 
 @hookimpl
