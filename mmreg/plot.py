@@ -60,7 +60,10 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
 
     The first panel holds the training loss (and each loss term) with the learning
     rate on a twin axis; the second the gradient norm of each part (``grad_norm/PART``:
-    towers, fusion, head; log scale), where logged; the last every validation metric.
+    towers, fusion, head; log scale), where logged; the third, where a run has them, modality
+    balance: each modality's own validation accuracy (``NAME/image_only``, ``NAME/text_only``)
+    beside the fused ``NAME``, and the balancers' numbers (``balance/...``) dashed on a twin axis;
+    the last every validation metric.
     matplotlib is imported here, and drawn without pyplot, so no global backend is touched.
     """
     records = read_metrics(Path(metrics_path))
@@ -68,6 +71,9 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     val = series(records, "val")
     lr = train.pop("lr", None)
     norms = {k.partition("/")[2]: v for k, v in train.items() if k.startswith("grad_norm/")}
+    balancers = {k.partition("/")[2]: v for k, v in train.items() if k.startswith("balance/")}
+    alone = sorted({k.rpartition("/")[0] for k in val if k.endswith(("/image_only", "/text_only"))})
+    balance = {k: val[k] for name in alone for k in (name, f"{name}/image_only", f"{name}/text_only") if k in val}
     train = {k: v for k, v in train.items() if k == "loss" or k.startswith("loss/")}
     if not any(any(math.isfinite(x) for x in vals) for _, vals in train.values()) and not val:
         return None
@@ -75,7 +81,7 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = int(bool(train)) + int(bool(norms)) + int(bool(val))
+    panels = int(bool(train)) + int(bool(norms)) + int(bool(balance)) + int(bool(val))
     fig = Figure(figsize=(8, 3.2 * panels), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
@@ -110,6 +116,24 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
         ax.set_title("gradient norm per part")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize="small")
+    if balance:
+        ax = axes[i]
+        i += 1
+        for key, (steps, values) in balance.items():
+            ax.plot(steps, values, label=key, marker="o", markersize=3, linewidth=1.8 if key in alone else 1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title("modality balance: each modality alone and fused")
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if balancers:
+            twin = ax.twinx()
+            for key, (steps, values) in balancers.items():
+                (line,) = twin.plot(steps, values, linestyle="--", linewidth=0.9, alpha=0.8, label=key)
+                handles.append(line)
+                labels.append(key)
+            twin.set_ylabel("balancer (training steps)")
+        ax.legend(handles, labels, loc="best", fontsize="small")
     if val:
         ax = axes[i]
         for key, (steps, values) in val.items():

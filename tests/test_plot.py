@@ -68,3 +68,24 @@ def test_an_existing_plot_is_replaced(tmp_path):
     out.write_bytes(b"old")
     assert plot_curves(metrics, out) == out
     assert out.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_modality_balance_gets_its_own_panel(tmp_path):
+    """Each modality's own accuracy beside the fused one, and a balancer's coefficients, make a panel of
+    their own: the figure is one panel (320 px) taller than the same run without them."""
+    heights = []
+    for balance in (False, True):
+        lines = []
+        for step in (10, 20):
+            train = {"step": step, "split": "train", "loss": 1.0 / step, "grad_norm/vision": 0.1, "grad_norm/text": 2.0}
+            val = {"step": step, "split": "val", "accuracy": 0.5}
+            if balance:
+                train.update({"balance/ogm_ge/coeff_image": 1.0, "balance/ogm_ge/coeff_text": 0.3})
+                val.update({"accuracy/image_only": 0.2, "accuracy/text_only": 0.6})
+            lines += [train, val]
+        metrics = tmp_path / f"{balance}.jsonl"
+        metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        out = plot_curves(metrics, tmp_path / f"{balance}.png")
+        with Image.open(out) as image:
+            heights.append(image.size[1])
+    assert heights[1] - heights[0] == 320
