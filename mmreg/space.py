@@ -37,7 +37,10 @@ KIND_OF = {
 
 
 def _label(value: Any) -> str | int | float | bool:
-    """Optuna categoricals hold plain values; a table of losses is held as its compact text."""
+    """Optuna categoricals hold plain values; a table of losses is held as its compact text, an empty
+    one (no balancer) as "(none)"."""
+    if isinstance(value, Mapping) and not value:
+        return "(none)"
     if isinstance(value, Mapping):
         return "+".join(f"{name}{json.dumps(table, sort_keys=True) if table else ''}" for name, table in value.items())
     return value

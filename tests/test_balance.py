@@ -287,3 +287,23 @@ def test_a_balancer_is_named_once_and_without_a_weight(tmp_path):
         proc = cli("run", *CLASSIFY_FLAGS, "--loss", "ce", *spec, "--max-steps", "1", cwd=tmp_path)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "give each balance once, by name and without a weight" in err, err
+
+
+def test_a_search_chooses_whether_to_balance_and_draws_alpha_from_its_declared_range(tmp_path):
+    from mmreg.search import search
+
+    (tmp_path / "s.toml").write_text(
+        'task = "classification"\n[encoder]\nname = "clip"\nhidden_size = 32\nprojection_dim = 32\nlayers = 1\n[model]\ndim = 32\n'
+        '[fusion]\nname = "concat"\n[loss.ce]\n[balance.ogm_ge]\n'
+        '[dataset]\nname = "shapes"\ntrain_size = 32\nval_size = 16\nimage_size = 32\n[train]\nmax_steps = 1\nbatch_size = 8\n'
+        '[search]\n"balance" = {choices = [{}, "ogm_ge"]}\n"balance.ogm_ge.alpha" = {}\n'
+    )
+    summary = search(tmp_path / "s.toml", trials=4, sampler="random", runs_dir=str(tmp_path / "runs"))
+    assert summary["states"] == {"complete": 4}
+    assert {t["params"]["balance"] for t in summary["rows"]} == {"(none)", "ogm_ge"}  # the seeded sampler drew both
+    for trial in summary["rows"]:
+        config = (Path(trial["run_dir"]) / "config.toml").read_text()
+        assert ("[balance.ogm_ge]" in config) == (trial["params"]["balance"] == "ogm_ge")
+        if trial["params"]["balance"] == "ogm_ge":
+            assert 0.1 <= trial["params"]["balance.ogm_ge.alpha"] <= 2.0
+            assert f"alpha = {trial['params']['balance.ogm_ge.alpha']}" in config
