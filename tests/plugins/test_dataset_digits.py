@@ -80,3 +80,19 @@ def test_digits_trains_to_far_above_chance_accuracy_in_a_short_run(tmp_path, one
     seconds = time.perf_counter() - started
     assert summary["classes"] == 10 and summary["train_size"] + summary["val_size"] == 1797
     assert summary["metrics"]["accuracy"] >= 0.5, (summary["metrics"], seconds)  # chance is 0.1
+
+
+def test_caption_accuracy_makes_that_share_of_captions_name_the_right_digit(digits):
+    """The rest name another digit, each of the nine about equally often; labels and images stay; seeded."""
+    noisy = make(caption_accuracy=0.7)
+    for split in ("train", "val"):
+        clean, samples = digits.split(split), noisy.split(split)
+        assert [s.label for s in samples] == [s.label for s in clean]
+        named = [NAMES.index(s.caption.rsplit(" ", 1)[1]) for s in samples]
+        right = np.mean([n == s.label for n, s in zip(named, samples)])
+        assert right == pytest.approx(0.7, abs=0.05)
+        assert np.array_equal(np.asarray(samples[3].image), np.asarray(clean[3].image))
+    wrong = [(NAMES.index(s.caption.rsplit(" ", 1)[1]) - s.label) % 10 for s in noisy.split("train") if not s.caption.endswith(NAMES[s.label])]
+    counts = np.bincount(wrong, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 0.5 * counts[1:].mean()  # another digit, spread over all nine
+    assert make(caption_accuracy=0.7).texts("train") == noisy.texts("train") != make(seed=1, caption_accuracy=0.7).texts("train")
