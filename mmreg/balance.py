@@ -20,10 +20,13 @@ MODALITY_GROUPS = {"image": ("vision", ("image_proj.", "itc_image_proj.")), "tex
 PREFIX = "balance/"  # a balancer's numbers are logged as balance/NAME/KEY
 
 
-def modality_parameters(model: MultimodalModel) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+def modality_parameters(
+    model: MultimodalModel, groups: Mapping[str, list[tuple[str, torch.nn.Parameter]]] | None = None
+) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
     """The trainable weights serving one modality alone: {"image": the vision tower and the image
-    projections, "text": the text tower and the text projections} (empty where frozen)."""
-    groups = named_by_group(model)
+    projections, "text": the text tower and the text projections} (empty where frozen), from
+    ``groups`` (``mmreg.optim.named_by_group`` of the model, computed where not given)."""
+    groups = groups if groups is not None else named_by_group(model)
     out = {}
     for modality, (tower, projections) in MODALITY_GROUPS.items():
         out[modality] = list(groups[tower]) + [(n, p) for n, p in groups["fusion"] if n.startswith(projections)]
@@ -63,9 +66,7 @@ class Balancing:
     """The experiment's balancers in order (``[balance.NAME]``), applied to one optimizer step."""
 
     def __init__(self, balancers: Mapping[str, Balancer], model: MultimodalModel, seed: int) -> None:
-        self.balancers, self.seed = dict(balancers), seed
-        self.modalities = modality_parameters(model)
-        self.groups = named_by_group(model)
+        self.balancers, self.model, self.seed = dict(balancers), model, seed
 
     @property
     def needs_unimodal(self) -> bool:
@@ -75,10 +76,11 @@ class Balancing:
         """Run each balancer on the step's gradients; their numbers as ``balance/NAME/KEY``. Raises
         ContractBroken naming a balancer that left a gradient of another shape or dtype, or returned
         something other than numbers."""
+        groups = named_by_group(self.model)  # each step: a PEFT strategy may unfreeze weights during the run (progressive)
         gradient_step = GradientStep(
             outputs=step_outputs(kept),
-            modalities=self.modalities,
-            groups=self.groups,
+            modalities=modality_parameters(self.model, groups),
+            groups=groups,
             step=step,
             epoch=epoch,
             steps_per_epoch=steps_per_epoch,
@@ -86,7 +88,7 @@ class Balancing:
         )
         numbers: dict[str, float | torch.Tensor] = {}
         for name, balancer in self.balancers.items():
-            shapes = [(n, p, p.grad.shape, p.grad.dtype) for group in self.groups.values() for n, p in group if p.grad is not None]
+            shapes = [(n, p, p.grad.shape, p.grad.dtype) for group in groups.values() for n, p in group if p.grad is not None]
             returned = balancer(gradient_step)
             for weight_name, p, shape, dtype in shapes:
                 grad = p.grad
