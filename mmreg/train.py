@@ -309,6 +309,31 @@ class Trainer:
         values = (torch.stack(norms) / scale).tolist()
         return {f"grad_norm/{name}": value for name, value in zip(self.parts, values, strict=True)}
 
+    def _optimizer_step(self, kept: list[Any] | None, logged: bool, norms: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
+        """The step from the accumulated gradients: gradient norms (on a ``logged`` step, else ``norms``
+        kept), the balancers on ``kept`` (the step's outputs), clipping, the optimizer, the schedule and
+        the moving average. Returns the norms and the balancers' numbers."""
+        accelerator, cfg, loop = self.accelerator, self.cfg, self.loop
+        norms = self._gradient_norms() if logged else norms
+        balanced: dict[str, Any] = {}
+        unscaled = False
+        if self.balancing is not None:
+            if accelerator.scaler is not None:  # balancers see true gradients (fp16)
+                accelerator.unscale_gradients()
+                unscaled = True
+            balanced = self.balancing.apply(kept or [], loop.step, loop.epoch, self.steps_per_epoch, self.device)
+        if cfg.max_grad_norm is not None and unscaled:  # accelerate would unscale a second time
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        elif cfg.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.bare_model, step=loop.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        return norms, balanced
+
     def _global_loss(self, value: float) -> float:
         """The mean of every process's loss: the global batch's loss, also when each process holds
         its share (sharded contrastive losses, see mmreg.components.Step). Not finite when any
@@ -419,24 +444,8 @@ class Trainer:
                     if loop.bad_in_a_row >= cfg.max_bad_steps:
                         raise TrainingDiverged(self._diverged_message())
                 else:
-                    if (loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total:
-                        norms = self._gradient_norms()
-                    unscaled = False
-                    if self.balancing is not None:
-                        if accelerator.scaler is not None:  # balancers see true gradients (fp16)
-                            accelerator.unscale_gradients()
-                            unscaled = True
-                        balanced = self.balancing.apply(kept, loop.step, loop.epoch, self.steps_per_epoch, self.device)
-                    if cfg.max_grad_norm is not None and unscaled:  # accelerate would unscale a second time
-                        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                    elif cfg.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                    self.optimizer.step()
-                    if not accelerator.optimizer_step_was_skipped:
-                        self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.update(self.bare_model, step=loop.step + 1)
-                    self.optimizer.zero_grad(set_to_none=True)
+                    logged = (loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total
+                    norms, balanced = self._optimizer_step(kept, logged, norms)
                     loop.bad_in_a_row = 0
                     loss_value = window_loss
                 if kept is not None:
