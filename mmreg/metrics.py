@@ -313,25 +313,5 @@ class AccuracyEvaluation(Evaluation):
         return {self.metric: self.correct / max(self.total, 1)}
 
 
-class UnimodalAccuracy(Evaluation):
-    """Each modality's own accuracy, from its unimodal logits (``MultimodalModel.unimodal_logits``),
-    reported as ``NAME/image_only`` and ``NAME/text_only`` beside the fused ``NAME``: how far each
-    modality alone gets, the other left out (modality imbalance; OGM-GE, Peng et al., CVPR 2022)."""
-
-    def __init__(self, name: str) -> None:
-        self.metric = name
-        self.correct = {"image": 0, "text": 0}
-        self.total = 0
-        self.names = (f"{name}/image_only", f"{name}/text_only")
-
-    def update(self, model: torch.nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
-        for modality, logits in model.unimodal_logits(features, batch).items():
-            self.correct[modality] += (logits.argmax(dim=-1) == batch["labels"]).sum().item()
-        self.total += batch["labels"].numel()
-
-    def compute(self) -> dict[str, float]:
-        return {f"{self.metric}/{m}_only": c / max(self.total, 1) for m, c in self.correct.items()}
-
-
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(dim=-1) == labels).float().mean().item()

@@ -14,6 +14,7 @@ from .distributed import all_rows, gather_modality, is_distributed, rank_offset
 from .errors import IncompatibleParts
 from .metrics import OWN_IMAGE
 from .pixels import normalize_pixels
+from .tasks import MODALITIES, modality_logits
 
 ACROSS_BATCH = frozenset({"scores", "pairs", "views"})  # Step fields that compare a sample with the rest of the batch
 
@@ -182,27 +183,14 @@ class MultimodalModel(nn.Module):
         )  # fmt: skip
 
     def unimodal_logits(self, encoded: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each modality's own logits, {"image": [N, C], "text": [N, C]}, from the head over ``fuse`` with
-        the other modality's pooled vectors zeroed: with L(v, t) the head's logits,
-        image = L(v, 0) - L(0, 0) / 2 and text = L(0, t) - L(0, 0) / 2. Where L is affine in [v, t]
-        (W_v v + W_t t + b: `none` with a linear head) this is exactly OGM-GE's split of the
-        concatenation head, W_v v + b/2 (Peng et al., CVPR 2022, GeWu-Lab/OGM-GE_CVPR2022); through a
-        nonlinear fusion (`concat`'s MLP) it is that modality's input alone. Raises
-        IncompatibleParts where ``gives_unimodal`` is False."""
+        """Each modality's own logits, {"image": [N, C], "text": [N, C]} (``mmreg.tasks.modality_logits``:
+        OGM-GE's split of a concatenation head). Raises IncompatibleParts where ``gives_unimodal`` is False."""
         if not self.gives_unimodal:
             raise IncompatibleParts(
                 f"fusion {type(self.fusion).__name__} with task '{self.task.name}' gives no unimodal logits; "
                 "use a fusion declaring gives_unimodal (none, concat) and a task whose head reads the fusion"
             )
-        image, text = encoded.image.pooled, encoded.text.pooled
-        assert image is not None and text is not None, "a fusion giving unimodal logits reads pooled vectors"
-
-        def logits(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            fused = Encoded(Modality(pooled=v), Modality(pooled=t), encoded.image_tokens, encoded.pooled)
-            return self.task.forward(self.head, self.fusion, fused, batch)["logits"]
-
-        absent = logits(torch.zeros_like(image), torch.zeros_like(text)) / 2
-        return {"image": logits(image, torch.zeros_like(text)) - absent, "text": logits(torch.zeros_like(image), text) - absent}
+        return {m: modality_logits(self.task, self.head, self.fusion, encoded, batch, m) for m in MODALITIES}  # type: ignore[arg-type]
 
     def _contrastive(self, encoded: Encoded, groups: torch.Tensor | None) -> tuple[torch.Tensor, Pairs]:
         """ALBEF's two views of one batch: the cosine of the contrastive pooled vectors for the losses

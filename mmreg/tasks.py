@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .components import Encoded, Evaluation, Fusion, Task
+from .components import Encoded, Evaluation, Fusion, Modality, Task
 from .errors import ConfigError, IncompatibleParts, did_you_mean
-from .metrics import AccuracyEvaluation, RetrievalEvaluation, UnimodalAccuracy
+from .metrics import AccuracyEvaluation, RetrievalEvaluation
 
 HEAD_INPUTS = frozenset({"logits", "labels", "token_logits"})  # Step fields only a task's head gives
 
@@ -100,8 +100,13 @@ class FusedHeadTask(Task):
     def evaluations(self, model: nn.Module) -> list[Evaluation]:
         if self.headline is None:
             raise ConfigError(f"task '{self.name}' ({type(self).__name__}) names no headline; set headline to the name its accuracy is reported under")
-        unimodal = [UnimodalAccuracy(self.headline)] if getattr(model, "gives_unimodal", False) else []
-        return [AccuracyEvaluation(self, self.headline), *unimodal, *self.score_evaluations(model)]
+        alone = [Alone(self.headline_evaluation(OneModality(self, m)), m) for m in MODALITIES] if getattr(model, "gives_unimodal", False) else []
+        return [self.headline_evaluation(self), *alone, *self.score_evaluations(model)]
+
+    def headline_evaluation(self, task: Task) -> Evaluation:
+        """The evaluation giving the headline from ``task.forward``'s logits: ``task`` is this task, or
+        this task seen through one modality (``OneModality``). Accuracy of the argmax here."""
+        return AccuracyEvaluation(task, self.headline)
 
     def score_evaluations(self, model: nn.Module) -> list[Evaluation]:
         """Recall@K of the fusion's ``score`` where a chosen loss trains it, else none."""
@@ -127,3 +132,57 @@ class FusedHeadTask(Task):
         return [[{self.target or "class": self.classes[k], "score": float(p)} for k, p in zip(row, prow, strict=True)]
                 for row, prow in zip(top.tolist(), probs.tolist(), strict=True)]  # fmt: skip
 
+
+
+MODALITIES = ("image", "text")
+
+
+def modality_logits(task: Task, head: nn.Module, fusion: Fusion, encoded: Encoded, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+    """One modality's own logits [N, C] from the head over ``fuse`` with the other modality's pooled
+    vectors zeroed: with L(v, t) the head's logits, image L(v, 0) - L(0, 0) / 2, text L(0, t) - L(0, 0) / 2.
+    Where L is affine in [v, t] (W_v v + W_t t + b: `none` with a linear head) this is exactly OGM-GE's
+    split of the concatenation head, W_v v + b/2 (Peng et al., CVPR 2022, GeWu-Lab/OGM-GE_CVPR2022),
+    and the two add up to L(v, t); through a nonlinear fusion (`concat`'s MLP) it is that modality's
+    input alone. For fusions declaring ``Fusion.gives_unimodal`` (pooled vectors)."""
+    image, text = encoded.image.pooled, encoded.text.pooled
+    assert image is not None and text is not None, "a fusion giving unimodal logits reads pooled vectors"
+
+    def logits(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        fused = Encoded(Modality(pooled=v), Modality(pooled=t), encoded.image_tokens, encoded.pooled)
+        return task.forward(head, fusion, fused, batch)["logits"]
+
+    absent = logits(torch.zeros_like(image), torch.zeros_like(text)) / 2
+    alone = logits(image, torch.zeros_like(text)) if modality == "image" else logits(torch.zeros_like(image), text)
+    return alone - absent
+
+
+class OneModality:
+    """A task seen through one modality: its ``forward`` gives that modality's own logits
+    (``modality_logits``), every other attribute is the task's, so the task's own headline
+    evaluation scores the modality alone."""
+
+    def __init__(self, task: Task, modality: str) -> None:
+        self.task, self.modality = task, modality
+
+    def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": modality_logits(self.task, head, fusion, features, batch, self.modality)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)
+
+
+class Alone(Evaluation):
+    """A headline evaluation run on one modality's own logits, its headline reported as
+    ``HEADLINE/image_only`` or ``HEADLINE/text_only`` (breakdowns left out): how far the modality
+    gets alone, the other left out (modality imbalance)."""
+
+    def __init__(self, inner: Evaluation, modality: str) -> None:
+        self.inner, self.suffix = inner, f"{modality}_only"
+        self.names = tuple(f"{n}/{self.suffix}" for n in inner.names)
+
+    def update(self, model: nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
+        self.inner.update(model, features, batch)
+
+    def compute(self) -> dict[str, float]:
+        values = self.inner.compute()
+        return {f"{n}/{self.suffix}": values[n] for n in self.inner.names if n in values}

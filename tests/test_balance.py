@@ -307,3 +307,19 @@ def test_a_search_chooses_whether_to_balance_and_draws_alpha_from_its_declared_r
         if trial["params"]["balance"] == "ogm_ge":
             assert 0.1 <= trial["params"]["balance.ogm_ge.alpha"] <= 2.0
             assert f"alpha = {trial['params']['balance.ogm_ge.alpha']}" in config
+
+
+@pytest.mark.parametrize("task,headline", [("classification", "accuracy"), ("vqa", "vqa_accuracy")])
+def test_every_task_with_a_head_over_the_fusion_reports_each_modality_alone_and_balances(tmp_path, task, headline):
+    """VQA's own measure (the official accuracy against the human answers) scores each modality alone too,
+    and OGM-GE reads VQA's soft answer scores as targets."""
+    import mmreg
+
+    exp = {**CLASSIFY, "task": task, "loss": {"ce" if task == "classification" else "bce": {}}, "balance": {"ogm_ge": {}},
+           "runs_dir": str(tmp_path), "train": {**TINY["train"], "max_steps": 2, "log_every": 1}}  # fmt: skip
+    summary = mmreg.run(exp, progress=False)
+    own = {k for k in summary["metrics"] if k.endswith("_only")}
+    assert own == {f"{headline}/image_only", f"{headline}/text_only"}  # the headline only, not its breakdowns
+    assert all(0 <= summary["metrics"][k] <= 1 for k in own)
+    train = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert all(0 < min(r["balance/ogm_ge/coeff_image"], r["balance/ogm_ge/coeff_text"]) <= 1 for r in train)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmreg.components import Dataset, Encoded, Encoder, Evaluation, ModelView, Sample
+from mmreg.components import Dataset, Encoded, Encoder, Evaluation, ModelView, Sample, Task
 from mmreg.errors import DataError
 from mmreg.metrics import retrieval_metric_names
 from mmreg.tasks import FusedHeadTask
@@ -43,7 +43,7 @@ class VqaEvaluation(Evaluation):
 
     names = ("vqa_accuracy",)
 
-    def __init__(self, task: VisualQuestionAnswering) -> None:
+    def __init__(self, task: VisualQuestionAnswering | Any) -> None:
         self.task, self.scores = task, []
 
     def update(self, model: nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
@@ -124,8 +124,8 @@ class VisualQuestionAnswering(FusedHeadTask):
         """Each answer's own sigmoid score (ViLT's answers are not exclusive: BCE trains them)."""
         return logits.sigmoid()
 
-    def evaluations(self, model: nn.Module) -> list[Evaluation]:
-        return [VqaEvaluation(self), *self.score_evaluations(model)]
+    def headline_evaluation(self, task: Task) -> Evaluation:
+        return VqaEvaluation(task)
 
     def results(self, model: ModelView, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """The official VQA results format (``mmreg eval --results``): ``[{"question_id": int,
