@@ -116,7 +116,10 @@ class Entry:
             return schema.model_validate(dict(params))
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "(all)"
+            where = ".".join(str(p) for p in err["loc"])
+            if not where:  # a check across parameters (a model validator): its own message says which
+                message = str(err["msg"]).removeprefix("Value error, ")
+                raise InvalidParams(f"{self.kind.label} '{self.name}': {message}") from exc
             raise InvalidParams(
                 f"{self.kind.label} '{self.name}' parameter '{where}': {err['msg'].lower()}"
                 f" (got {err.get('input')!r})"

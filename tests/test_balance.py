@@ -323,3 +323,10 @@ def test_every_task_with_a_head_over_the_fusion_reports_each_modality_alone_and_
     assert all(0 <= summary["metrics"][k] <= 1 for k in own)
     train = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
     assert all(0 < min(r["balance/ogm_ge/coeff_image"], r["balance/ogm_ge/coeff_text"]) <= 1 for r in train)
+
+
+def test_a_modulation_window_that_ends_before_it_starts_is_refused_naming_both(tmp_path):
+    proc = cli("run", *CLASSIFY_FLAGS, "--loss", "ce", "--balance", "ogm_ge", "--set", "balance.ogm_ge.modulation_starts=2",
+               "--set", "balance.ogm_ge.modulation_ends=0", cwd=tmp_path)  # fmt: skip
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.strip() == "error: balancer 'ogm_ge': modulation_ends (0) is before modulation_starts (2)", err
