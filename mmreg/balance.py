@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 MODALITY_GROUPS = {"image": ("vision", ("image_proj.", "itc_image_proj.")), "text": ("text", ("text_proj.", "itc_text_proj."))}
 PREFIX = "balance/"  # a balancer's numbers are logged as balance/NAME/KEY
+SHAPE_AND_DTYPE = "leaves each gradient its weight's shape and dtype"  # the contracts a run checks, in the kit's words too
+NUMBERS = "returns a mapping of numbers to log"
 
 
 def modality_parameters(
@@ -89,20 +91,25 @@ class Balancing:
         numbers: dict[str, float | torch.Tensor] = {}
         for name, balancer in self.balancers.items():
             shapes = [(n, p, p.grad.shape, p.grad.dtype) for group in groups.values() for n, p in group if p.grad is not None]
-            returned = balancer(gradient_step)
+            try:
+                returned = balancer(gradient_step)
+            except RuntimeError as exc:
+                if "assign a gradient" not in str(exc):  # torch refuses a .grad of another shape or dtype as it is set
+                    raise
+                raise ContractBroken(f"balancer '{name}'", SHAPE_AND_DTYPE, f"it raised {type(exc).__name__}: {exc}") from exc
             for weight_name, p, shape, dtype in shapes:
                 grad = p.grad
                 if grad is None or grad.shape != shape or grad.dtype != dtype:
                     seen = "removed" if grad is None else f"{tuple(grad.shape)} {grad.dtype}"
                     raise ContractBroken(
-                        f"balancer '{name}'", "leaves each gradient its weight's shape and dtype",
+                        f"balancer '{name}'", SHAPE_AND_DTYPE,
                         f"the gradient of {weight_name} was {tuple(shape)} {dtype} and is now {seen}",
                     )  # fmt: skip
             if not isinstance(returned, Mapping):
-                raise ContractBroken(f"balancer '{name}'", "returns a mapping of numbers to log", f"it returned {type(returned).__name__}")
+                raise ContractBroken(f"balancer '{name}'", NUMBERS, f"it returned {type(returned).__name__}")
             for key, value in returned.items():
                 if not isinstance(value, (int, float, torch.Tensor)) or (isinstance(value, torch.Tensor) and value.numel() != 1):
-                    raise ContractBroken(f"balancer '{name}'", "returns a mapping of numbers to log", f"'{key}' is {type(value).__name__}")
+                    raise ContractBroken(f"balancer '{name}'", NUMBERS, f"'{key}' is {type(value).__name__}")
                 numbers[f"{PREFIX}{name}/{key}"] = value
         return numbers
 

@@ -2,9 +2,10 @@
 
 Built-ins are tested with it, and a plugin author calls it from their own tests::
 
-    from mmreg.testing import check_fusion, check_loss
+    from mmreg.testing import check_balancer, check_fusion, check_loss
     check_fusion(MyFusion(dim=16, rank=4), dim=16)
     check_loss(MyLoss())
+    check_balancer(MyBalancer())
 
 A broken contract raises ``ContractViolation`` (an AssertionError) whose message
 names the component, the contract and what was seen.
@@ -13,6 +14,7 @@ names the component, the contract and what was seen.
 from __future__ import annotations
 
 from .augmenters import check_augmenter
+from .balancers import check_balancer
 from .contract import ContractViolation, fingerprint
 from .datasets import check_dataset
 from .encoders import check_encoder, check_single_stream, check_towers, check_uint8_pixels
@@ -24,6 +26,7 @@ from .tasks import check_task
 __all__ = [
     "ContractViolation",
     "check_augmenter",
+    "check_balancer",
     "check_dataset",
     "check_encoder",
     "check_fusion",

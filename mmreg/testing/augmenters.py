@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import pickle
-import random
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..components import Augmenter, Sample
-from .contract import ContractViolation, expect, fingerprint
+from .contract import ContractViolation, expect, fingerprint, scramble_global_rngs
 
 KEPT = ("label", "question", "answer", "answers", "answer_type", "question_id")  # an augmenter changes image, caption, views
 
@@ -36,12 +34,12 @@ def check_augmenter(augmenter: Augmenter, samples: Sequence[Sample], *, seed: in
         raise ContractViolation(who, "picklable for DataLoader workers", f"{type(exc).__name__}: {exc}") from exc
     for i, sample in enumerate(samples):
         before = fingerprint(sample)
-        _scramble_global_rngs(i)
+        scramble_global_rngs(i)
         out = augmenter(sample, _rng(seed, i))
         expect(isinstance(out, Sample), who, "returns a Sample", f"it returned {type(out).__name__}")
         expect(fingerprint(sample) == before, who, "never changes its input (validation data stays as it is)",
                f"sample {i} was changed in place")  # fmt: skip
-        _scramble_global_rngs(i + 1000)
+        scramble_global_rngs(i + 1000)
         again = augmenter(sample, _rng(seed, i))
         expect(fingerprint(again) == fingerprint(out), who, "deterministic for a given rng",
                f"sample {i} came out differently from the same rng (global random state changed between calls)")  # fmt: skip
@@ -57,10 +55,3 @@ def check_augmenter(augmenter: Augmenter, samples: Sequence[Sample], *, seed: in
         copied = clone(sample, _rng(seed, i))
         expect(fingerprint(copied) == fingerprint(out), who, "picklable for DataLoader workers",
                f"a pickled copy gave a different sample {i}")  # fmt: skip
-
-
-def _scramble_global_rngs(seed: int) -> None:
-    """Different global random states, so an augmenter drawing from them is caught."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

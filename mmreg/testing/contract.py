@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import random
+
+import numpy as np
+import torch
 
 from ..components import Sample
 
@@ -33,3 +37,10 @@ def fingerprint(sample: Sample) -> str:
         digest.update(f"{image.mode}{image.size}".encode())
         digest.update(image.tobytes())
     return digest.hexdigest()
+
+
+def scramble_global_rngs(seed: int) -> None:
+    """Different global random states, so an augmenter drawing from them is caught."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
