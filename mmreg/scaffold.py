@@ -37,12 +37,13 @@ EXAMPLES: dict[str, Example] = {
     "peft": Example("peft", "BitFit", "bias-only fine-tuning of the towers (BitFit)", "--peft"),
     "datasets": Example("dataset", "Stripes", "synthetic coloured stripes, captioned, orientation as label", "--dataset"),
     "tasks": Example("task", "Retrieval", "image-text retrieval scored by mean reciprocal rank", "--task"),
+    "balancers": Example("balancer", "GradNormEqualise", "scale the modality with the larger gradient norm down to the other's", "--balance"),
 }
 
 
 def new_plugin(name: str, kind: str, directory: str | Path = ".") -> Path:
     """Write the package ``directory/name`` for a component ``name`` of ``kind`` (fusion, encoder, loss,
-    augmenter, peft, dataset or task) and return its path.
+    augmenter, peft, dataset, task or balancer) and return its path.
 
     The distribution, the entry point and the registered component are all called ``name``; the
     import package is ``name`` with underscores. Files: ``pyproject.toml``, ``README.md``,

@@ -26,7 +26,7 @@ TINY = [
     "--set", "encoder.projection_dim=32", "--set", "model.dim=32",
 ]  # fmt: skip
 
-KINDS = {"encoders", "fusions", "losses", "augmenters", "peft", "datasets", "tasks"}
+KINDS = {"encoders", "fusions", "losses", "augmenters", "peft", "datasets", "tasks", "balancers"}
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -77,7 +77,7 @@ def test_run_help_names_a_plugins_task(tmp_path):
 def test_list_help_names_every_kind(tmp_path):
     result = cli("list", "--help", cwd=tmp_path, env=WIDE)
     assert result.returncode == 0, result.stderr
-    assert "encoders, fusions, losses, augmenters, peft, datasets or tasks." in result.stdout
+    assert "encoders, fusions, losses, augmenters, peft, datasets, tasks or balancers." in result.stdout
 
 
 def test_run_help_loads_plugins_without_importing_torch(tmp_path):

@@ -18,7 +18,7 @@ from mmreg.registry import KINDS
 from mmreg.scaffold import EXAMPLES, new_plugin
 from test_cli import cli, one_error_line
 
-NAMES = {kind.key: f"kit-{kind.label.split()[0]}" for kind in KINDS}  # kit-encoder, kit-fusion, ..., kit-peft
+NAMES = {kind.key: f"kit-{kind.label.split()[0]}" for kind in KINDS}  # kit-encoder, kit-fusion, ..., kit-peft, kit-balancer
 
 
 def install(package: Path, site: Path) -> Path:
@@ -35,7 +35,7 @@ def install(package: Path, site: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """All seven kinds written into one directory (the first by the real command) and installed;
+    """Every kind written into one directory (the first by the real command) and installed;
     the environment that puts them on the path."""
     root = tmp_path_factory.mktemp("generated")
     result = cli("plugins", "new", "kit-fusion", "--kind", "fusion", "--dir", str(root), cwd=root)
@@ -60,14 +60,15 @@ def test_every_kind_lists_with_its_package_as_origin(generated, monkeypatch):
         assert {p.name: p for p in host.plugins}[name] == PluginInfo(name, name.replace("-", "_"), f"entry point ({name})", "0.1.0")
 
 
-def test_all_seven_run_together_in_a_search_over_their_declared_ranges(generated):
+def test_every_kind_runs_together_in_a_search_over_their_declared_ranges(generated):
     root, env = generated
     (root / "search.toml").write_text(
         'task = "kit-task"\nencoder = { name = "kit-encoder" }\nfusion = { name = "kit-fusion" }\n'
         'peft = { name = "kit-peft" }\naugment = { kit-augmenter = {} }\nmodel = { dim = 16 }\n'
         'dataset = { name = "kit-dataset", train_size = 16, val_size = 8 }\n'
-        'train = { max_steps = 2, batch_size = 8, device = "cpu" }\n[loss.kit-loss]\n'
+        'train = { max_steps = 2, batch_size = 8, device = "cpu" }\n[loss.kit-loss]\n[balance.kit-balancer]\n'
         '[search]\n"fusion.rank" = {}\n"loss.kit-loss.margin" = {}\n"augment.kit-augmenter.p" = {}\n'
+        '"balance.kit-balancer.strength" = {}\n'
     )  # every range is the one the generated Params declares
     search = cli("search", "search.toml", "--trials", "2", "--metric", "mrr", "--runs-dir", "runs", "--json", cwd=root, env=env)
     assert search.returncode == 0, search.stderr
@@ -75,12 +76,16 @@ def test_all_seven_run_together_in_a_search_over_their_declared_ranges(generated
     assert study["states"] == {"complete": 2}
     for row in study["rows"]:
         assert row["params"]["fusion.rank"] in (8, 16, 32) and 0.05 <= row["params"]["loss.kit-loss.margin"] <= 0.5
+        assert 0 <= row["params"]["balance.kit-balancer.strength"] <= 1
         summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())  # each trial is a whole run
         assert summary["task"] == "kit-task" and summary["steps"] == 2 and summary["best"]["metric"] == "mrr"
         assert set(summary["metrics"]) == {"mrr", "mrr_image_to_text", "mrr_text_to_image"}
         assert 1 / 8 <= summary["metrics"]["mrr"] <= 1  # a rank among 8 captions is at most 8
         for tower in summary["towers"].values():  # BitFit: only biases train inside the towers
             assert 0 < tower["trainable_parameters"] < tower["parameters"] / 10
+        logged = [json.loads(line) for line in (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        last = next(r for r in logged if r.get("split") == "train" and r["step"] == 2)  # the balancer's numbers, with the step
+        assert sorted([last["balance/kit-balancer/coeff_image"], last["balance/kit-balancer/coeff_text"]])[1] == 1.0
 
 
 TINY_RUN = (
@@ -120,7 +125,7 @@ def test_the_generated_tests_pass(generated):
         cwd=root, env=full_env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "23 passed" in result.stdout
+    assert "27 passed" in result.stdout
 
 
 def test_refuses_bad_names_unknown_kinds_and_existing_targets(tmp_path):

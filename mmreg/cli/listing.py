@@ -120,7 +120,7 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
 @plugins_app.command("new")
 def plugins_new(
     name: Annotated[str, typer.Argument(help="The package, entry point and component name, e.g. my-fusion.", show_default=False)],
-    kind: Annotated[str, typer.Option(help="fusion, encoder, loss, augmenter, peft, dataset or task.", show_default=False)],
+    kind: Annotated[str, typer.Option(help="fusion, encoder, loss, augmenter, peft, dataset, task or balancer.", show_default=False)],
     directory: Annotated[str, typer.Option("--dir", help="Where the package directory is created.")] = ".",
 ) -> None:
     """Write a pip-installable plugin package with one working component of KIND, and its tests."""
