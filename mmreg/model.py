@@ -209,8 +209,8 @@ class MultimodalModel(nn.Module):
         else:
             all_images, all_texts = image_vectors, text_vectors
             scores = image_vectors @ text_vectors.T
-        with torch.no_grad():
-            similarity = (all_images @ all_texts.T).float()
+        with torch.no_grad():  # the whole [B, B]: the scores themselves unless they are this process's rows
+            similarity = (scores.detach() if scores.shape[0] == len(all_images) else all_images @ all_texts.T).float()
         matches = torch.eye(len(similarity), dtype=torch.bool, device=similarity.device)
         if groups is not None:  # captions of one image are not its negatives (BLIP masks them likewise)
             matches |= (groups.unsqueeze(0) == groups.unsqueeze(1)) & (groups != OWN_IMAGE).unsqueeze(1)
