@@ -14,7 +14,7 @@ from .distributed import all_rows, gather_modality, is_distributed, rank_offset
 from .errors import IncompatibleParts
 from .metrics import OWN_IMAGE
 from .pixels import normalize_pixels
-from .tasks import MODALITIES, modality_logits
+from .tasks import evaluating, modality_logits
 
 ACROSS_BATCH = frozenset({"scores", "pairs", "views"})  # Step fields that compare a sample with the rest of the batch
 
@@ -168,8 +168,8 @@ class MultimodalModel(nn.Module):
                 setattr(step, name, value)
         if "logit_scale" in self.needs:
             step.logit_scale = self.encoder.logit_scale  # type: ignore[attr-defined]
-        if self.wants_unimodal:
-            with torch.no_grad():
+        if self.wants_unimodal:  # without dropout: the same logits as evaluation, and no draw that would change the run's masks
+            with torch.no_grad(), evaluating(self.fusion, self.head):
                 step.unimodal = self.unimodal_logits(encoded, dict(batch))
         return step
 
@@ -190,7 +190,7 @@ class MultimodalModel(nn.Module):
                 f"fusion {type(self.fusion).__name__} with task '{self.task.name}' gives no unimodal logits; "
                 "use a fusion declaring gives_unimodal (none, concat) and a task whose head reads the fusion"
             )
-        return {m: modality_logits(self.task, self.head, self.fusion, encoded, batch, m) for m in MODALITIES}  # type: ignore[arg-type]
+        return modality_logits(self.task, self.head, self.fusion, encoded, batch)  # type: ignore[arg-type]
 
     def _contrastive(self, encoded: Encoded, groups: torch.Tensor | None) -> tuple[torch.Tensor, Pairs]:
         """ALBEF's two views of one batch: the cosine of the contrastive pooled vectors for the losses

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -137,13 +138,16 @@ class FusedHeadTask(Task):
 MODALITIES = ("image", "text")
 
 
-def modality_logits(task: Task, head: nn.Module, fusion: Fusion, encoded: Encoded, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-    """One modality's own logits [N, C] from the head over ``fuse`` with the other modality's pooled
+def modality_logits(
+    task: Task, head: nn.Module, fusion: Fusion, encoded: Encoded, batch: dict[str, torch.Tensor], modalities: Sequence[str] = MODALITIES
+) -> dict[str, torch.Tensor]:
+    """Each modality's own logits [N, C] from the head over ``fuse`` with the other modality's pooled
     vectors zeroed: with L(v, t) the head's logits, image L(v, 0) - L(0, 0) / 2, text L(0, t) - L(0, 0) / 2.
     Where L is affine in [v, t] (W_v v + W_t t + b: `none` with a linear head) this is exactly OGM-GE's
     split of the concatenation head, W_v v + b/2 (Peng et al., CVPR 2022, GeWu-Lab/OGM-GE_CVPR2022),
     and the two add up to L(v, t); through a nonlinear fusion (`concat`'s MLP) it is that modality's
-    input alone. For fusions declaring ``Fusion.gives_unimodal`` (pooled vectors)."""
+    input alone. For fusions declaring ``Fusion.gives_unimodal`` (pooled vectors); one pass for
+    L(0, 0) and one per modality in ``modalities``."""
     image, text = encoded.image.pooled, encoded.text.pooled
     assert image is not None and text is not None, "a fusion giving unimodal logits reads pooled vectors"
 
@@ -152,8 +156,23 @@ def modality_logits(task: Task, head: nn.Module, fusion: Fusion, encoded: Encode
         return task.forward(head, fusion, fused, batch)["logits"]
 
     absent = logits(torch.zeros_like(image), torch.zeros_like(text)) / 2
-    alone = logits(image, torch.zeros_like(text)) if modality == "image" else logits(torch.zeros_like(image), text)
-    return alone - absent
+    alone = {"image": lambda: logits(image, torch.zeros_like(text)), "text": lambda: logits(torch.zeros_like(image), text)}
+    return {m: alone[m]() - absent for m in modalities}
+
+
+@contextlib.contextmanager
+def evaluating(*modules: nn.Module | None) -> Iterator[None]:
+    """``modules`` in eval mode (no dropout, so no draw from the random generators), each submodule's
+    own mode restored after."""
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    try:
+        for module in modules:
+            if module is not None:
+                module.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 class OneModality:
@@ -165,7 +184,7 @@ class OneModality:
         self.task, self.modality = task, modality
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": modality_logits(self.task, head, fusion, features, batch, self.modality)}
+        return {"logits": modality_logits(self.task, head, fusion, features, batch, (self.modality,))[self.modality]}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from mmreg.api import collate_for, prepare
 from mmreg.balance import modality_parameters, step_generator, step_outputs
@@ -330,3 +331,17 @@ def test_a_modulation_window_that_ends_before_it_starts_is_refused_naming_both(t
                "--set", "balance.ogm_ge.modulation_ends=0", cwd=tmp_path)  # fmt: skip
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.strip() == "error: balancer 'ogm_ge': modulation_ends (0) is before modulation_starts (2)", err
+
+
+def test_reading_each_modalitys_logits_leaves_training_as_it_was(tmp_path):
+    """OGM-GE outside its window reads the unimodal logits every step and changes nothing: they are taken
+    without dropout and draw nothing from the random generators, so the run ends bit-identical to one
+    without a balancer (concat's dropout on)."""
+    import mmreg
+
+    base = {**CLASSIFY, "fusion": {"name": "concat"}, "train": {**TINY["train"], "max_steps": 6}}
+    runs = [mmreg.run({**base, "runs_dir": str(tmp_path / name), "balance": balance}, progress=False)
+            for name, balance in (("plain", {}), ("reading", {"ogm_ge": {"modulation_starts": 50}}))]  # fmt: skip
+    assert runs[0]["final_loss"] == runs[1]["final_loss"] and runs[0]["metrics"] == runs[1]["metrics"]
+    a, b = (load_file(Path(r["run_dir"]) / "model.safetensors") for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
