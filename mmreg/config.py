@@ -151,6 +151,13 @@ class OptimConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    name: Literal["adamw", "sgd"] = Field(
+        "adamw",
+        description="adamw, or sgd with momentum (what OGM-GE's paper trains with: Adam rescales each weight's step by its "
+        "own gradient history, which undoes much of a balancer's rescaling)",
+        json_schema_extra={"before": "adamw"},
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd's momentum (unused by adamw)", json_schema_extra={"before": 0.9})
     lr: GroupLR = GroupLR()
     layer_decay: float | None = Field(
         None, gt=0, le=1, description="layer-wise lr decay inside each tower: layer k of L gets lr * decay^(L+1-k); unset: none"

@@ -1,4 +1,4 @@
-"""AdamW parameter groups: a learning rate per part of the model (vision, text, fusion, head),
+"""The optimizer (AdamW, or SGD with momentum) and its parameter groups: a learning rate per part of the model (vision, text, fusion, head),
 layer-wise decay inside each tower, and no weight decay on norms, biases, embeddings and temperatures."""
 
 from __future__ import annotations
@@ -110,10 +110,13 @@ def adamw_kernel(device_type: str, dtypes: Iterable[torch.dtype]) -> dict[str, b
     return {}
 
 
-def build_optimizer(model: MultimodalModel, train: TrainConfig, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``, fused where ``adamw_kernel`` says; call it once the model is on
-    its device (the fused kernel checks where the weights are when it is built)."""
+def build_optimizer(model: MultimodalModel, train: TrainConfig, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) over ``param_groups``, fused where
+    ``adamw_kernel`` says; or with ``optim.name = "sgd"`` SGD with ``optim.momentum`` and L2 weight
+    decay. Call it once the model is on its device (the fused kernel checks where the weights are when it is built)."""
     groups = param_groups(model, train, optim)
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=optim.momentum, weight_decay=train.weight_decay)
     params = [p for group in groups for p in group["params"]]
     device_type = params[0].device.type if params and all(p.device == params[0].device for p in params) else "mixed"
     kernel = adamw_kernel(device_type, (p.dtype for p in params))

@@ -107,3 +107,32 @@ def trainer_for_exp(tmp_path: Path, raw: dict) -> None:
 def test_an_unknown_group_is_an_unknown_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown setting 'optim.lr.visoin'; did you mean 'vision'"):
         validate(experiment(tmp_path, lr={"visoin": 1e-4}))
+
+
+
+def test_sgd_with_momentum_keeps_the_groups_and_takes_sgds_step(tmp_path: Path) -> None:
+    """optim.name = "sgd": torch's SGD over the same parameter groups (rates, decay), and its first step
+    is w - lr * (g + weight_decay * w) (the momentum buffer starts at the gradient)."""
+    import torch
+
+    trainer, p = trainer_for(tmp_path, name="sgd", momentum=0.8, lr=LRS)
+    inner = trainer.optimizer.optimizer
+    assert isinstance(inner, torch.optim.SGD) and all(g["momentum"] == 0.8 for g in inner.param_groups)
+    adamw, _ = trainer_for(tmp_path / "adamw", lr=LRS)
+    assert [(g["name"], g["weight_decay"], len(g["params"])) for g in inner.param_groups] == [
+        (g["name"], g["weight_decay"], len(g["params"])) for g in adamw.optimizer.optimizer.param_groups
+    ]
+    seen = []
+    inner.register_step_pre_hook(lambda opt, args, kwargs: seen.append([(g["lr"], g["weight_decay"], [(q, q.detach().clone(), q.grad.clone()) for q in g["params"] if q.grad is not None]) for g in opt.param_groups]))
+    trainer.cfg = trainer.cfg.model_copy(update={"max_steps": 1})
+    trainer.total = 1
+    trainer.fit()
+    for lr, decay, params in seen[0]:
+        for q, before, grad in params:
+            torch.testing.assert_close(q.detach(), before - lr * (grad + decay * before), rtol=1e-5, atol=1e-7)
+
+
+def test_runs_recorded_before_the_optimizer_could_be_chosen_trained_with_adamw() -> None:
+    from mmreg.recorded import core_before
+
+    assert core_before()["optim.name"] == "adamw" and core_before()["optim.momentum"] == 0.9
