@@ -10,15 +10,24 @@ from mmreg.components import Balancer, GradientStep
 from mmreg.errors import ConfigError
 from mmreg.plugins import load_plugins
 from mmreg.testing import ContractViolation, check_balancer
-from mmreg.testing.balancers import TINY
 from test_cli import cli
 
 HOST = load_plugins()
+# A tiny classifier over two towers whose fusion gives each modality's own logits (concat): what OGM-GE reads.
+TINY = {
+    "encoder": {"name": "clip", "hidden_size": 16, "projection_dim": 16, "layers": 1},
+    "fusion": {"name": "concat", "dropout": 0.0},
+    "loss": {"ce": {}},
+    "task": "classification",
+    "dataset": {"name": "shapes", "train_size": 8, "val_size": 4, "image_size": 32},
+    "model": {"dim": 16},
+    "train": {"batch_size": 8, "device": "cpu"},
+}
 
 
 def caught(contract: str, balancer: Balancer) -> str:
     with pytest.raises(ContractViolation, match=f"contract '{contract}'") as info:
-        check_balancer(balancer, host=HOST)
+        check_balancer(balancer, TINY, HOST)
     assert isinstance(info.value, AssertionError)
     return str(info.value)
 
@@ -104,13 +113,13 @@ class Crashes(Balancer):
 
 def test_ogm_ge_meets_the_balancer_contract_with_noise_and_without():
     balancers = HOST.registry("balancers")
-    check_balancer(balancers.build("ogm_ge", {}), host=HOST)  # noise on by default: drawn from step.generator
-    check_balancer(balancers.build("ogm_ge", {"noise": False, "alpha": 2.0}), host=HOST)
-    check_balancer(balancers.build("ogm_ge", {"modulation_starts": 1}), host=HOST, epoch=1)
+    check_balancer(balancers.build("ogm_ge", {}), TINY, HOST)  # noise on by default: drawn from step.generator
+    check_balancer(balancers.build("ogm_ge", {"noise": False, "alpha": 2.0}), TINY, HOST)
+    check_balancer(balancers.build("ogm_ge", {"modulation_starts": 1}), TINY, HOST, epoch=1)
 
 
 def test_a_conforming_balancer_that_reads_no_unimodal_logits_passes():
-    check_balancer(Halve(), host=HOST)
+    check_balancer(Halve(), TINY, HOST)
 
 
 BROKEN = [

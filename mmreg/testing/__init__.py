@@ -5,7 +5,7 @@ Built-ins are tested with it, and a plugin author calls it from their own tests:
     from mmreg.testing import check_balancer, check_fusion, check_loss
     check_fusion(MyFusion(dim=16, rank=4), dim=16)
     check_loss(MyLoss())
-    check_balancer(MyBalancer())
+    check_balancer(MyBalancer(), experiment)
 
 A broken contract raises ``ContractViolation`` (an AssertionError) whose message
 names the component, the contract and what was seen.

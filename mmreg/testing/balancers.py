@@ -20,24 +20,14 @@ from ..components import Balancer, GradientStep, Step
 from ..errors import ConfigError
 from .contract import ContractViolation, expect, scramble_global_rngs
 
-# A tiny classifier over two towers whose fusion gives each modality's own logits (`concat`): what
-# OGM-GE-like balancers read. Built offline from configs in a few seconds.
-TINY = {
-    "encoder": {"name": "clip", "hidden_size": 16, "projection_dim": 16, "layers": 1},
-    "fusion": {"name": "concat", "dropout": 0.0},
-    "loss": {"ce": {}},
-    "task": "classification",
-    "dataset": {"name": "shapes", "train_size": 8, "val_size": 4, "image_size": 32},
-    "model": {"dim": 16},
-    "train": {"batch_size": 8, "device": "cpu"},
-}
 STEPS_PER_EPOCH = 4
 
 
-def check_balancer(balancer: Balancer, experiment: Mapping[str, Any] | None = None, host: Any = None, *, epoch: int = 0, seed: int = 0) -> None:
-    """Train one batch of the tiny ``experiment`` (a mapping as ``mmreg.run`` takes; by default a
-    classifier with the `concat` fusion on `shapes`, which gives ``outputs.unimodal`` {"image": [N, C],
-    "text": [N, C]}), then call ``balancer`` on that step's gradients as a run does at epoch ``epoch``
+def check_balancer(balancer: Balancer, experiment: Mapping[str, Any], host: Any = None, *, epoch: int = 0, seed: int = 0) -> None:
+    """Train one batch of the tiny ``experiment`` (a mapping as ``mmreg.run`` takes; for a balancer
+    declaring ``needs_unimodal`` one whose fusion gives ``outputs.unimodal`` {"image": [N, C], "text":
+    [N, C]}: a classifier over a fusion declaring ``Fusion.gives_unimodal``), then call ``balancer`` on
+    that step's gradients as a run does at epoch ``epoch``
     (``GradientStep.generator`` from ``mmreg.balance.step_generator(seed, step)``).
 
     Checks: it runs on the step; each gradient it leaves has its weight's shape and dtype and only
@@ -57,10 +47,10 @@ def check_balancer(balancer: Balancer, experiment: Mapping[str, Any] | None = No
     from ..optim import named_by_group
 
     who = f"balancer {type(balancer).__name__}"
-    prepared = prepare(experiment if experiment is not None else TINY, host)
+    prepared = prepare(experiment, host)
     model = prepared.model
     if balancer.needs_unimodal and not model.gives_unimodal:
-        raise ConfigError(f"{who} declares needs_unimodal; check it with an experiment whose fusion gives unimodal logits (the default one)")
+        raise ConfigError(f"{who} declares needs_unimodal; check it with an experiment whose fusion gives unimodal logits (Fusion.gives_unimodal) and whose task's head reads the fusion")
     model.train()
     model.kept, model.wants_unimodal = [], model.gives_unimodal  # filled always, to tell an undeclared read from other failures
     batch = collate_for(prepared)([prepared.train_split[i] for i in range(min(prepared.exp.train.batch_size, len(prepared.train_split)))])
