@@ -4,19 +4,25 @@ The setting: `digits` (scikit-learn's real handwritten digits) with `dataset.cap
 so the caption names the right digit only that often (the rest name another digit at random, in both
 splits): the text is the easy, unreliable modality and only the image carries the whole label.
 Classification with the `dual` encoder (its tiny random-init ViT and BERT, all of it trained),
-`concat` fusion and `ce`, batch 32, AdamW at `--lr` with mmreg's cosine schedule. The text tower is
+`concat` fusion and `ce`, batch 32, mmreg's cosine schedule, with each optimizer in `--optimizer`:
+AdamW (lr 1e-3, weight decay 0.01: mmreg's defaults) and/or SGD with momentum 0.9 and L2 weight
+decay 1e-4 (OGM-GE's paper's; lr 0.1, chosen by a sweep without a balancer, see
+benchmarks/README.md); `--lr`, `--weight-decay`, `--momentum` override them. The text tower is
 learned first (text-only accuracy reaches `caption_accuracy` within the first epochs) while the
-image-only accuracy is still low: the imbalance OGM-GE targets.
+image-only accuracy is still low: the imbalance OGM-GE targets. (Under SGD at these learning
+rates the image tower hardly learns in 10 epochs, even with no informative caption.)
 
-Part 1, `runs`: for every seed in `--seeds`, the same run with no balancer and with `ogm_ge` at each
+Part 1, `runs`, per optimizer: for every seed in `--seeds`, the same run with no balancer and with `ogm_ge` at each
 `--alpha` x `--noise` (and `--modulation-starts` / `--modulation-ends`); same steps, seed, data
 and evaluation points. For each run: the fused `accuracy`, `accuracy/image_only`,
 `accuracy/text_only` on the validation split, last and best over the evaluations (every
 `--eval-every` steps), the first evaluation's (the imbalance early on), and the mean time of a
 training step (intervals between `on_step_start` calls of a `LoopCallback` that contain no
-evaluation). `summary` averages each arm over the seeds and gives its difference from no balancing.
+evaluation). `summary` averages each arm over the seeds and gives its difference from no balancing
+(of the means, and per seed in `minus_none_per_seed`). The output holds one such part per optimizer,
+under `optimizers`, with the learning rate and weight decay it ran with.
 
-Part 2, `diagnostics`: the cost of the imbalance diagnostics. The same run (no balancer, and
+Part 2, `diagnostics`: the cost of the imbalance diagnostics, with the first optimizer. The same run (no balancer, and
 `ogm_ge` at the first `--alpha` with its default noise) with `train.log_every=1` (gradient norms
 of the four parts and the balancer's numbers on every step, a host sync each) against
 `train.log_every=50`, `--timing-steps` steps, one evaluation at the end, the configurations
@@ -29,7 +35,9 @@ after `--warmup` steps (the median, not the mean, because the CPU is shared: wit
 giving `accuracy/image_only` and `accuracy/text_only`) against the same pass without those,
 alternating, median of `--repetitions` x 10.
 
-    python benchmarks/balance.py                                   # seeds 0,1; alpha 0.8; noise on and off
+    python benchmarks/balance.py                                   # AdamW; seeds 0,1; alpha 0.8; noise on and off
+    python benchmarks/balance.py --optimizer sgd --seeds 0,1,2,3 --alpha 0.3,0.8,1.5 --skip-diagnostics
+    python benchmarks/balance.py --optimizer sgd --lr 0.1 --alpha '' --no-reference --skip-diagnostics  # no balancer only
     python benchmarks/balance.py --alpha 0.3,0.8,1.5 --noise off   # the alpha sweep
     python benchmarks/balance.py --skip-runs                       # only the diagnostics' cost
 """
@@ -53,6 +61,10 @@ import mmreg
 from mmreg.components import LoopCallback
 
 METRICS = ("accuracy", "accuracy/image_only", "accuracy/text_only")
+# per optimizer: learning rate and weight decay when --lr / --weight-decay are not given. AdamW: mmreg's
+# defaults. SGD: OGM-GE's paper's weight decay; its lr 1e-3 is for pretrained-size ResNets, this tiny
+# model trained from scratch got 0.1 from a sweep of 0.01, 0.03, 0.1, 0.3 without a balancer (README).
+DEFAULTS = {"adamw": {"lr": 1e-3, "weight_decay": 0.01}, "sgd": {"lr": 0.1, "weight_decay": 1e-4}}
 
 
 class StepClock(LoopCallback):
@@ -76,8 +88,24 @@ class StepClock(LoopCallback):
         ]
 
 
+def hyper(args: argparse.Namespace, optimizer: str) -> dict[str, float]:
+    """The optimizer's learning rate and weight decay: the options if given, else DEFAULTS."""
+    d = DEFAULTS[optimizer]
+    return {
+        "lr": d["lr"] if args.lr is None else args.lr,
+        "weight_decay": d["weight_decay"] if args.weight_decay is None else args.weight_decay,
+    }
+
+
 def experiment(
-    args: argparse.Namespace, seed: int, balance: dict[str, Any] | None, steps: int, root: Path, image_alone: bool = False, **train: Any
+    args: argparse.Namespace,
+    seed: int,
+    balance: dict[str, Any] | None,
+    steps: int,
+    root: Path,
+    image_alone: bool = False,
+    optimizer: str = "adamw",
+    **train: Any,
 ) -> dict[str, Any]:
     """The run's configuration; ``image_alone``: every caption is "a handwritten digit" (the reference)."""
     cfg: dict[str, Any] = {
@@ -87,7 +115,8 @@ def experiment(
         "loss": {"ce": {}},
         "dataset": {"name": "digits", **({"caption_names_digit": False} if image_alone else {"caption_accuracy": args.caption_accuracy})},
         "seed": seed,
-        "train": {"max_steps": steps, "batch_size": args.batch_size, "lr": args.lr, "device": "cpu", **train},
+        "train": {"max_steps": steps, "batch_size": args.batch_size, **hyper(args, optimizer), "device": "cpu", **train},
+        "optim": {"name": optimizer, **({"momentum": args.momentum} if optimizer == "sgd" else {})},
         "data": {"num_workers": 0},
         "runs_dir": str(root),
     }
@@ -112,9 +141,11 @@ def arms(args: argparse.Namespace) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def one_run(args: argparse.Namespace, seed: int, balance: dict[str, Any] | None, root: Path, image_alone: bool = False) -> dict[str, Any]:
+def one_run(
+    args: argparse.Namespace, seed: int, balance: dict[str, Any] | None, root: Path, image_alone: bool = False, optimizer: str = "adamw"
+) -> dict[str, Any]:
     clock = StepClock()
-    cfg = experiment(args, seed, balance, args.steps, root, image_alone, eval_every=args.eval_every)
+    cfg = experiment(args, seed, balance, args.steps, root, image_alone, optimizer, eval_every=args.eval_every)
     summary = mmreg.run(cfg, progress=False, callbacks=[clock])
     rows = records(summary["run_dir"])
     val = [r for r in rows if r.get("split") == "val"]
@@ -134,6 +165,48 @@ def one_run(args: argparse.Namespace, seed: int, balance: dict[str, Any] | None,
     return out
 
 
+def measure(args: argparse.Namespace, optimizer: str, root: Path) -> dict[str, Any]:
+    """Part 1 with one optimizer: every arm on every seed, the summary, the reference on the image alone."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name, params in arms(args).items():
+        runs[name] = {}
+        for seed in args.seeds:
+            log(f"{optimizer}: {name}, seed {seed}")
+            runs[name][str(seed)] = r = one_run(args, seed, params, root, optimizer=optimizer)
+            log(f"  last {r['last']}  best {r['best']}  {r['step_ms']} ms/step")
+    result: dict[str, Any] = {**hyper(args, optimizer), "runs": runs}
+    base = runs["none"]
+    summary = {}
+    for name, by_seed in runs.items():
+        entry: dict[str, Any] = {}
+        for which in ("last", "best"):
+            entry[which] = {k: round(statistics.fmean(r[which][k] for r in by_seed.values()), 4) for k in METRICS}
+        entry["step_ms"] = round(statistics.fmean(r["step_ms"] for r in by_seed.values()), 2)
+        entry["median_step_ms"] = round(statistics.fmean(r["median_step_ms"] for r in by_seed.values()), 2)
+        if name != "none":
+            diffs = {s: by_seed[s]["last"]["accuracy"] - base[s]["last"]["accuracy"] for s in by_seed}
+            entry["minus_none"] = {
+                which: {k: round(entry[which][k] - statistics.fmean(r[which][k] for r in base.values()), 4) for k in METRICS}
+                for which in ("last", "best")
+            }
+            entry["minus_none_per_seed"] = {
+                s: {k: round(by_seed[s]["last"][k] - base[s]["last"][k], 4) for k in METRICS} for s in by_seed
+            }
+            entry["wins_on_last_accuracy"] = f"{sum(d > 0 for d in diffs.values())} of {len(by_seed)} seeds"
+        summary[name] = entry
+    result["summary"] = summary
+    if not args.no_reference:
+        reference: dict[str, Any] = {}
+        for seed in args.seeds:
+            log(f"{optimizer}: reference: image alone (captions name no digit), seed {seed}")
+            r = one_run(args, seed, None, root, image_alone=True, optimizer=optimizer)
+            reference[str(seed)] = {which: r[which]["accuracy"] for which in ("last", "best")} | {"curve": [c[:2] for c in r["curve"]]}
+            log(f"  last {r['last']['accuracy']}  best {r['best']['accuracy']}")
+        reference["mean"] = {which: round(statistics.fmean(reference[str(s)][which] for s in args.seeds), 4) for which in ("last", "best")}
+        result["reference_image_alone"] = reference
+    return result
+
+
 def diagnostics(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     configs = {
         "none, log_every=1": (None, 1),
@@ -145,7 +218,7 @@ def diagnostics(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for rep in range(args.repetitions):
         for name, (balance, every) in configs.items():
             clock = StepClock()
-            cfg = experiment(args, args.seeds[0], balance, args.timing_steps, root, log_every=every)
+            cfg = experiment(args, args.seeds[0], balance, args.timing_steps, root, optimizer=args.optimizer[0], log_every=every)
             mmreg.run(cfg, progress=False, callbacks=[clock])
             times[name].append(statistics.median(clock.seconds(skip=args.warmup)))
             log(f"  timing round {rep + 1}: {name}: {1000 * times[name][-1]:.2f} ms/step")
@@ -168,7 +241,7 @@ def validation_pass(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from mmreg.config import validate
     from mmreg.train import evaluate
 
-    p = prepare(validate(experiment(args, args.seeds[0], None, 1, root)))
+    p = prepare(validate(experiment(args, args.seeds[0], None, 1, root, optimizer=args.optimizer[0])))
     collate = collate_for(p)
     samples = list(p.val_split)
     batches = [collate(samples[i : i + 128]) for i in range(0, len(samples), 128)]
@@ -228,11 +301,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=450, help="optimizer steps per run (default 450: 10 epochs of digits at batch 32)")
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1], help="comma-separated (default 0,1)")
     ap.add_argument("--caption-accuracy", type=float, default=0.8, help="dataset.caption_accuracy (default 0.8)")
-    ap.add_argument("--alpha", type=floats, default=[0.8], help="OGM-GE alpha, comma-separated for several (default 0.8)")
+    ap.add_argument(
+        "--alpha", type=floats, default=[0.8], help="OGM-GE alpha, comma-separated for several (default 0.8); '' for no balancer only"
+    )
     ap.add_argument("--noise", type=lambda s: s.split(","), default=["on", "off"], help="OGM-GE's noise: on, off or on,off (default on,off)")
     ap.add_argument("--modulation-starts", type=int, default=0, help="first epoch modulated (default 0)")
     ap.add_argument("--modulation-ends", type=int, default=None, help="last epoch modulated (default: none, to the end)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, mmreg's)")
+    ap.add_argument(
+        "--optimizer", type=lambda s: s.split(","), default=["adamw"], help="adamw, sgd or adamw,sgd: each gets all the runs (default adamw)"
+    )
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of every optimizer (default: AdamW 1e-3, mmreg's; SGD 0.1)")
+    ap.add_argument(
+        "--weight-decay", type=float, default=None, help="train.weight_decay (default: AdamW 0.01, mmreg's; SGD 1e-4, L2, OGM-GE's paper's)"
+    )
+    ap.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum (default 0.9)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=45, help="steps between evaluations (default 45: one epoch)")
     ap.add_argument("--timing-steps", type=int, default=200, help="steps of each diagnostics-cost run (default 200)")
@@ -245,6 +327,8 @@ def main() -> None:
     args = ap.parse_args()
     if not 0 < args.caption_accuracy < 1:
         ap.error("--caption-accuracy must lie strictly between 0 and 1 (1 leaves no imbalance to show)")
+    if any(o not in DEFAULTS for o in args.optimizer) or len(set(args.optimizer)) != len(args.optimizer):
+        ap.error("--optimizer takes adamw, sgd or adamw,sgd")
     if any(n not in ("on", "off") for n in args.noise):
         ap.error("--noise takes on, off or on,off")
     if not 0 <= args.warmup < min(args.steps, args.timing_steps) - 1:
@@ -255,40 +339,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         if not args.skip_runs:
-            runs: dict[str, dict[str, Any]] = {}
-            for name, params in arms(args).items():
-                runs[name] = {}
-                for seed in args.seeds:
-                    log(f"{name}, seed {seed}")
-                    runs[name][str(seed)] = one_run(args, seed, params, root)
-                    r = runs[name][str(seed)]
-                    log(f"  last {r['last']}  best {r['best']}  {r['step_ms']} ms/step")
-            result["runs"] = runs
-            base = runs["none"]
-            summary = {}
-            for name, by_seed in runs.items():
-                entry: dict[str, Any] = {}
-                for which in ("last", "best"):
-                    entry[which] = {k: round(statistics.fmean(r[which][k] for r in by_seed.values()), 4) for k in METRICS}
-                entry["step_ms"] = round(statistics.fmean(r["step_ms"] for r in by_seed.values()), 2)
-                entry["median_step_ms"] = round(statistics.fmean(r["median_step_ms"] for r in by_seed.values()), 2)
-                if name != "none":
-                    entry["minus_none"] = {
-                        which: {k: round(entry[which][k] - statistics.fmean(r[which][k] for r in base.values()), 4) for k in METRICS}
-                        for which in ("last", "best")
-                    }
-                    entry["wins_on_last_accuracy"] = f"{sum(by_seed[s]['last']['accuracy'] > base[s]['last']['accuracy'] for s in by_seed)} of {len(by_seed)} seeds"
-                summary[name] = entry
-            result["summary"] = summary
-            if not args.no_reference:
-                reference = {}
-                for seed in args.seeds:
-                    log(f"reference: image alone (captions name no digit), seed {seed}")
-                    r = one_run(args, seed, None, root, image_alone=True)
-                    reference[str(seed)] = {which: r[which]["accuracy"] for which in ("last", "best")} | {"curve": [c[:2] for c in r["curve"]]}
-                    log(f"  last {r['last']['accuracy']}  best {r['best']['accuracy']}")
-                reference["mean"] = {which: round(statistics.fmean(reference[str(s)][which] for s in args.seeds), 4) for which in ("last", "best")}
-                result["reference_image_alone"] = reference
+            result["optimizers"] = {optimizer: measure(args, optimizer, root) for optimizer in args.optimizer}
         if not args.skip_diagnostics:
             log("diagnostics' cost")
             result["diagnostics"] = diagnostics(args, root)
