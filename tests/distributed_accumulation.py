@@ -30,3 +30,5 @@ cached.backward(loss, lambda value: value.backward())
 average_gradients([q for q in model.parameters() if q.requires_grad])
 grads = {name: model.get_parameter(name).grad.flatten()[:64].tolist() for name in probes}
 Path(f"rank{state.process_index}.json").write_text(json.dumps({"loss": loss.item(), "grads": grads}))
+state.wait_for_everyone()  # both written, then the process group closed before exit (gloo threads left running can abort the exit)
+state.destroy_process_group()

@@ -43,3 +43,5 @@ for sharded in (True, False):
     key = "sharded" if sharded else "whole"
     out[key] = {"loss": total.item(), "scores": list(step.scores.shape), "offset": step.offset, "grads": probes}
 Path(f"rank{state.process_index}.json").write_text(json.dumps(out))
+state.wait_for_everyone()  # both written, then the process group closed before exit (gloo threads left running can abort the exit)
+state.destroy_process_group()

@@ -31,3 +31,5 @@ for epoch in (0, 1):
     sampler.set_epoch(epoch)
     seen.append([caption for batch in loader for caption in batch])
 Path(f"rank{state.process_index}.json").write_text(json.dumps({"seen": seen, "batches": len(sampler)}))
+state.wait_for_everyone()  # both written, then the process group closed before exit (gloo threads left running can abort the exit)
+state.destroy_process_group()
