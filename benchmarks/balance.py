@@ -59,6 +59,7 @@ from common import environment, log
 
 import mmreg
 from mmreg.components import LoopCallback
+from mmreg.plot import read_metrics
 
 METRICS = ("accuracy", "accuracy/image_only", "accuracy/text_only")
 # per optimizer: learning rate and weight decay when --lr / --weight-decay are not given. AdamW: mmreg's
@@ -125,11 +126,6 @@ def experiment(
     return cfg
 
 
-def records(run_dir: str) -> list[dict[str, Any]]:
-    with open(Path(run_dir) / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def arms(args: argparse.Namespace) -> dict[str, dict[str, Any] | None]:
     out: dict[str, dict[str, Any] | None] = {"none": None}
     for alpha in args.alpha:
@@ -147,7 +143,7 @@ def one_run(
     clock = StepClock()
     cfg = experiment(args, seed, balance, args.steps, root, image_alone, optimizer, eval_every=args.eval_every)
     summary = mmreg.run(cfg, progress=False, callbacks=[clock])
-    rows = records(summary["run_dir"])
+    rows = read_metrics(Path(summary["run_dir"]) / "metrics.jsonl")
     val = [r for r in rows if r.get("split") == "val"]
     train = [r for r in rows if r.get("split") == "train" and "balance/ogm_ge/coeff_text" in r]
     step_s = clock.seconds(skip=args.warmup)

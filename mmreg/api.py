@@ -13,7 +13,7 @@ from .config import Experiment, check_numbers, validate, write_file
 from .errors import ConfigError, IncompatibleParts
 from .plugins import PluginHost, load_plugins
 from .results import check_requested
-from .tasks import check_task, choose_task, task_class
+from .tasks import check_task, choose_task, head_over_fusion, splits_modalities, task_class
 
 if TYPE_CHECKING:
     from .components import Augmenter, Balancer, Dataset, LoopCallback, PeftStrategy, Sample, Task
@@ -168,14 +168,14 @@ def check_balance(exp: Experiment, host: PluginHost, fusion: Any, encoder: Any, 
     readers = [n for n in exp.balance if getattr(declared(host.registry("balancers").get(n).factory), "needs_unimodal", False)]
     if not readers:
         return
-    if not getattr(fusion, "gives_unimodal", False) or getattr(encoder, "single_stream", False):
+    if not splits_modalities(fusion, encoder):
         givers = having(host, "fusions", lambda c: getattr(c, "gives_unimodal", False), "fusion")
         raise IncompatibleParts(
             f"balancer '{readers[0]}' reads each modality's own logits, which fusion '{exp.fusion.name}' with encoder "
             f"'{exp.encoder.name}' cannot give; use {givers} with an encoder of separate towers"
         )
-    if not (getattr(task, "reads_fused", False) and "logits" in getattr(task, "provides", frozenset())):
-        heads = having(host, "tasks", lambda c: getattr(c, "reads_fused", False) and "logits" in getattr(c, "provides", frozenset()), "task")
+    if not head_over_fusion(task):
+        heads = having(host, "tasks", head_over_fusion, "task")
         raise IncompatibleParts(
             f"balancer '{readers[0]}' reads each modality's own logits from a head over the fusion, and task '{task_name}' has none; use {heads}"
         )

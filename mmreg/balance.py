@@ -57,6 +57,21 @@ def step_outputs(kept: Sequence[Step]) -> Step:
     )
 
 
+def gradient_norms(model: MultimodalModel, scale: float = 1.0) -> dict[str, float]:
+    """``grad_norm/PART``: the L2 norm of the gradients of each part holding trainable weights now
+    (``mmreg.optim.named_by_group``: the vision and text towers, the fusion with the projections, the
+    head), divided by ``scale`` (fp16's loss scale); one host sync. Called after any reduction across
+    processes and before clipping, a part dominating the others is what modality imbalance looks
+    like in the gradients."""
+    norms = {}
+    for name, named in named_by_group(model).items():
+        grads = [p.grad.detach().float().norm() for _, p in named if p.grad is not None]
+        if named:
+            norms[name] = torch.stack(grads).norm() if grads else torch.zeros((), device=named[0][1].device)
+    values = (torch.stack(list(norms.values())) / scale).tolist() if norms else []
+    return {f"grad_norm/{name}": value for name, value in zip(norms, values, strict=True)}
+
+
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
     """A generator seeded by the run's seed and the step: the same on every process and on resume."""
     generator = torch.Generator(device=device)
@@ -64,23 +79,57 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
     return generator
 
 
+def gradient_changed(name: str, shape: torch.Size, dtype: torch.dtype, grad: torch.Tensor | None) -> str | None:
+    """How a balancer left the gradient of weight ``name``, once ``shape`` and ``dtype``, where that breaks
+    ``SHAPE_AND_DTYPE``; None where it kept them."""
+    if grad is not None and grad.shape == shape and grad.dtype == dtype:
+        return None
+    seen = "removed" if grad is None else f"{tuple(grad.shape)} {grad.dtype}"
+    return f"the gradient of {name} was {tuple(shape)} {dtype} and is now {seen}"
+
+
+def refused_gradient(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch refusing a ``.grad`` of another shape or dtype as it is assigned."""
+    return isinstance(exc, RuntimeError) and "assign a gradient" in str(exc)
+
+
+def not_a_number(key: object, value: object) -> str | None:
+    """What is wrong with one entry a balancer returned (``NUMBERS``: a string key, a float, int or
+    one-element tensor); None where it is a number."""
+    if isinstance(key, str) and (isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+        return None
+    shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
+    return f"{key!r} is {type(value).__name__}{shape}"
+
+
 class Balancing:
-    """The experiment's balancers in order (``[balance.NAME]``), applied to one optimizer step."""
+    """The experiment's balancers in order (``[balance.NAME]``), applied to one optimizer step.
+
+    It has the model keep each training pass's outputs (``MultimodalModel.kept``, with each modality's
+    own logits where a balancer reads them) until the step they belong to is applied or discarded,
+    and holds the numbers of the last step applied for the log."""
 
     def __init__(self, balancers: Mapping[str, Balancer], model: MultimodalModel, seed: int) -> None:
         self.balancers, self.model, self.seed = dict(balancers), model, seed
+        self.numbers: dict[str, float | torch.Tensor] = {}
+        model.kept, model.wants_unimodal = [], any(b.needs_unimodal for b in self.balancers.values())
 
-    @property
-    def needs_unimodal(self) -> bool:
-        return any(b.needs_unimodal for b in self.balancers.values())
+    def discard(self) -> None:
+        """Forget the passes kept so far and the last numbers (a skipped step, or passes before training)."""
+        self.model.kept = []
+        self.numbers = {}
 
-    def apply(self, kept: Sequence[Step], step: int, epoch: int, steps_per_epoch: int, device: torch.device) -> dict[str, float | torch.Tensor]:
-        """Run each balancer on the step's gradients; their numbers as ``balance/NAME/KEY``. Raises
-        ContractBroken naming a balancer that left a gradient of another shape or dtype, or returned
+    def logged(self) -> dict[str, float]:
+        """The last applied step's numbers as floats, ``balance/NAME/KEY`` (one host sync)."""
+        return as_floats(self.numbers)
+
+    def apply(self, step: int, epoch: int, steps_per_epoch: int, device: torch.device) -> None:
+        """Run each balancer on the step's gradients and the outputs of its passes, then forget those.
+        Raises ContractBroken naming a balancer that left a gradient of another shape or dtype, or returned
         something other than numbers."""
         groups = named_by_group(self.model)  # each step: a PEFT strategy may unfreeze weights during the run (progressive)
         gradient_step = GradientStep(
-            outputs=step_outputs(kept),
+            outputs=step_outputs(self.model.kept or []),
             modalities=modality_parameters(self.model, groups),
             groups=groups,
             step=step,
@@ -88,30 +137,27 @@ class Balancing:
             steps_per_epoch=steps_per_epoch,
             generator=step_generator(self.seed, step, device),
         )
-        numbers: dict[str, float | torch.Tensor] = {}
+        self.discard()
+        shapes = [(n, p, p.grad.shape, p.grad.dtype) for group in groups.values() for n, p in group if p.grad is not None]
         for name, balancer in self.balancers.items():
-            shapes = [(n, p, p.grad.shape, p.grad.dtype) for group in groups.values() for n, p in group if p.grad is not None]
+            who = f"balancer '{name}'"
             try:
                 returned = balancer(gradient_step)
             except RuntimeError as exc:
-                if "assign a gradient" not in str(exc):  # torch refuses a .grad of another shape or dtype as it is set
+                if not refused_gradient(exc):
                     raise
-                raise ContractBroken(f"balancer '{name}'", SHAPE_AND_DTYPE, f"it raised {type(exc).__name__}: {exc}") from exc
+                raise ContractBroken(who, SHAPE_AND_DTYPE, f"it raised {type(exc).__name__}: {exc}") from exc
             for weight_name, p, shape, dtype in shapes:
-                grad = p.grad
-                if grad is None or grad.shape != shape or grad.dtype != dtype:
-                    seen = "removed" if grad is None else f"{tuple(grad.shape)} {grad.dtype}"
-                    raise ContractBroken(
-                        f"balancer '{name}'", SHAPE_AND_DTYPE,
-                        f"the gradient of {weight_name} was {tuple(shape)} {dtype} and is now {seen}",
-                    )  # fmt: skip
+                changed = gradient_changed(weight_name, shape, dtype, p.grad)
+                if changed is not None:
+                    raise ContractBroken(who, SHAPE_AND_DTYPE, changed)
             if not isinstance(returned, Mapping):
-                raise ContractBroken(f"balancer '{name}'", NUMBERS, f"it returned {type(returned).__name__}")
+                raise ContractBroken(who, NUMBERS, f"it returned {type(returned).__name__}")
             for key, value in returned.items():
-                if not isinstance(value, (int, float, torch.Tensor)) or (isinstance(value, torch.Tensor) and value.numel() != 1):
-                    raise ContractBroken(f"balancer '{name}'", NUMBERS, f"'{key}' is {type(value).__name__}")
-                numbers[f"{PREFIX}{name}/{key}"] = value
-        return numbers
+                wrong = not_a_number(key, value)
+                if wrong is not None:
+                    raise ContractBroken(who, NUMBERS, wrong)
+                self.numbers[f"{PREFIX}{name}/{key}"] = value
 
 
 def as_floats(numbers: Mapping[str, float | torch.Tensor]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from .distributed import all_rows, gather_modality, is_distributed, rank_offset
 from .errors import IncompatibleParts
 from .metrics import OWN_IMAGE
 from .pixels import normalize_pixels
-from .tasks import evaluating, modality_logits
+from .tasks import evaluating, head_over_fusion, modality_logits, splits_modalities
 
 ACROSS_BATCH = frozenset({"scores", "pairs", "views"})  # Step fields that compare a sample with the rest of the batch
 
@@ -91,7 +91,7 @@ class MultimodalModel(nn.Module):
         # Tell the parts what training reads, so weights feeding nothing are frozen, not left without gradient.
         encoder.use(tokens=self.tokens or task.needs_image_tokens, pooled=not self.tokens or self.pairs)
         fusion.use(score=bool({"scores", "pairs"} & self.needs), fuse=head is not None and task.reads_fused)
-        self.wants_unimodal = False  # fill Step.unimodal (a balancer reads it; set by the trainer)
+        self.wants_unimodal = False  # fill Step.unimodal (a balancer reads it; set by mmreg.balance.Balancing)
         self.kept: list[Step] | None = None  # each step's outputs without gradients, while a balancer reads them
         if "logit_scale" in self.needs:  # a loss trains the encoder's own scale (CLIP's), which use() froze
             encoder.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
@@ -177,10 +177,7 @@ class MultimodalModel(nn.Module):
     def gives_unimodal(self) -> bool:
         """Whether ``unimodal_logits`` applies: a fusion declaring ``gives_unimodal`` over two streams,
         and a task head reading its ``fuse`` that gives logits."""
-        return (
-            self.fusion.gives_unimodal and not self.encoder.single_stream and self.head is not None
-            and self.task.reads_fused and "logits" in self.task.provides
-        )  # fmt: skip
+        return splits_modalities(self.fusion, self.encoder) and self.head is not None and head_over_fusion(self.task)
 
     def unimodal_logits(self, encoded: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each modality's own logits, {"image": [N, C], "text": [N, C]} (``mmreg.tasks.modality_logits``:

@@ -138,6 +138,18 @@ class FusedHeadTask(Task):
 MODALITIES = ("image", "text")
 
 
+def splits_modalities(fusion: Any, encoder: Any) -> bool:
+    """Whether a fusion (class or instance) gives each modality's own logits with this encoder: it declares
+    ``Fusion.gives_unimodal`` and the encoder has separate towers (not ``single_stream``)."""
+    return bool(getattr(fusion, "gives_unimodal", False)) and not getattr(encoder, "single_stream", False)
+
+
+def head_over_fusion(task: Any) -> bool:
+    """Whether a task (class or instance) has a head over the fusion's ``fuse`` giving logits, which
+    unimodal logits are read from."""
+    return bool(getattr(task, "reads_fused", False)) and "logits" in getattr(task, "provides", frozenset())
+
+
 def modality_logits(
     task: Task, head: nn.Module, fusion: Fusion, encoded: Encoded, batch: dict[str, torch.Tensor], modalities: Sequence[str] = MODALITIES
 ) -> dict[str, torch.Tensor]:
@@ -156,8 +168,11 @@ def modality_logits(
         return task.forward(head, fusion, fused, batch)["logits"]
 
     absent = logits(torch.zeros_like(image), torch.zeros_like(text)) / 2
-    alone = {"image": lambda: logits(image, torch.zeros_like(text)), "text": lambda: logits(torch.zeros_like(image), text)}
-    return {m: alone[m]() - absent for m in modalities}
+    out = {}
+    for modality in modalities:
+        v, t = (image, torch.zeros_like(text)) if modality == "image" else (torch.zeros_like(image), text)
+        out[modality] = logits(v, t) - absent
+    return out
 
 
 @contextlib.contextmanager

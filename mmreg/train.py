@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .accumulate import CachedBatch, across_batch, average_gradients
-from .balance import Balancing, as_floats
+from .balance import Balancing, gradient_norms
 from .checkpoint import LoopState, clean_checkpoints, load_checkpoint, save_best, save_checkpoint
 from .components import Balancer, LoopCallback
 from .config import OptimConfig, TrainConfig
@@ -25,7 +25,7 @@ from .badimages import Tally
 from .data import AugmentedSplit, Batches, Collate, local_processes, resolve_workers, train_loader
 from .errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .model import MultimodalModel
-from .optim import build_optimizer, named_by_group
+from .optim import build_optimizer
 from .precision import resolve_precision
 from .ema import moving_average
 from .results import EMA, Metric
@@ -207,10 +207,8 @@ class Trainer:
         self.total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
         self.val_loader, self.eval_sets = val_loader, list(eval_sets)
         self.params = [p for p in model.parameters() if p.requires_grad]  # walked once, not every clipping step
-        self.parts = {name: [p for _, p in named] for name, named in named_by_group(model).items() if named}  # for gradient norms
         self.balancing = Balancing(balancers, model, seed) if balancers else None
-        if self.balancing is not None:  # the model keeps each step's outputs for them
-            model.kept, model.wants_unimodal = [], self.balancing.needs_unimodal
+        self.norms: dict[str, float] = {}  # the last logged step's gradient norm of each part (grad_norm/PART)
         prepared = model.to(self.device)  # before the optimizer: a fused AdamW checks where the weights are
         self.ema = moving_average(model, cfg.ema, cfg.ema_warmup)  # before compiling and wrapping: a plain copy
         optimizer = build_optimizer(model, cfg, optim or OptimConfig())
@@ -296,43 +294,41 @@ class Trainer:
             self.loop.epoch += 1
             self.loop.batch_in_epoch = 0
 
-    def _gradient_norms(self) -> dict[str, float]:
-        """``grad_norm/PART``: the L2 norm of each part's gradients (``mmreg.optim.named_by_group``: the
-        vision and text towers, the fusion with the projections, the head) after any reduction across
-        processes and before clipping, unscaled under fp16; one host sync. A part dominating the
-        others is what modality imbalance looks like in the gradients."""
-        scale = self.accelerator.scaler.get_scale() if self.accelerator.scaler is not None else 1.0
-        norms = []
-        for params in self.parts.values():
-            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-            norms.append(torch.stack(grads).norm() if grads else torch.zeros((), device=self.device))
-        values = (torch.stack(norms) / scale).tolist()
-        return {f"grad_norm/{name}": value for name, value in zip(self.parts, values, strict=True)}
-
-    def _optimizer_step(self, kept: list[Any] | None, logged: bool, norms: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
-        """The step from the accumulated gradients: gradient norms (on a ``logged`` step, else ``norms``
-        kept), the balancers on ``kept`` (the step's outputs), clipping, the optimizer, the schedule and
-        the moving average. Returns the norms and the balancers' numbers."""
+    def _optimizer_step(self, logged: bool) -> None:
+        """The step from the accumulated gradients: gradient norms (``self.norms``, on a ``logged``
+        step), the balancers, clipping, the optimizer, the schedule and the moving average."""
         accelerator, cfg, loop = self.accelerator, self.cfg, self.loop
-        norms = self._gradient_norms() if logged else norms
-        balanced: dict[str, Any] = {}
-        unscaled = False
+        if logged:
+            self.norms = gradient_norms(self.bare_model, accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0)
+        unscaled = self.balancing is not None and accelerator.scaler is not None
+        if unscaled:  # balancers see true gradients (fp16)
+            accelerator.unscale_gradients()
         if self.balancing is not None:
-            if accelerator.scaler is not None:  # balancers see true gradients (fp16)
-                accelerator.unscale_gradients()
-                unscaled = True
-            balanced = self.balancing.apply(kept or [], loop.step, loop.epoch, self.steps_per_epoch, self.device)
-        if cfg.max_grad_norm is not None and unscaled:  # accelerate would unscale a second time
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        elif cfg.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.balancing.apply(loop.step, loop.epoch, self.steps_per_epoch, self.device)
+        if cfg.max_grad_norm is not None:  # once unscaled, accelerate's clipping would unscale a second time
+            clip = torch.nn.utils.clip_grad_norm_ if unscaled else accelerator.clip_grad_norm_
+            clip(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.bare_model, step=loop.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        return norms, balanced
+        loop.bad_in_a_row = 0
+
+    def _skip_step(self) -> None:
+        """A step whose loss was not finite on some process: no update, counted and logged; the run
+        stops after ``train.max_bad_steps`` in a row (TrainingDiverged)."""
+        loop = self.loop
+        self.norms = {}  # no gradients of this step to show
+        if self.balancing is not None:
+            self.balancing.discard()
+        self.optimizer.zero_grad(set_to_none=True)
+        loop.bad_in_a_row += 1
+        loop.skipped_steps += 1
+        self._log({"step": loop.step + 1, "split": "train", "skipped": "non-finite loss"})
+        if loop.bad_in_a_row >= self.cfg.max_bad_steps:
+            raise TrainingDiverged(self._diverged_message())
 
     def _global_loss(self, value: float) -> float:
         """The mean of every process's loss: the global batch's loss, also when each process holds
@@ -392,14 +388,13 @@ class Trainer:
         started = time.perf_counter() - loop.seconds
         samples_at_start, time_at_start = loop.samples, time.perf_counter()
         loss_value, window_loss, window_bad, micro = math.nan, 0.0, False, 0
-        norms: dict[str, float] = {}  # the last logged step's gradient norm of each part
-        balanced: dict[str, Any] = {}  # the last step's numbers from the balancers
+        self.norms = {}
         pending: list[dict[str, torch.Tensor]] = []  # the step's micro-batches so far, where they train as one batch
         metrics: dict[str, float] = loop.history[-1] if loop.history else {}
         evaluated_at = loop.history[-1]["step"] if loop.history else -1
         stopped_early = False
         if self.balancing is not None:
-            self.bare_model.kept = []  # nothing of a pass before training (checks, a previous fit)
+            self.balancing.discard()  # nothing of a pass before training (checks, a previous fit)
         with StopSignals() as signals:
             batches = self._micro_batches()
             while loop.step < self.total and not stopped_early:
@@ -434,30 +429,20 @@ class Trainer:
                 loop.samples += batch["pixel_values"].shape[0] * accelerator.num_processes
                 if not sync:
                     continue
-                kept = self.bare_model.kept
                 if window_bad:
-                    norms, balanced = {}, {}  # no gradients of this step to show
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loop.bad_in_a_row += 1
-                    loop.skipped_steps += 1
-                    self._log({"step": loop.step + 1, "split": "train", "skipped": "non-finite loss"})
-                    if loop.bad_in_a_row >= cfg.max_bad_steps:
-                        raise TrainingDiverged(self._diverged_message())
+                    self._skip_step()
                 else:
-                    logged = (loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total
-                    norms, balanced = self._optimizer_step(kept, logged, norms)
-                    loop.bad_in_a_row = 0
+                    self._optimizer_step((loop.step + 1) % cfg.log_every == 0 or loop.step + 1 == self.total)
                     loss_value = window_loss
-                if kept is not None:
-                    kept.clear()
                 loop.step += 1
                 window_loss, window_bad = 0.0, False
                 loop.seconds = time.perf_counter() - started
                 rate = (loop.samples - samples_at_start) / max(time.perf_counter() - time_at_start, 1e-9)
                 lr = self.optimizer.param_groups[0]["lr"]
                 if loop.step % cfg.log_every == 0 or loop.step == self.total:
-                    record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr, **norms}
-                    record.update(as_floats(balanced))
+                    record: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "split": "train", "loss": loss_value, "lr": lr, **self.norms}
+                    if self.balancing is not None:
+                        record.update(self.balancing.logged())
                     if len(parts) > 1:
                         record.update({f"loss/{k}": self._global_loss(v.item()) for k, v in parts.items()})
                     self._log(record)

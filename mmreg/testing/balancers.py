@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..balance import NUMBERS, SHAPE_AND_DTYPE
+from ..balance import NUMBERS, SHAPE_AND_DTYPE, gradient_changed, not_a_number, refused_gradient
 from ..components import Balancer, GradientStep, Step
 from ..errors import ConfigError
 from .contract import ContractViolation, expect, scramble_global_rngs
@@ -78,7 +78,7 @@ def check_balancer(balancer: Balancer, experiment: Mapping[str, Any], host: Any 
         returned, left = call(outputs, 1)
     except Exception as exc:  # any failure on a real step is a broken contract; say which where it can be told
         raised = f"{type(exc).__name__}: {exc}"
-        if "assign a gradient" in str(exc):  # torch refuses a .grad of another shape or dtype as it is set
+        if refused_gradient(exc):
             raise ContractViolation(who, SHAPE_AND_DTYPE, f"it raised {raised}") from exc
         if outputs.unimodal is None and full.unimodal is not None and _runs(call, full):
             raise ContractViolation(who, "declares needs_unimodal to read outputs.unimodal",
@@ -89,9 +89,8 @@ def check_balancer(balancer: Balancer, experiment: Mapping[str, Any], host: Any 
         expect(torch.equal(p.detach(), values[name]), who, "changes gradients, never the weights", f"the value of {name} changed")
     for name, before in grads.items():
         after = left[name]
-        seen = "removed" if after is None else f"{tuple(after.shape)} {after.dtype}"
-        expect(after is not None and after.shape == before.shape and after.dtype == before.dtype, who, SHAPE_AND_DTYPE,
-               f"the gradient of {name} was {tuple(before.shape)} {before.dtype} and is now {seen}")  # fmt: skip
+        changed = gradient_changed(name, before.shape, before.dtype, after)
+        expect(changed is None, who, SHAPE_AND_DTYPE, str(changed))
         bad = int((~torch.isfinite(after)).sum())  # type: ignore[arg-type]
         expect(bad == 0, who, "keeps every gradient finite", f"the gradient of {name} has {bad} non-finite values")
     numbers = _numbers(who, returned)
@@ -126,8 +125,8 @@ def _numbers(who: str, returned: Any) -> dict[str, float]:
     expect(isinstance(returned, Mapping), who, NUMBERS, f"it returned {type(returned).__name__}")
     out = {}
     for key, value in returned.items():
-        number = isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)
-        expect(isinstance(key, str) and number, who, NUMBERS, f"{key!r} is {type(value).__name__}" + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""))
+        wrong = not_a_number(key, value)
+        expect(wrong is None, who, NUMBERS, str(wrong))
         out[key] = float(value.detach().float().reshape(())) if isinstance(value, torch.Tensor) else float(value)
         expect(math.isfinite(out[key]), who, "returns finite numbers", f"{key!r} is {out[key]}")
     return out
