@@ -244,8 +244,10 @@ class TowerAdapters(PeftStrategy):
     def apply(self, encoder: Encoder) -> Encoder:
         from peft import get_peft_model
 
-        towers = encoder_towers(encoder, list(self.settings), self.where)
-        for name, value in self.settings.items():
+        present = encoder.towers()  # "full" on a tower the encoder lacks leaves nothing to do
+        settings = {name: value for name, value in self.settings.items() if value != "full" or name in present}
+        towers = encoder_towers(encoder, list(settings), self.where)
+        for name, value in settings.items():
             tower = towers[name]
             module = tower.module(encoder)
             if value == "freeze":

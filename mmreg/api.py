@@ -103,6 +103,7 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
             f"'{exp.fusion.name}' would be meaningless; use --fusion none"
         )
     needs = loss_needs(exp, host)
+    check_language_model(exp, host, encoder, needs)
     wants_scale = [name for name, n in needs.items() if "logit_scale" in n]
     if wants_scale and not getattr(encoder, "gives_logit_scale", False):
         own = having(host, "losses", lambda c: getattr(c, "needs", frozenset()) == {"scores"}, "loss")
@@ -135,6 +136,25 @@ def check_components(exp: Experiment, host: PluginHost) -> str:
     if fields is not None:
         check_task(name, task, host, needs, exp.dataset.name, frozenset(fields))
     return name
+
+
+def check_language_model(exp: Experiment, host: PluginHost, encoder: Any, needs: dict[str, frozenset[str]]) -> None:
+    """An encoder that conditions a language model on image queries (``Encoder.conditions_language_model``)
+    is trained through the text the language model writes: no separate fusion, only losses on it."""
+    if not getattr(encoder, "conditions_language_model", False):
+        return
+    if exp.fusion.name != "none":
+        raise IncompatibleParts(
+            f"encoder '{exp.encoder.name}' conditions a language model on image queries, which reads image and text together, "
+            f"so fusion '{exp.fusion.name}' would be meaningless; use --fusion none"
+        )
+    for name, read in needs.items():
+        if read - {"token_logits"}:
+            writers = having(host, "losses", lambda c: getattr(c, "needs", frozenset()) == {"token_logits"}, "loss")
+            raise IncompatibleParts(
+                f"loss '{name}' reads {', '.join(sorted(read - {'token_logits'}))}, but encoder '{exp.encoder.name}' is trained "
+                f"through the text its language model writes; use {writers}"
+            )
 
 
 def check_pairs_drawn(needs: dict[str, frozenset[str]], host: PluginHost) -> None:

@@ -80,6 +80,13 @@ class Encoder(nn.Module):
     # The pooled image and text vectors live in one embedding space, trained contrastively (CLIP's
     # image and text embeddings): their cosine can shortlist candidates for any fusion (eval.shortlist).
     shared_space: ClassVar[bool] = False
+    # A generative encoder that conditions a language model on image queries (BLIP-2; an InstructBLIP-like
+    # model): ``encode_images`` gives the image as embeddings in the language model's input space (tokens
+    # [N, Q, D_lm]), and a task that writes text reaches the language model through ``language_inputs``,
+    # ``language_logits`` and ``generate_text``. The model projects nothing and hands a task the raw text;
+    # only fusion "none" and losses on the written text ("token_logits") fit it, refused otherwise before
+    # any weight is built.
+    conditions_language_model: ClassVar[bool] = False
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Images -> ``pixel_values`` [N, 3, H, W], as this encoder expects them."""
@@ -110,6 +117,22 @@ class Encoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Captions -> ``{"input_ids", "attention_mask"}``, padded to the batch's longest."""
+        raise NotImplementedError
+
+    def language_inputs(self, prompts: Sequence[str], targets: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """A language-model-conditioning encoder's batch tensors (keys ``lm_*``) for N prompts and, when
+        training, the N texts written after them; without ``targets``, what ``generate_text`` continues.
+        See ``conditions_language_model``; runs in DataLoader workers."""
+        raise NotImplementedError
+
+    def language_logits(self, image: Modality, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits [N, L, V] of the language model given the image (``encode_images``) and a
+        batch of ``language_inputs``, and the token each position predicts [N, L] (-100: not scored)."""
+        raise NotImplementedError
+
+    def generate_text(self, image: Modality, batch: Mapping[str, torch.Tensor], *, num_beams: int, max_new_tokens: int) -> list[str]:
+        """What the language model writes after each prompt of a batch of ``language_inputs`` without
+        targets, given the image: beam search of ``num_beams`` (1: greedy), at most ``max_new_tokens``."""
         raise NotImplementedError
 
     def image_normalization(self) -> tuple[list[float], list[float]] | None:

@@ -144,6 +144,9 @@ class GroupLR(BaseModel):
         None, gt=0, description="learning rate of what lies between towers and head (projections, fusion, temperatures); unset: train.lr"
     )
     head: float | None = Field(None, gt=0, description="learning rate of the task head; unset: train.lr")
+    bridge: float | None = Field(
+        None, gt=0, description="learning rate of the tower linking image to language model (BLIP-2's Q-Former); unset: train.lr"
+    )
 
 
 class OptimConfig(BaseModel):

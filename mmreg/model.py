@@ -65,7 +65,7 @@ class MultimodalModel(nn.Module):
         super().__init__()
         self.encoder, self.fusion, self.dim = encoder, fusion, dim
         self.tokens = fusion.needs_tokens
-        if encoder.single_stream:  # the fusion reads the raw inputs: nothing to project
+        if encoder.single_stream or encoder.conditions_language_model:  # raw inputs or the language model's: nothing to project
             self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
         elif self.tokens:
             self.image_proj = projection(encoder.image_token_dim, dim)
@@ -125,6 +125,9 @@ class MultimodalModel(nn.Module):
             image = Modality(tokens=batch["pixel_values"], mask=None if mask is None else mask.bool())
             return Encoded(image, Modality(tokens=batch["input_ids"], mask=batch["attention_mask"].bool()))
         raw = self.encoder.encode_images(batch["pixel_values"])
+        if self.encoder.conditions_language_model:  # the language model reads the text, with the image queries
+            text = Modality(tokens=batch["input_ids"], mask=batch["attention_mask"].bool())
+            return Encoded(raw, text, Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None)
         image_tokens = Modality(tokens=raw.tokens, mask=raw.mask) if self.task.needs_image_tokens else None
         raw_text = self.encoder.encode_texts(batch["input_ids"], batch["attention_mask"])
         pooled = None

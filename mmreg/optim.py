@@ -1,4 +1,4 @@
-"""The optimizer (AdamW, or SGD with momentum) and its parameter groups: a learning rate per part of the model (vision, text, fusion, head),
+"""The optimizer (AdamW, or SGD with momentum) and its parameter groups: a learning rate per part of the model (vision, text, bridge, fusion, head),
 layer-wise decay inside each tower, and no weight decay on norms, biases, embeddings and temperatures."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from .config import OptimConfig, TrainConfig
 from .errors import ConfigError
 from .model import MultimodalModel
 
-GROUPS = ("fusion", "head", "vision", "text")  # fusion first: its rate is the one the loop logs as "lr"
+TOWERS = ("vision", "text", "bridge")  # the tower names the core knows: bridge is what links image to language model (a Q-Former)
+GROUPS = ("fusion", "head", *TOWERS)  # fusion first: its rate is the one the loop logs as "lr"
 LAYER = re.compile(r"(?:^|\.)(?:layers?|blocks|resblocks|h)\.(\d+)\.")
 NO_DECAY_NAMES = ("bias", "norm", "embed", "logit_scale", "temperature", "cls_token", "pos_embed")
 
@@ -77,7 +78,7 @@ def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig)
     for group in GROUPS:
         lr = getattr(optim.lr, group) or train.lr
         params = named[group]
-        if optim.layer_decay is not None and group in ("vision", "text"):
+        if optim.layer_decay is not None and group in TOWERS:
             ids, top = layer_ids(params)
             scales = [optim.layer_decay ** (top - i) for i in ids]
             labels = [f"/layer{i}" for i in ids]

@@ -12,7 +12,7 @@ from mmreg.hookspecs import hookimpl
 class FreezeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    towers: list[Literal["vision", "text"]] = Field(
+    towers: list[Literal["vision", "text", "bridge"]] = Field(
         ["vision", "text"], min_length=1, description="towers to freeze; the others train in full"
     )
 

@@ -31,20 +31,26 @@ class LoraParams(BaseModel):
         description="LoraConfig fields for the text tower (over r=8, lora_alpha=16, lora_dropout=0.1), or 'full' / 'freeze'",
     )
 
-    @field_validator("vision", "text")
+    bridge: TowerSetting = Field(
+        "full",
+        description="LoraConfig fields for the tower linking image to language model (BLIP-2's Q-Former), or 'full' (as the "
+        "encoder set it: BLIP-2's trains) / 'freeze'; encoders without one ignore 'full'",
+    )
+
+    @field_validator("vision", "text", "bridge")
     @classmethod
     def _over_defaults(cls, value: TowerSetting, info: ValidationInfo) -> TowerSetting:
         if isinstance(value, dict):
-            value = {**(VISION if info.field_name == "vision" else TEXT), **value}
+            value = {**(VISION if info.field_name == "vision" else TEXT), **value}  # a bridge adapter as a text one
         from mmreg.adapters import check_setting
 
         return check_setting("lora", value, f"peft.{info.field_name}")
 
 
-def build(*, vision: TowerSetting, text: TowerSetting, **_context: Any) -> TowerAdapters:
+def build(*, vision: TowerSetting, text: TowerSetting, bridge: TowerSetting = "full", **_context: Any) -> TowerAdapters:
     from mmreg.adapters import TowerAdapters
 
-    return TowerAdapters("lora", {"vision": vision, "text": text})
+    return TowerAdapters("lora", {"vision": vision, "text": text, "bridge": bridge})
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from mmreg.hookspecs import hookimpl
 class ProgressiveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    frozen: list[Literal["vision", "text"]] = Field(
+    frozen: list[Literal["vision", "text", "bridge"]] = Field(
         ["vision"], min_length=1, description="towers held frozen at first while the rest of the model trains"
     )
     frozen_for: int = Field(1, ge=1, description="how long they stay frozen, in `unit`s; then every part trains")

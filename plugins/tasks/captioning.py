@@ -1,4 +1,6 @@
-"""`captioning`: BLIP's image-grounded text decoder generates the caption from the image tokens."""
+"""`captioning`: a text decoder generates the caption from the image: BLIP's image-grounded decoder
+(cross-attention to the image tokens), or the language model an encoder conditions on image queries
+(BLIP-2's, ``Encoder.conditions_language_model``)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,30 @@ class EncoderDecoder(CaptionDecoder):
         return self._decoder[0]
 
 
+class ConditionedLanguageModel(nn.Module):
+    """The head of a task writing text with an encoder that conditions a language model on image
+    queries (``Encoder.conditions_language_model``: BLIP-2's): the encoder's own language model,
+    referenced rather than owned, so its weights are saved, loaded and adapted once, as the encoder's."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self._encoder = [encoder]  # a list hides it from nn.Module's registration
+
+    @property
+    def encoder(self) -> Encoder:
+        return self._encoder[0]
+
+    def logits(self, image: Modality, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``token_logits`` [N, L, V] and ``token_labels`` [N, L] of a batch of ``Encoder.language_inputs``."""
+        logits, labels = self.encoder.language_logits(image, batch)
+        return {"token_logits": logits, "token_labels": labels}
+
+    def write(self, image: Modality, prompts: Sequence[str], *, num_beams: int, max_new_tokens: int) -> list[str]:
+        """What the language model writes after each prompt, given the image queries [N, Q, D_lm]."""
+        inputs = {k: v.to(image.tokens.device) for k, v in self.encoder.language_inputs(prompts).items()}
+        return self.encoder.generate_text(image, inputs, num_beams=num_beams, max_new_tokens=max_new_tokens)
+
+
 class Captioning(Task):
     """Image captioning: the decoder is trained by a token-level loss (``lm``) to write the
     caption after ``task.prompt``; evaluation generates one caption per image (greedy, or beam
@@ -111,14 +137,20 @@ class Captioning(Task):
     ) -> None:
         super().__init__(settings=settings)
         self.num_beams, self.max_new_tokens, self.prompt, self.vocabulary = num_beams, max_new_tokens, prompt, vocabulary
+        self.conditioned: ConditionedLanguageModel | None = None  # the head, where the encoder conditions a language model
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
-        """The encoder's own decoder where it has one (``text_decoder``, e.g. `blip`), its vocabulary
+        """The encoder's language model where it conditions one on image queries (BLIP-2: the caption
+        is what it writes after ``task.prompt``, ``ConditionedLanguageModel``); the encoder's own decoder where it has one (``text_decoder``, e.g. `blip`), its vocabulary
         grown by the words of ``task.prompt`` its tokenizer maps to the unknown token (none for the
         tiny presets' byte-level one); else a new decoder at the fused width with a byte-level
         tokenizer (``mmreg.text.build_tokenizer``) whose merges the training captions and the prompt
         teach. Raises ConfigError for a prompt the decoder cannot read (``prompt_ids``,
         ``_learn_prompt_words``)."""
+        if encoder.conditions_language_model:  # BLIP-2: the caption is what its language model writes after the prompt
+            self.tokenizer = encoder.tokenizer
+            self.conditioned = ConditionedLanguageModel(encoder)
+            return self.conditioned
         shared = getattr(encoder, "text_decoder", None)
         if shared is not None:
             self.tokenizer, self.bos_token_id = encoder.tokenizer, encoder.decoder_bos_token_id
@@ -184,6 +216,9 @@ class Captioning(Task):
         """``caption_ids``, ``caption_mask`` [N, L]: the prompt and caption as the decoder reads them;
         ``caption_utf8`` uint8 [N, B]: the caption as the data set wrote it (``utf8_rows``), the
         reference evaluation scores against."""
+        if self.conditioned is not None:  # what Blip2ForConditionalGeneration takes (Encoder.language_inputs)
+            inputs = self.conditioned.encoder.language_inputs([self.prompt] * len(samples), [s.caption for s in samples])
+            return {**inputs, "caption_utf8": utf8_rows([s.caption for s in samples])}
         texts = [f"{self.prompt} {s.caption}".strip() for s in samples]
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         ids = tokens["input_ids"]
@@ -191,6 +226,8 @@ class Captioning(Task):
         return {"caption_ids": ids, "caption_mask": tokens["attention_mask"], "caption_utf8": utf8_rows([s.caption for s in samples])}
 
     def forward(self, head: nn.Module, fusion: Fusion, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if isinstance(head, ConditionedLanguageModel):
+            return head.logits(features.image_tokens, batch)  # type: ignore[arg-type]
         ids, mask = batch["caption_ids"], batch["caption_mask"]
         logits = head(ids, mask, features.image_tokens)
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, IGNORE)
@@ -210,6 +247,8 @@ class Captioning(Task):
         """What the decoder writes after ``task.prompt`` for each image (image tokens [N, T, D_enc]),
         decoded without the prompt; beam search of ``task.num_beams`` (1: greedy), at most
         ``task.max_new_tokens`` tokens. Raises ConfigError for a prompt the decoder cannot read."""
+        if isinstance(head, ConditionedLanguageModel):
+            return head.write(image, [self.prompt] * len(image), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
         prompt_ids = self.prompt_ids()
         input_ids = torch.tensor([prompt_ids] * len(image), device=image.tokens.device)
         out = head.decoder.generate(
