@@ -279,6 +279,7 @@ def prepare(experiment: Experiment | Mapping[str, Any], host: PluginHost | None 
     losses = {name: (item.weight, host.registry("losses").build(name, item.params)) for name, item in exp.loss.items()}
     augmenters = [host.registry("augmenters").build(name, item.params, seed=exp.seed) for name, item in exp.augment.items()]
     head = task.build_head(fusion.out_dim, dataset, encoder)
+    check_task(task_name, task, host, loss_needs(exp, host), exp.dataset.name, frozenset(dataset.fields))  # the form the head took
     model = MultimodalModel(encoder, fusion, losses, exp.model.dim, task, head)
     model.eval()  # no dropout while a task reads the model to set its head
     with torch.no_grad():
@@ -359,6 +360,7 @@ def run(
     there); what one raises ends the run.
     """
     from .adapters import parameter_counts, save_adapters
+    from .optim import part_counts
     from .data import AugmentedSplit, Collate, local_processes, make_loader, resolve_workers
     from .evalsets import set_experiments, set_metrics, set_parts
     from .determinism import deterministic_kernels
@@ -496,6 +498,7 @@ def run(
             "precision": used_precision(trainer.accelerator),
             "processes": trainer.accelerator.num_processes,
             **parameter_counts(model, model.encoder),
+            "parts": part_counts(model),
         }
     )
     if trainer.main:

@@ -100,6 +100,9 @@ def build_report(p: Prepared, splits: Mapping[str, SplitView]) -> dict[str, Any]
     report["text"] = p.text_fit
     if counts:
         report["answers" if p.task.target == "answer" else "classes"] = {name: dict(c.most_common()) for name, c in counts.items()}
+    from .optim import part_counts
+
+    report["parameters"] = part_counts(p.model)
     norm = p.model.encoder.image_normalization()
     report["image_mean"], report["image_std"] = norm if norm is not None else (None, None)
     return report

@@ -41,10 +41,10 @@ def layer_ids(named: list[tuple[str, torch.Tensor]]) -> tuple[list[int], int]:
     return [top if i is None else i for i in ids], top
 
 
-def named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Tensor]]]:
-    """The trainable weights by part (``GROUPS``): each tower of ``Encoder.towers()``, the task head, and
-    everything else (projections, fusion, temperatures) as "fusion"; empty parts included."""
-    groups: dict[str, list[tuple[str, torch.Tensor]]] = {name: [] for name in GROUPS}
+def part_of(model: MultimodalModel) -> dict[int, str]:
+    """Each weight's part (``GROUPS``) by ``id``: the tower of ``Encoder.towers()`` holding it, "head" for
+    the task head's; weights missing here (projections, fusion, temperatures, BLIP-2's query tokens and
+    language projection) are "fusion"."""
     owner: dict[int, str] = {}
     for tower_name, tower in model.encoder.towers().items():
         for p in tower.module(model.encoder).parameters():
@@ -52,10 +52,30 @@ def named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Te
     if model.head is not None:
         for p in model.head.parameters():
             owner[id(p)] = "head"
+    return owner
+
+
+def named_by_group(model: MultimodalModel) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The trainable weights by part (``GROUPS``, ``part_of``); empty parts included."""
+    groups: dict[str, list[tuple[str, torch.Tensor]]] = {name: [] for name in GROUPS}
+    owner = part_of(model)
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups[owner.get(id(p), "fusion")].append((name, p))
     return groups
+
+
+def part_counts(model: MultimodalModel) -> dict[str, dict[str, int]]:
+    """Parameters of each part holding any (``part_of``; a peft-wrapped tower with its adapters), in
+    ``GROUPS`` order: ``{"parameters", "trainable_parameters", "frozen_parameters"}``. Frozen weights
+    get no gradient and no optimizer state: what a run's memory holds of them is the weights alone."""
+    owner = part_of(model)
+    counts = {name: {"parameters": 0, "trainable_parameters": 0, "frozen_parameters": 0} for name in GROUPS}
+    for p in model.parameters():
+        part = counts[owner.get(id(p), "fusion")]
+        part["parameters"] += p.numel()
+        part["trainable_parameters" if p.requires_grad else "frozen_parameters"] += p.numel()
+    return {name: c for name, c in counts.items() if c["parameters"]}
 
 
 def param_groups(model: MultimodalModel, train: TrainConfig, optim: OptimConfig) -> list[dict[str, Any]]:

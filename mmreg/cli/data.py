@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .run import AugmentOpt, DatasetOpt, EncoderOpt, ExperimentArg, JsonOpt, SetOpt
+from .run import AugmentOpt, DatasetOpt, EncoderOpt, ExperimentArg, JsonOpt, SetOpt, parts_line
 from .state import state
 
 data_app = typer.Typer(help="Look at a data set as a run reads it.", no_args_is_help=True)
@@ -58,6 +58,7 @@ def _print_report(report: dict, out: Path) -> None:
                 f"identical after truncation, {fit['unknown_tokens']} unknown tokens in {fit['with_unknown']} {fit['field']}s",
                 markup=False,
             )
+    console.print(parts_line(report["parameters"]), markup=False)
     for split, dup in report["duplicates"].items():
         console.print(f"{split} duplicates: " + ", ".join(f"{k} {v}" for k, v in dup.items()), markup=False)
     console.print(f"wrote {out / 'report.json'}, {out / 'samples.png'}, {out / 'batch.safetensors'}", markup=False)

@@ -141,6 +141,13 @@ def _report_seeds(result: dict, as_json: bool) -> None:
         )
 
 
+def parts_line(parts: dict) -> str:
+    """``parameters by part: vision 0 trainable, 1,024 frozen; ...``, from ``mmreg.optim.part_counts``."""
+    return "parameters by part: " + "; ".join(
+        f"{name} {c['trainable_parameters']:,} trainable, {c['frozen_parameters']:,} frozen" for name, c in parts.items()
+    )
+
+
 def _print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -168,10 +175,9 @@ def _print_summary(summary: dict) -> None:
     console.print(
         f"trainable parameters: {summary['trainable_parameters']:,} of {summary['parameters']:,} "
         f"({summary['trainable_percent']:.2f}%)"
-        + "".join(
-            f"; {name} tower {t['trainable_parameters']:,} of {t['parameters']:,}" for name, t in summary.get("towers", {}).items()
-        )
     )
+    if "parts" in summary:  # runs recorded before per-part counts have none
+        console.print(parts_line(summary["parts"]), markup=False)
     for split, failed in summary.get("unreadable", {}).items():
         console.print(
             f"{split}: {failed['count']} samples failed to decode while loading and were skipped: {'; '.join(failed['names'])}",

@@ -101,7 +101,7 @@ class Blip2Encoder(TransformersEncoder):
 
     def _ids(self, text: str) -> list[int]:
         """``text``'s ids with the tokenizer's own special tokens, less a final end-of-sequence one."""
-        ids = self.tokenizer(text)["input_ids"]
+        ids = self.tokenizer(text, verbose=False)["input_ids"]
         return ids[:-1] if ids and ids[-1] == self.tokenizer.eos_token_id else ids
 
     def language_inputs(self, prompts: Sequence[str], targets: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -112,17 +112,17 @@ class Blip2Encoder(TransformersEncoder):
         a causal model followed by the target and the end-of-sequence token); padded on the left for
         generation, on the right for training. ``lm_labels``: for a causal model [N, L], the input ids
         with -100 on the placeholders, the prompt and the padding (what ``labels=`` takes); for an
-        encoder-decoder one [N, T] the target and its end token, -100 on padding. Prompt and target are
-        cut to ``max_length`` tokens together."""
+        encoder-decoder one [N, T] the target and its end token, -100 on padding. The prompt is read
+        whole; the target is cut where prompt and target would pass ``max_length`` tokens."""
         image = [self.image_token_id] * self.num_query_tokens
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         rows, labels = [], []
         for i, prompt in enumerate(prompts):
             given = self._ids(prompt)
             if self.encoder_decoder:  # the encoder reads the prompt with the tokenizer's end token, as T5 was trained
-                rows.append(image + self.tokenizer(prompt)["input_ids"][: self.max_length])
+                rows.append(image + self.tokenizer(prompt, verbose=False)["input_ids"])
             elif targets is None:
-                rows.append(image + given[: self.max_length])
+                rows.append(image + given)
             if targets is None:
                 continue
             if self.encoder_decoder:
@@ -131,7 +131,7 @@ class Blip2Encoder(TransformersEncoder):
                 labels.append([*target[: self.max_length - 1], eos])
             else:
                 text = f"{prompt} {targets[i]}".strip() if prompt else targets[i]
-                ids = [*self._ids(text)[: self.max_length - 1], eos]
+                ids = [*self._ids(text)[: max(self.max_length, len(given) + 1) - 1], eos]
                 rows.append(image + ids)
                 scored = [IGNORE] * (len(image) + min(len(given), len(ids) - 1)) + ids[min(len(given), len(ids) - 1) :]
                 labels.append(scored)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 ANSWER_TYPES = ("yes/no", "number", "other")  # VQA v2's answer types
 NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
 ARTICLES = frozenset({"a", "an", "the"})
-PUNCTUATION = (";", ":", "/", "'", "[", "]", '"', "(", ")", "=", "+", "\\", "_", ">", "<", "@", "`", ",", "?")
+PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")  # the script's ``self.punct``
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # as written in the official script (a lookahead, not a lookbehind)
 _DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
 _PERIOD_COUNT = 32  # the script's re.UNICODE passed as re.sub's count
@@ -100,6 +100,14 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     matches = sum(a == predicted for a in humans)
     # leaving out answer i leaves matches - [answer i matches] matching answers
     return sum(min(1.0, (matches - (a == predicted)) / 3) for a in humans) / len(humans)
+
+
+def answer_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """``vqa_accuracy``, except that a question with a single human answer scores exact match after
+    normalisation (leave-one-out leaves nothing to count there). Raises ValueError without answers."""
+    if len(answers) == 1:
+        return float(normalise_answer(prediction) == normalise_answer(answers[0]))
+    return vqa_accuracy(prediction, answers)
 
 
 def soft_score(matches: int) -> float:

@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from mmreg.components import Dataset, Encoded, Encoder, Evaluation, ModelView, Sample, Task
-from mmreg.errors import DataError
+from mmreg.errors import ConfigError, DataError
 from mmreg.metrics import retrieval_metric_names
 from mmreg.tasks import FusedHeadTask
-from mmreg_plugins.tasks._vqa_accuracy import ANSWER_TYPES, accuracy_by_type, normalise_answer, soft_score, vqa_accuracy
+from mmreg_plugins.tasks._vqa_accuracy import ANSWER_TYPES, accuracy_by_type, answer_accuracy, normalise_answer, soft_score
+from mmreg_plugins.tasks.captioning import ConditionedLanguageModel, utf8_rows, utf8_texts
 
 RESULTS_BATCH = 32  # questions answered per forward pass when writing the results file
+SEPARATOR = "\x1e"  # joins a question's human answers into one text of the batch (ASCII's record separator)
 
 
 def answer_vocabulary(answers: Sequence[Sequence[str]], min_count: int) -> list[str]:
@@ -56,6 +58,41 @@ class VqaEvaluation(Evaluation):
         return accuracy_by_type(self.scores)
 
 
+def answer_type_index(sample: Sample) -> int:
+    """The index of the sample's answer type in ``ANSWER_TYPES``, -1 for none. Raises DataError for another type."""
+    if sample.answer_type is not None and sample.answer_type not in ANSWER_TYPES:
+        raise DataError(f"question {sample.question!r}: unknown answer type {sample.answer_type!r}; use one of {', '.join(ANSWER_TYPES)}")
+    return ANSWER_TYPES.index(sample.answer_type) if sample.answer_type else -1
+
+
+def most_common_answer(sample: Sample) -> str:
+    """The normalised answer most human answers give (ties: the first given), the text generation is trained to write."""
+    humans = [normalise_answer(a) for a in sample.human_answers()]
+    if not humans:
+        raise DataError(f"question {sample.question!r} has no answers; give each question at least one answer, or leave it out")
+    return Counter(humans).most_common(1)[0][0]
+
+
+class GeneratedVqaEvaluation(Evaluation):
+    """The official VQA accuracy (``answer_accuracy``: normalisation, leave-one-out over the human
+    answers) of the answers the language model writes after the prompt, overall and per answer type;
+    open-ended: any text is an answer, none is outside a vocabulary (BLIP-2, Li et al. 2023)."""
+
+    names = ("vqa_accuracy",)
+
+    def __init__(self, task: VisualQuestionAnswering) -> None:
+        self.task, self.scores = task, []
+
+    def update(self, model: nn.Module, features: Encoded, batch: dict[str, torch.Tensor]) -> None:
+        written = self.task.write(model.head, features.image_tokens, utf8_texts(batch["question_utf8"]))
+        humans = [t.split(SEPARATOR) for t in utf8_texts(batch["answers_utf8"])]
+        types = [ANSWER_TYPES[t] if t >= 0 else None for t in batch["answer_types"].tolist()]
+        self.scores.extend((answer_accuracy(a, h), kind) for a, h, kind in zip(written, humans, types, strict=True))
+
+    def compute(self) -> dict[str, float]:
+        return accuracy_by_type(self.scores)
+
+
 class VisualQuestionAnswering(FusedHeadTask):
     """The question is fed as text; the head scores every answer of the vocabulary (normalised
     training answers given ``task.min_answer_count`` times or more).
@@ -72,17 +109,45 @@ class VisualQuestionAnswering(FusedHeadTask):
     metric_names = ("vqa_accuracy", *retrieval_metric_names())
     needs_fields = frozenset({"image", "question", "answer"})
 
-    def __init__(self, *, min_answer_count: int = 1, settings: Any = None) -> None:
+    # Declared on the class: what either form may give (checked again on the built task, whose form is known)
+    provides = frozenset({"logits", "labels", "token_logits"})
+
+    def __init__(
+        self, *, min_answer_count: int = 1, answer: str = "auto", prompt: str = "Question: {question} Answer:", num_beams: int = 1,
+        max_new_tokens: int = 10, settings: Any = None,
+    ) -> None:  # fmt: skip
         super().__init__(settings=settings)
-        self.min_answer_count = min_answer_count
+        self.min_answer_count, self.answer, self.prompt = min_answer_count, answer, prompt
+        self.num_beams, self.max_new_tokens = num_beams, max_new_tokens
         self.ids: dict[str, int] = {}
+        self.conditioned: ConditionedLanguageModel | None = None  # the head, when answers are generated
 
     def build_head(self, width: int, dataset: Dataset, encoder: Encoder) -> nn.Module:
-        """ViLT's VQA classifier (Kim et al. 2021): widen, normalise, GELU, project onto the answers.
+        """The head of the form ``task.answer`` names ("auto": generation where the encoder conditions a
+        language model, else the classifier); the built task then declares only that form's outputs.
+
+        Generation (BLIP-2): the encoder's language model (``ConditionedLanguageModel``) writes the answer
+        after ``task.prompt``. Raises ConfigError for generation with an encoder without a language model,
+        or a classifier with one that has no fused features.
+
+        The classifier: ViLT's VQA classifier (Kim et al. 2021): widen, normalise, GELU, project onto the answers.
 
         Where the encoder comes with a fine-tuned answer head (``Encoder.answer_head``: a
         ``ViltForQuestionAnswering`` checkpoint) that head is reused with its answers first, in its
         ``id2label`` order; training answers it lacks extend its last layer with new random rows."""
+        generates = self.answer == "generate" or (self.answer == "auto" and encoder.conditions_language_model)
+        if generates != encoder.conditions_language_model:
+            raise ConfigError(
+                "task.answer = 'generate' writes the answer with a language model the encoder conditions on the image, and this encoder has none; "
+                "use task.answer = 'classify' or an encoder such as blip2" if generates else
+                "task.answer = 'classify' scores an answer vocabulary over fused features, and this encoder conditions a language model "
+                "instead; use task.answer = 'generate'"
+            )  # fmt: skip
+        if generates:
+            self.provides, self.reads_fused, self.needs_image_tokens = frozenset({"token_logits"}), False, True
+            self.conditioned = ConditionedLanguageModel(encoder)
+            return self.conditioned
+        self.provides = frozenset({"logits", "labels"})
         vocabulary = answer_vocabulary(dataset.answers("train"), self.min_answer_count)
         given = encoder.answer_head()
         if given is None:
@@ -104,28 +169,61 @@ class VisualQuestionAnswering(FusedHeadTask):
         self.classes = list(classes)
         self.ids = {answer: i for i, answer in enumerate(self.classes)}
 
+    def prompts(self, questions: Sequence[str]) -> list[str]:
+        """``task.prompt`` with each question in place of ``{question}``."""
+        return [self.prompt.format(question=q) for q in questions]
+
+    def write(self, head: nn.Module, image: Any, questions: Sequence[str]) -> list[str]:
+        """The answers the language model writes to ``questions`` given the image queries."""
+        assert isinstance(head, ConditionedLanguageModel)
+        return head.write(image, self.prompts(questions), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens)
+
     def targets(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Generation: ``Encoder.language_inputs`` of the prompts and the most common answers, with
+        ``question_utf8`` and ``answers_utf8`` (every human answer, ``SEPARATOR``-joined) for evaluation.
+        The classifier: see the class."""
+        types = torch.tensor([answer_type_index(s) for s in samples], dtype=torch.long)
+        if self.conditioned is not None:
+            questions = [s.question or "" for s in samples]
+            inputs = self.conditioned.encoder.language_inputs(self.prompts(questions), [most_common_answer(s) for s in samples])
+            answers = utf8_rows([SEPARATOR.join(s.human_answers()) for s in samples])
+            return {**inputs, "question_utf8": utf8_rows(questions), "answers_utf8": answers, "answer_types": types}
         labels = torch.zeros(len(samples), len(self.classes))
         scores = torch.zeros(len(samples), len(self.classes))
-        types = []
         for i, sample in enumerate(samples):
             humans = [normalise_answer(a) for a in sample.human_answers()]
             for answer, matches in Counter(humans).items():
                 if answer in self.ids:
                     k = self.ids[answer]
                     labels[i, k] = 1.0 if len(humans) == 1 else soft_score(matches)
-                    scores[i, k] = 1.0 if len(humans) == 1 else vqa_accuracy(answer, humans)
-            if sample.answer_type is not None and sample.answer_type not in ANSWER_TYPES:
-                raise DataError(f"question {sample.question!r}: unknown answer type {sample.answer_type!r}; use one of {', '.join(ANSWER_TYPES)}")
-            types.append(ANSWER_TYPES.index(sample.answer_type) if sample.answer_type else -1)
-        return {"labels": labels, "answer_scores": scores, "answer_types": torch.tensor(types, dtype=torch.long)}
+                    scores[i, k] = answer_accuracy(answer, humans)
+        return {"labels": labels, "answer_scores": scores, "answer_types": types}
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's own sigmoid score (ViLT's answers are not exclusive: BCE trains them)."""
         return logits.sigmoid()
 
+    def forward(self, head: nn.Module, fusion: Any, features: Encoded, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if isinstance(head, ConditionedLanguageModel):
+            return head.logits(features.image_tokens, batch)  # type: ignore[arg-type]
+        return super().forward(head, fusion, features, batch)
+
+    def evaluations(self, model: ModelView) -> list[Evaluation]:
+        return [GeneratedVqaEvaluation(self)] if self.conditioned is not None else super().evaluations(model)  # type: ignore[arg-type]
+
     def headline_evaluation(self, task: Task) -> Evaluation:
         return VqaEvaluation(task)
+
+    def predict(self, model: ModelView, pixels: dict[str, torch.Tensor], texts: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+        """Generation: the one answer written to each image's question, ``{"answer": text}`` (``top_k``
+        not read). The classifier: the ``top_k`` answers with their scores (``FusedHeadTask.predict``)."""
+        if self.conditioned is None:
+            return super().predict(model, pixels, texts, top_k)  # type: ignore[arg-type]
+        n = next(iter(pixels.values())).shape[0]
+        if len(texts) not in (1, n):
+            raise ConfigError(f"task '{self.name}' reads one question per image: give one --text for all {n} images or one per image, not {len(texts)}")
+        image = model.encoder.encode_images(pixels["pixel_values"].to(model.device))
+        return [[{"answer": a}] for a in self.write(model.head, image, list(texts) * n if len(texts) == 1 else list(texts))]
 
     def results(self, model: ModelView, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         """The official VQA results format (``mmreg eval --results``): ``[{"question_id": int,

@@ -54,3 +54,12 @@ def test_question_without_answers_has_no_accuracy():
 def test_accuracy_by_answer_type():
     out = accuracy_by_type([(1.0, "yes/no"), (0.0, "yes/no"), (0.6, "number"), (0.3, None)])
     assert out == pytest.approx({"vqa_accuracy": 1.9 / 4, "vqa_accuracy/yes/no": 0.5, "vqa_accuracy/number": 0.6})
+
+
+def test_punctuation_is_the_official_scripts():
+    """vqaEval.py's ``punct``: ! - { } among the marks, : and ' not (10:30 and contractions stay)."""
+    assert normalise_answer("Yes!") == "yes"
+    assert normalise_answer("t-shirt") == "t shirt"
+    assert normalise_answer("{red}") == "red"
+    assert normalise_answer("10:30") == "10:30"
+    assert normalise_answer("it's") == "it's"
