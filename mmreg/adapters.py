@@ -364,6 +364,12 @@ def merge_adapters(encoder: Encoder) -> None:
         encoder.towers()[name].replace(encoder, module.merge_and_unload())
 
 
+def unload_adapters(encoder: Encoder) -> None:
+    """Take every adapter out, leaving each tower's base weights as they were (peft's ``unload``), in place."""
+    for name, module in peft_towers(encoder).items():
+        encoder.towers()[name].replace(encoder, module.unload())
+
+
 __all__ = [
     "OUTSIDE",
     "TowerAdapters",
@@ -377,4 +383,5 @@ __all__ = [
     "parameter_counts",
     "save_adapters",
     "target_names",
+    "unload_adapters",
 ]

@@ -20,6 +20,7 @@ def export_run(
     checkpoint: str = "best",
     runs_dir: str | Path = "runs",
     host: PluginHost | None = None,
+    adapters: str = "merged",
 ) -> dict[str, Any]:
     """Write a run's model to ``out_dir``, which must not exist yet (nothing is overwritten).
 
@@ -29,15 +30,21 @@ def export_run(
     ``vision/`` (timm) and ``text/`` (transformers). ``out_dir/head/``: the weights
     mmreg adds (projections, fusion, task head, temperatures) as ``model.safetensors``
     and ``config.json`` (the components and their parameters, the classes).
+    ``adapters="peft"`` leaves them out of the encoder instead (its base weights as loaded) and
+    writes each adapted tower's as ``out_dir/adapters/<tower>/`` in peft's format
+    (``PeftModel.from_pretrained(tower, path)``, e.g. BLIP-2's language model with its LoRA).
     ``checkpoint`` is best, last or final as for ``mmreg eval``. Returns what was written.
-    Raises ConfigError for an existing ``out_dir`` or an encoder that cannot be exported.
+    Raises ConfigError for an existing ``out_dir``, an ``adapters`` other than merged or peft, or an
+    encoder that cannot be exported.
     """
     from safetensors.torch import save_file
 
-    from .adapters import merge_adapters, peft_towers
+    from .adapters import merge_adapters, peft_towers, unload_adapters
     from .history import load_run, rebuild_run, weights_for
     from .runs import check_destination, write_json
 
+    if adapters not in ("merged", "peft"):
+        raise ConfigError(f"adapters is '{adapters}'; give merged (folded into the weights) or peft (folders beside them)")
     out = Path(out_dir)
     if out.exists():
         raise ConfigError(f"{out} already exists; give a new directory to export into (nothing is overwritten)")
@@ -46,12 +53,16 @@ def export_run(
     weights, used = weights_for(run_path, checkpoint)
     p = rebuild_run(run_path, weights, host)
     model, encoder = p.model.eval(), p.model.encoder
-    merged = sorted(peft_towers(encoder))
-    merge_adapters(encoder)
-
+    wrapped = peft_towers(encoder)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        if adapters == "peft":
+            for name, module in wrapped.items():
+                module.save_pretrained(str(tmp / "adapters" / name), safe_serialization=True)
+            unload_adapters(encoder)
+        else:
+            merge_adapters(encoder)
         try:
             encoder.export(tmp / "encoder")
         except NotImplementedError:
@@ -75,7 +86,8 @@ def export_run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"run": str(run_path), "checkpoint": used, "out_dir": str(out), "merged_adapters": merged, "encoder": p.exp.encoder.name}
+    merged, folders = ([], sorted(wrapped)) if adapters == "peft" else (sorted(wrapped), [])
+    return {"run": str(run_path), "checkpoint": used, "out_dir": str(out), "merged_adapters": merged, "adapter_folders": folders, "encoder": p.exp.encoder.name}
 
 
 __all__ = ["export_run"]

@@ -261,6 +261,20 @@ def test_lora_on_the_language_model_trains_only_its_adapters_and_saves_them_as_p
     lora = {k: v for k, v in loaded.state_dict().items() if "lora_B" in k}
     assert lora and any(v.abs().sum() > 0 for v in lora.values())  # B starts at zero: these trained
 
+    # exported merged, or as the base model and peft's folder: both load in transformers and write alike
+    from transformers import Blip2Processor
+
+    result = export_run(run, tmp_path / "peft", adapters="peft")
+    assert result["adapter_folders"] == ["text"] and result["merged_adapters"] == []
+    export_run(run, tmp_path / "merged")
+    merged = Blip2ForConditionalGeneration.from_pretrained(tmp_path / "merged" / "encoder").eval()
+    base = Blip2ForConditionalGeneration.from_pretrained(tmp_path / "peft" / "encoder")
+    assert torch.equal(base.language_model.get_input_embeddings().weight, before["language_model.model.decoder.embed_tokens.weight"])
+    base.language_model = PeftModel.from_pretrained(base.language_model, tmp_path / "peft" / "adapters" / "text")
+    processor = Blip2Processor.from_pretrained(tmp_path / "merged" / "encoder")
+    inputs = processor(images=shapes(2), text=["a picture of"] * 2, return_tensors="pt")
+    assert torch.equal(merged.generate(**inputs, max_new_tokens=5), base.eval().generate(**inputs, max_new_tokens=5))
+
 
 def test_caption_command_and_export_agree_with_transformers(tmp_path):
     directory = tmp_path / "ckpt"
