@@ -127,9 +127,12 @@ class StopSignals:
 
 def enable_gradient_checkpointing(model: MultimodalModel) -> None:
     """Turn on activation checkpointing in every encoder part that supports it (transformers or timm)."""
-    found = False
-    for module in model.encoder.modules():
+    found, enabled = False, []
+    for name, module in model.encoder.named_modules():
+        if any(name.startswith(f"{done}.") for done in enabled):  # inside a model already enabled as a whole (BLIP-2's parts)
+            continue
         if getattr(module, "supports_gradient_checkpointing", False) and hasattr(module, "gradient_checkpointing_enable"):
+            enabled.append(name)
             # transformers 5 renamed it; the old name still works but warns
             getattr(module, "activation_checkpointing_enable", module.gradient_checkpointing_enable)()
             found = True

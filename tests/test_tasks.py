@@ -242,3 +242,22 @@ def test_caption_and_eval_commands_on_a_trained_run(tmp_path):
     assert json.loads(evaluated.stdout)["cider"] == pytest.approx(summary["metrics"]["cider"])
     missing = one_error_line(cli("caption", summary["run_dir"], "nowhere.png", cwd=tmp_path))
     assert "nowhere.png" in missing
+
+
+@pytest.mark.parametrize("task", ["captioning", "vqa"])
+def test_blip2_resumes_exactly_and_evaluates_the_same_from_its_run(tmp_path, task):
+    """A BLIP-2 run (only its Q-Former, queries and projection training; T5 for VQA's generated answers)
+    interrupted and resumed ends where the uninterrupted one did, and `mmreg eval` of it agrees."""
+    language_model = "t5" if task == "vqa" else "opt"
+    exp = validate({
+        **CAPTION, "runs_dir": str(tmp_path), "task": {"name": task, "max_new_tokens": 4},
+        "encoder": {"name": "blip2", "hidden_size": 16, "layers": 1, "num_query_tokens": 4, "language_model": language_model, "max_length": 48},
+        "loss": {"lm": {"label_smoothing": 0.0}}, "train": {**CAPTION["train"], "checkpoint_every": 1, "eval_every": 4},
+    })  # fmt: skip
+    headline = "cider" if task == "captioning" else "vqa_accuracy"
+    uninterrupted, resumed, second, whole = interrupted_and_resumed(exp, tmp_path, headline, at=2)
+    assert second.loop.step == 4 and resumed.steps == uninterrupted.steps == 4
+    assert resumed.metrics == uninterrupted.metrics and headline in resumed.metrics
+    a = second.bare_model.state_dict()
+    saved = load_file(whole / "checkpoints" / "last" / "model.safetensors")
+    assert len(saved) > 50 and all(torch.equal(saved[k], a[k]) for k in saved)  # tied embeddings are saved once

@@ -17,7 +17,7 @@ from .augmenters import check_augmenter
 from .balancers import check_balancer
 from .contract import ContractViolation, fingerprint
 from .datasets import check_dataset
-from .encoders import check_encoder, check_single_stream, check_towers, check_uint8_pixels
+from .encoders import check_encoder, check_language_model, check_single_stream, check_towers, check_uint8_pixels
 from .fusions import check_fusion, sample_modalities
 from .losses import check_loss, sample_step
 from .peft import check_peft
@@ -32,6 +32,7 @@ __all__ = [
     "check_fusion",
     "check_loss",
     "check_peft",
+    "check_language_model",
     "check_single_stream",
     "check_task",
     "check_towers",

@@ -36,7 +36,36 @@ def check_encoder(encoder: Encoder, images: list, texts: list[str]) -> None:
                who, "text tokens are [N, L, text_token_dim]", f"{None if text.tokens is None else tuple(text.tokens.shape)} for input_ids {tuple(batch['input_ids'].shape)}")  # fmt: skip
         expect(text.mask is not None and torch.equal(text.mask, batch["attention_mask"].bool()), who,
                "the text mask is the attention mask", "the mask differs from tokenize's attention_mask")  # fmt: skip
+    if encoder.conditions_language_model:
+        check_language_model(encoder, images, texts)
     check_towers(encoder)
+
+
+def check_language_model(encoder: Encoder, images: list, texts: list[str]) -> None:
+    """An encoder conditioning a language model on image queries (``conditions_language_model``):
+    ``language_inputs`` of prompts and targets give ``lm_*`` tensors of N rows, every row with a scored
+    token; ``language_logits`` gives logits [N, L, V] and labels [N, L] whose cross-entropy is finite;
+    ``generate_text`` writes N strings, the same twice, from ``language_inputs`` without targets.
+
+    Raises ContractViolation naming the broken contract."""
+    who, n = f"encoder {type(encoder).__name__}", len(images)
+    targets = [texts[i % len(texts)] for i in range(n)]
+    with torch.no_grad():
+        image = encoder.encode_images(encoder.preprocess(images))
+        batch = encoder.language_inputs(["a picture of"] * n, targets)
+        rows = {k: tuple(v.shape) for k, v in batch.items()}
+        expect(all(k.startswith("lm_") and s[0] == n for k, s in rows.items()), who,
+               "language_inputs gives lm_* tensors of one row per prompt", f"{rows} for {n} prompts")  # fmt: skip
+        logits, labels = encoder.language_logits(image, batch)
+        expect(logits.ndim == 3 and labels.shape == logits.shape[:2], who, "language_logits gives logits [N, L, V] and labels [N, L]",
+               f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)}")  # fmt: skip
+        expect(bool(((labels >= 0).sum(dim=1) > 0).all()), who, "every target has a scored token", f"scored per row {(labels >= 0).sum(dim=1).tolist()}")
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        expect(bool(torch.isfinite(loss)), who, "the language model's loss is finite", f"{loss.item()}")
+        prompts = encoder.language_inputs(["a picture of"] * n)
+        written = [encoder.generate_text(image, prompts, num_beams=1, max_new_tokens=4) for _ in range(2)]
+    expect(len(written[0]) == n and all(isinstance(t, str) for t in written[0]), who, "generate_text writes one string per image", f"{written[0]!r}")
+    expect(written[0] == written[1], who, "generate_text is deterministic", f"{written[0]!r} then {written[1]!r}")
 
 
 def check_uint8_pixels(encoder: Encoder, images: list) -> None:

@@ -315,3 +315,42 @@ def test_parts_that_cannot_fit_are_refused_before_anything_is_built(change, mess
 def test_a_missing_checkpoint_is_one_line():
     with pytest.raises(ConfigError, match="cannot load BLIP-2 checkpoint '/nowhere/blip2'"):
         load_plugins().registry("encoders").build("blip2", {"pretrained": "/nowhere/blip2"}, captions=["a"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from mmreg.train import enable_gradient_checkpointing
+
+    exp = experiment("unused")
+    exp["encoder"] = {"name": "blip2", "language_model": "opt"}
+
+    def gradients(checkpointed: bool) -> dict[str, torch.Tensor]:
+        p = prepare(validate(exp))
+        if checkpointed:
+            enable_gradient_checkpointing(p.model)
+            model = p.model.encoder.model
+            assert model.qformer.encoder.layer[0].gradient_checkpointing and model.language_model.model.decoder.layers[0].gradient_checkpointing
+        batch = collate_for(p)(p.train_split[:4])
+        torch.manual_seed(1)  # the same dropout masks: checkpointing replays them
+        p.model.train()(batch)[0].backward()
+        return {n: t.grad for n, t in p.model.named_parameters() if t.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+
+
+def test_the_kit_names_a_broken_language_model_contract():
+    from mmreg.testing import ContractViolation, check_encoder
+    from mmreg_plugins.encoders.blip2 import Blip2Encoder
+
+    class Unscored(Blip2Encoder):
+        def language_inputs(self, prompts, targets=None):
+            out = super().language_inputs(prompts, targets)
+            if "lm_labels" in out:
+                out["lm_labels"].fill_(-100)
+            return out
+
+    encoder = load_plugins().registry("encoders").build("blip2", {}, captions=CAPTIONS)
+    check_encoder(encoder, shapes(2), CAPTIONS)
+    encoder.__class__ = Unscored
+    with pytest.raises(ContractViolation, match="every target has a scored token"):
+        check_encoder(encoder, shapes(2), CAPTIONS)

@@ -37,3 +37,38 @@ def test_a_search_optimises_the_task_headline_and_prunes_on_it(tmp_path, task):
         kept = json.loads((run_dir / "summary.json").read_text())["best"]
         assert kept["metric"] == headline and trial.value == kept["value"] == max(evaluations.values())
     assert summary["best"]["value"] == max(t.value for t in study.trials)
+
+
+BLIP2 = """
+[encoder]
+name = "blip2"
+hidden_size = 16
+layers = 1
+num_query_tokens = 2
+
+[fusion]
+name = "none"
+
+[loss.lm]
+label_smoothing = 0.0
+
+[dataset]
+name = "shapes"
+train_size = 16
+val_size = 8
+
+[train]
+max_steps = 2
+eval_every = 1
+batch_size = 8
+eval_batch_size = 8
+device = "cpu"
+"""
+
+
+def test_a_search_over_blip2s_own_parameters_answers_by_generation(tmp_path):
+    """BLIP-2's language model writes the answers (task.answer auto); the space reaches its parameters."""
+    space = '"encoder.train_vision" = {choices = [false, true]}\n"encoder.language_model" = {choices = ["opt", "t5"]}\n'
+    summary = search(tmp_path, space, "--trials", "2", base='[task]\nname = "vqa"\nmax_new_tokens = 3\n' + BLIP2)
+    assert summary["states"] == {"complete": 2}, summary["rows"]
+    assert (summary["metric"], summary["direction"]) == ("vqa_accuracy", "maximize")
