@@ -74,7 +74,11 @@ def mmreg_register_encoders(register: Register) -> None:
     ``mmreg.components.Encoder.single_stream``). An encoder may give its
     resized, cropped pixels as uint8 in ``pixel_inputs_uint8`` (normalised on
     the device with its ``image_normalization``; ``mmreg.testing.check_encoder``
-    checks they equal ``pixel_inputs``).
+    checks they equal ``pixel_inputs``). An encoder that conditions a language
+    model on image queries (BLIP-2) carries ``conditions_language_model = True``
+    and implements ``language_inputs``, ``language_logits`` and ``generate_text``
+    (``mmreg.components.Encoder.conditions_language_model``); tasks that write text
+    train and generate through them.
     """
 
 
@@ -130,7 +134,8 @@ def mmreg_register_peft_strategies(register: Register) -> None:
     (``strategies.build(name, params, strategies=strategies)``); others ignore it.
 
     Strategies act on towers, not on an encoder's insides: an encoder declares
-    ``towers()`` -> ``{"vision": Tower(path, targets), "text": ...}``, where
+    ``towers()`` -> ``{"vision": Tower(path, targets), "text": ...}`` (and
+    ``"bridge"``: what links image to language model, BLIP-2's Q-Former), where
     ``path`` is the attribute path to the tower module and ``targets`` the module
     names a LoRA-style method adapts by default (``q_proj``/``v_proj`` in
     transformers' CLIP, ``qkv`` in a timm ViT). Per-tower learning rates

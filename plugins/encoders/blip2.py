@@ -199,18 +199,18 @@ def build_tiny(params: Blip2Params, captions: Sequence[str]) -> Blip2Encoder:
 
     tokenizer = build_tokenizer(captions, params.max_length, params.vocabulary)
     tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
-    width, layers = params.hidden_size, params.layers
+    width, layers, heads = params.hidden_size, params.layers, params.heads
     ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "vocab_size": len(tokenizer)}
     if params.language_model == "opt":
         text = {"model_type": "opt", "hidden_size": width, "ffn_dim": 4 * width, "word_embed_proj_dim": width, "num_hidden_layers": layers,
-                "num_attention_heads": 2, "max_position_embeddings": 128, "bos_token_id": tokenizer.bos_token_id, **ids}  # fmt: skip
+                "num_attention_heads": heads, "max_position_embeddings": 128, "bos_token_id": tokenizer.bos_token_id, **ids}  # fmt: skip
     else:
-        text = {"model_type": "t5", "d_model": width, "d_ff": 4 * width, "d_kv": width // 2, "num_layers": layers, "num_decoder_layers": layers,
-                "num_heads": 2, "decoder_start_token_id": tokenizer.pad_token_id, **ids}  # fmt: skip
+        text = {"model_type": "t5", "d_model": width, "d_ff": 4 * width, "d_kv": width // heads, "num_layers": layers, "num_decoder_layers": layers,
+                "num_heads": heads, "decoder_start_token_id": tokenizer.pad_token_id, **ids}  # fmt: skip
     config = Blip2Config(
-        vision_config={"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": 2,
+        vision_config={"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": heads,
                        "image_size": params.image_size, "patch_size": params.patch_size},
-        qformer_config={"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": 2,
+        qformer_config={"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": heads,
                         "encoder_hidden_size": width, "vocab_size": len(tokenizer)},
         text_config=text,
         num_query_tokens=params.num_query_tokens,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from mmreg.hookspecs import hookimpl
 from mmreg.params import VisionPresetParams
@@ -23,17 +23,12 @@ class Blip2Params(VisionPresetParams):
     )
     num_query_tokens: int = Field(8, ge=1, description="tiny preset: learned queries the Q-Former reads the image with (BLIP-2: 32)")
     max_length: int = Field(32, ge=3, description="max prompt and text tokens the language model reads, image queries aside")
+    heads: int = Field(4, ge=1, description="tiny preset: attention heads per layer of each transformer")
     train_vision: bool = Field(
         False,
         description="train the vision transformer too (LAVIS freeze_vit=False), kept in fp32 under bf16/fp16 autocast; "
         "by default it is frozen, as the language model always is",
     )
-
-    @model_validator(mode="after")
-    def _heads_divide_the_width(self) -> Blip2Params:
-        if self.pretrained is None and self.hidden_size % 2:
-            raise ValueError(f"hidden_size {self.hidden_size} must be even (the tiny T5 and Q-Former split it over 2 heads)")
-        return self
 
 
 @hookimpl

@@ -25,5 +25,5 @@ def mmreg_register_tasks(register):
         "captioning",
         "mmreg_plugins.tasks.captioning:Captioning",
         params=CaptioningParams,
-        help="generate the caption from image tokens (BLIP's decoder): CIDEr-D (headline), BLEU-4",
+        help="generate the caption from the image (BLIP's decoder, or the language model BLIP-2 conditions): CIDEr-D (headline), BLEU-4",
     )
