@@ -69,7 +69,7 @@ def check_task(
     for loss, needs in losses.items():
         if (needs & HEAD_INPUTS) - task.provides:
             out = sorted(needs & HEAD_INPUTS - {"labels"})[0]
-            givers = [e.name for e in host.registry("tasks") if needs & HEAD_INPUTS <= declared_needs(e, "provides")]
+            givers = [e.name for e in host.registry("tasks") if e.name != name and needs & HEAD_INPUTS <= declared_needs(e, "provides")]
             way = " or ".join(f"--task {g}" for g in givers) or "another task"
             has = "has no head" if not task.provides else f"gives no {out}"
             raise IncompatibleParts(f"loss '{loss}' reads head {out} but task '{name}' {has}; use {way}, or a contrastive loss")

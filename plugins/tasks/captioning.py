@@ -147,7 +147,7 @@ class Captioning(Task):
         tokenizer (``mmreg.text.build_tokenizer``) whose merges the training captions and the prompt
         teach. Raises ConfigError for a prompt the decoder cannot read (``prompt_ids``,
         ``_learn_prompt_words``)."""
-        if encoder.conditions_language_model:  # BLIP-2: the caption is what its language model writes after the prompt
+        if getattr(encoder, "conditions_language_model", False):  # BLIP-2: the caption is what its language model writes after the prompt
             self.tokenizer = encoder.tokenizer
             self.conditioned = ConditionedLanguageModel(encoder)
             return self.conditioned

@@ -135,8 +135,9 @@ class VisualQuestionAnswering(FusedHeadTask):
         Where the encoder comes with a fine-tuned answer head (``Encoder.answer_head``: a
         ``ViltForQuestionAnswering`` checkpoint) that head is reused with its answers first, in its
         ``id2label`` order; training answers it lacks extend its last layer with new random rows."""
-        generates = self.answer == "generate" or (self.answer == "auto" and encoder.conditions_language_model)
-        if generates != encoder.conditions_language_model:
+        conditions = getattr(encoder, "conditions_language_model", False)
+        generates = self.answer == "generate" or (self.answer == "auto" and conditions)
+        if generates != conditions:
             raise ConfigError(
                 "task.answer = 'generate' writes the answer with a language model the encoder conditions on the image, and this encoder has none; "
                 "use task.answer = 'classify' or an encoder such as blip2" if generates else

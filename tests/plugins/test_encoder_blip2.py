@@ -286,6 +286,8 @@ def test_caption_command_and_export_agree_with_transformers(tmp_path):
         image.save(images[-1])
     command = [sys.executable, "-m", "mmreg", "caption", summary["run_dir"], *map(str, images), "--beams", "3", "--json", "--device", "cpu"]
     printed = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    evaluated = subprocess.run([sys.executable, "-m", "mmreg", "eval", summary["run_dir"], "--device", "cpu", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(evaluated.stdout)["cider"] == pytest.approx(summary["metrics"]["cider"])
     out = tmp_path / "export"
     export_run(summary["run_dir"], out)
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
@@ -354,3 +356,19 @@ def test_the_kit_names_a_broken_language_model_contract():
     encoder.__class__ = Unscored
     with pytest.raises(ContractViolation, match="every target has a scored token"):
         check_encoder(encoder, shapes(2), CAPTIONS)
+
+
+def test_data_inspect_states_trainable_and_frozen_parameters_per_part(checkpoint, tmp_path):
+    from mmreg.inspection import inspect_data
+
+    kind, directory = checkpoint
+    parts = inspect_data(validate(experiment(directory)), n=4, out=tmp_path / "inspect")["parameters"]
+    from transformers import Blip2ForConditionalGeneration
+
+    model = Blip2ForConditionalGeneration.from_pretrained(directory)
+    assert parts["vision"] == {"parameters": sum(t.numel() for t in model.vision_model.parameters()), "trainable_parameters": 0,
+                               "frozen_parameters": sum(t.numel() for t in model.vision_model.parameters())}  # fmt: skip
+    assert parts["bridge"]["frozen_parameters"] == 0 and parts["bridge"]["parameters"] == sum(t.numel() for t in model.qformer.parameters())
+    assert parts["text"]["trainable_parameters"] == 0 and parts["text"]["frozen_parameters"] > 0
+    # the query tokens and the language projection train outside the towers
+    assert parts["fusion"]["trainable_parameters"] == model.query_tokens.numel() + sum(t.numel() for t in model.language_projection.parameters())
