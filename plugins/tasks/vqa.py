@@ -94,7 +94,13 @@ class GeneratedVqaEvaluation(Evaluation):
 
 
 class VisualQuestionAnswering(FusedHeadTask):
-    """The question is fed as text; the head scores every answer of the vocabulary (normalised
+    """The question is fed as text, and answered in one of two forms (``task.answer``).
+
+    Generation (open-ended, BLIP-2): the language model the encoder conditions on the image writes the
+    answer after ``task.prompt``; trained on each question's most common human answer (``lm``), scored by
+    the official accuracy over every human answer (``GeneratedVqaEvaluation``).
+
+    Classification (ViLT): the head scores every answer of the vocabulary (normalised
     training answers given ``task.min_answer_count`` times or more).
 
     ``labels`` [N, C] are ViLT's soft scores, 0/0.3/0.6/0.9/1 for 0/1/2/3/4+ matching human answers
