@@ -24,6 +24,7 @@ from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.blip2_plugin import Blip2Params
 
 IMAGE_TOKEN = "<image>"  # the placeholder Blip2Processor adds; the model writes a query's embedding at each
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # encoder.frozen_dtype
 
 
 class Blip2Encoder(TransformersEncoder):
@@ -37,7 +38,9 @@ class Blip2Encoder(TransformersEncoder):
     conditions_language_model = True
     gives_tokens = True
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, train_vision: bool) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, train_vision: bool, frozen_dtype: str = "fp32"
+    ) -> None:
         super().__init__(model, tokenizer, image_processor, max_length, "encoder.max_length")
         config = model.config
         self.num_query_tokens = config.num_query_tokens
@@ -50,6 +53,11 @@ class Blip2Encoder(TransformersEncoder):
             part.requires_grad_(True)
         model.query_tokens.requires_grad_(True)
         model.vision_model.requires_grad_(train_vision)
+        if frozen_dtype != "fp32":  # LAVIS keeps the frozen parts in half precision: half their memory
+            dtype = DTYPES[frozen_dtype]
+            model.language_model.to(dtype)
+            if not train_vision:
+                model.vision_model.to(dtype)
 
     @classmethod
     def create(cls, *, captions: Sequence[str], **params: Any) -> Blip2Encoder:
@@ -82,8 +90,8 @@ class Blip2Encoder(TransformersEncoder):
         if self.vision_trains() and torch.is_autocast_enabled(pixel_values.device.type):
             with torch.autocast(pixel_values.device.type, enabled=False):
                 image = vision(pixel_values=pixel_values.float()).last_hidden_state
-        else:
-            image = vision(pixel_values=pixel_values).last_hidden_state
+        else:  # in the ViT's own dtype (half where encoder.frozen_dtype stores it so)
+            image = vision(pixel_values=pixel_values.to(vision.embeddings.patch_embedding.weight.dtype)).last_hidden_state
         queries = self.model.query_tokens.expand(image.shape[0], -1, -1)
         mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
         out = self.model.qformer(query_embeds=queries, encoder_hidden_states=image, encoder_attention_mask=mask).last_hidden_state
@@ -220,7 +228,7 @@ def build_tiny(params: Blip2Params, captions: Sequence[str]) -> Blip2Encoder:
     with torch.no_grad():
         model.query_tokens.normal_(0.0, config.initializer_range)
     processor = BlipImageProcessor(size={"height": params.image_size, "width": params.image_size})
-    return Blip2Encoder(model, tokenizer, processor, params.max_length, params.train_vision)
+    return Blip2Encoder(model, tokenizer, processor, params.max_length, params.train_vision, params.frozen_dtype)
 
 
 def load_pretrained(params: Blip2Params) -> Blip2Encoder:
@@ -239,4 +247,4 @@ def load_pretrained(params: Blip2Params) -> Blip2Encoder:
             f"cannot load BLIP-2 checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
             f"(Blip2ForConditionalGeneration and Blip2Processor) or a hub id in the local cache"
         ) from exc
-    return Blip2Encoder(model, processor.tokenizer, processor.image_processor, params.max_length, params.train_vision)
+    return Blip2Encoder(model, processor.tokenizer, processor.image_processor, params.max_length, params.train_vision, params.frozen_dtype)

@@ -29,6 +29,11 @@ class Blip2Params(VisionPresetParams):
         description="train the vision transformer too (LAVIS freeze_vit=False), kept in fp32 under bf16/fp16 autocast; "
         "by default it is frozen, as the language model always is",
     )
+    frozen_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="how the frozen language model (and a frozen ViT) are stored: bf16 or fp16 halve their memory, as LAVIS "
+        "stores them; what trains stays fp32",
+    )
 
 
 @hookimpl

@@ -372,3 +372,26 @@ def test_data_inspect_states_trainable_and_frozen_parameters_per_part(checkpoint
     assert parts["text"]["trainable_parameters"] == 0 and parts["text"]["frozen_parameters"] > 0
     # the query tokens and the language projection train outside the towers
     assert parts["fusion"]["trainable_parameters"] == model.query_tokens.numel() + sum(t.numel() for t in model.language_projection.parameters())
+
+
+@pytest.mark.parametrize("language_model", ["opt", "t5"])
+def test_frozen_parts_stored_in_bf16_halve_their_memory_and_keep_the_loss(language_model):
+    def built(frozen_dtype: str):
+        exp = experiment("unused", task={"name": "captioning", "prompt": "a picture of"})
+        exp["encoder"] = {"name": "blip2", "language_model": language_model, "frozen_dtype": frozen_dtype}
+        return prepare(validate(exp))
+
+    full, half = built("fp32"), built("bf16")
+    model = half.model.encoder.model
+    assert {t.dtype for t in model.language_model.parameters()} == {torch.bfloat16} == {t.dtype for t in model.vision_model.parameters()}
+    assert all(t.dtype == torch.float32 for t in half.model.parameters() if t.requires_grad)  # what trains stays fp32
+    size = lambda p: sum(t.numel() * t.element_size() for t in p.model.parameters())  # noqa: E731
+    frozen = sum(t.numel() for t in full.model.parameters() if not t.requires_grad)
+    assert size(full) - size(half) == 2 * frozen
+    batch = collate_for(full)(full.train_split[:4])
+    with torch.no_grad():
+        expected, _ = full.model.eval()(batch)
+    loss, _ = half.model.eval()(batch)
+    assert torch.allclose(loss, expected, rtol=2e-2)
+    loss.backward()
+    assert model.query_tokens.grad.abs().sum() > 0 and model.language_projection.weight.grad.dtype == torch.float32
