@@ -82,7 +82,7 @@ def pretrain_language_model(dataset: dict[str, Any], seed: int, steps: int, batc
         optimizer.step()
     encoder.model.save_pretrained(directory)
     encoder.save_preprocessing(directory)
-    return float(loss)
+    return loss.item()
 
 
 def main() -> None:
