@@ -4,13 +4,15 @@ processor, and saving the three as transformers' own ``save_pretrained`` writes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .components import Encoder
+from .errors import ConfigError
 from .pixels import processor_uint8
 
 if TYPE_CHECKING:
@@ -70,4 +72,27 @@ class TransformersEncoder(Encoder):
         self.save_preprocessing(directory)
 
 
-__all__ = ["TransformersEncoder"]
+def local_path(name: str) -> bool:
+    """A path rather than a hub id, so a typo reads "no such directory", not a hub-id syntax error."""
+    return name.startswith((".", "/")) or Path(name).exists()
+
+
+@contextmanager
+def loading_checkpoint(name: str, what: str, contents: str) -> Iterator[None]:
+    """Load checkpoint ``name`` (a directory or a cached hub id, ``from_pretrained``) inside the block.
+    A path that is no directory, or any failure while loading, raises one ConfigError line: ``cannot load
+    WHAT 'NAME': <the cause's first line>; give a directory saved with save_pretrained (CONTENTS) or a hub
+    id in the local cache``."""
+    try:
+        if local_path(name) and not Path(name).is_dir():
+            raise FileNotFoundError("no such directory")
+        yield
+    except Exception as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ConfigError(
+            f"cannot load {what} '{name}': {first}; give a directory saved with save_pretrained ({contents}) or a hub id in the local cache"
+        ) from exc
+
+
+__all__ = ["TransformersEncoder", "loading_checkpoint", "local_path"]

@@ -5,14 +5,12 @@ its image-grounded text decoder is handed to a task that generates text (`captio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmreg.components import Modality, Tower
-from mmreg.errors import ConfigError
-from mmreg.hf_encoder import TransformersEncoder
+from mmreg.hf_encoder import TransformersEncoder, loading_checkpoint
 from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.blip_plugin import BlipParams
 
@@ -77,15 +75,7 @@ def load_pretrained(pretrained: str, max_length: int) -> BlipEncoder:
     """Model and ``BlipProcessor`` (BERT tokenizer, image processor) from one checkpoint, or a one-line ConfigError."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    try:
-        if pretrained.startswith((".", "/")) and not Path(pretrained).is_dir():
-            raise FileNotFoundError("no such directory")
+    with loading_checkpoint(pretrained, "BLIP checkpoint", "BlipForConditionalGeneration and BlipProcessor"):
         model = BlipForConditionalGeneration.from_pretrained(pretrained)
         processor = BlipProcessor.from_pretrained(pretrained)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot load BLIP checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
-            f"(BlipForConditionalGeneration and BlipProcessor) or a hub id in the local cache"
-        ) from exc
     return BlipEncoder(model, processor.tokenizer, processor.image_processor, max_length)

@@ -18,8 +18,7 @@ import torch
 
 from mmreg.components import Modality, Tower
 from mmreg.data import IGNORE
-from mmreg.errors import ConfigError
-from mmreg.hf_encoder import TransformersEncoder
+from mmreg.hf_encoder import TransformersEncoder, loading_checkpoint
 from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.blip2_plugin import Blip2Params
 
@@ -143,10 +142,10 @@ class Blip2Encoder(TransformersEncoder):
                 rows.append(image + ids)
                 scored = [IGNORE] * (len(image) + min(len(given), len(ids) - 1)) + ids[min(len(given), len(ids) - 1) :]
                 labels.append(scored)
-        left = targets is None
-        out = {"lm_input_ids": _pad(rows, pad, left), "lm_attention_mask": _pad([[1] * len(r) for r in rows], 0, left)}
+        side = "left" if targets is None else "right"
+        out = {"lm_input_ids": _pad(rows, pad, side), "lm_attention_mask": _pad([[1] * len(r) for r in rows], 0, side)}
         if targets is not None:
-            out["lm_labels"] = _pad(labels, IGNORE, False)
+            out["lm_labels"] = _pad(labels, IGNORE, "right")
         return out
 
     def _embeds(self, queries: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -160,8 +159,9 @@ class Blip2Encoder(TransformersEncoder):
         for a batch of ``language_inputs``; their mean cross-entropy is ``labels=``'s loss."""
         ids, mask, labels = batch["lm_input_ids"], batch["lm_attention_mask"], batch["lm_labels"]
         embeds = self._embeds(image.tokens, ids)
-        if self.encoder_decoder:
-            logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).logits
+        if self.encoder_decoder:  # the decoder reads the labels shifted right, as labels= would make them, without a loss of its own
+            decoder_ids = self.language_model.prepare_decoder_input_ids_from_labels(labels=labels)
+            logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_ids).logits
             return logits, labels
         logits = self.language_model(inputs_embeds=embeds, attention_mask=mask).logits
         return logits[:, :-1], labels[:, 1:]
@@ -191,9 +191,11 @@ class Blip2Encoder(TransformersEncoder):
         self.save_transformers(directory)
 
 
-def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
+    """Rows of ids as one long tensor [N, longest], padded with ``value`` on ``side`` (torch's ``pad_sequence``)."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=value, padding_side=side)
 
 
 def build_tiny(params: Blip2Params, captions: Sequence[str]) -> Blip2Encoder:
@@ -236,15 +238,7 @@ def load_pretrained(params: Blip2Params) -> Blip2Encoder:
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     pretrained = str(params.pretrained)
-    try:
-        if pretrained.startswith((".", "/")) and not Path(pretrained).is_dir():
-            raise FileNotFoundError("no such directory")
+    with loading_checkpoint(pretrained, "BLIP-2 checkpoint", "Blip2ForConditionalGeneration and Blip2Processor"):
         model = Blip2ForConditionalGeneration.from_pretrained(pretrained, dtype=torch.float32)
         processor = Blip2Processor.from_pretrained(pretrained)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot load BLIP-2 checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
-            f"(Blip2ForConditionalGeneration and Blip2Processor) or a hub id in the local cache"
-        ) from exc
     return Blip2Encoder(model, processor.tokenizer, processor.image_processor, params.max_length, params.train_vision, params.frozen_dtype)

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from mmreg.components import Modality, Tower
-from mmreg.errors import ConfigError
-from mmreg.hf_encoder import TransformersEncoder
+from mmreg.hf_encoder import TransformersEncoder, loading_checkpoint
 from mmreg.text import EOS, build_tokenizer
 from mmreg_plugins.encoders.clip_plugin import ClipParams
 
@@ -99,28 +98,11 @@ def load_pretrained(pretrained: str) -> ClipEncoder:
     """Model, tokenizer and image processor from one checkpoint, or a one-line ConfigError."""
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel
 
-    try:
-        if _looks_local(pretrained) and not Path(pretrained).is_dir():
-            raise FileNotFoundError("no such directory")
+    with loading_checkpoint(pretrained, "CLIP checkpoint", "model, tokenizer, image processor"):
         config = AutoConfig.from_pretrained(pretrained)
         if not isinstance(config, CLIPConfig):
             raise ValueError(f"it is a '{config.model_type}' checkpoint, not 'clip'")
         model = CLIPModel.from_pretrained(pretrained, config=config)
         tokenizer = AutoTokenizer.from_pretrained(pretrained)
         processor = AutoImageProcessor.from_pretrained(pretrained)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot load CLIP checkpoint '{pretrained}': {_first_line(exc)}; give a directory saved with "
-            f"save_pretrained (model, tokenizer, image processor) or a hub id in the local cache"
-        ) from exc
     return ClipEncoder(model, tokenizer, processor, config.text_config.max_position_embeddings)
-
-
-def _looks_local(pretrained: str) -> bool:
-    """A path rather than a hub id, so a typo reads "no such directory", not a hub-id syntax error."""
-    return pretrained.startswith((".", "/")) or Path(pretrained).exists()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,6 +16,7 @@ from torch import nn
 from mmreg.adapters import default_targets
 from mmreg.components import Encoder, Modality, Tower
 from mmreg.errors import ConfigError, did_you_mean
+from mmreg.hf_encoder import local_path
 from mmreg.layers import masked_mean
 from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.dual_plugin import TINY, DualParams
@@ -250,7 +251,7 @@ def load_text(name: str, max_length: int) -> tuple[nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     try:
-        if _looks_local(name) and not Path(name).is_dir():
+        if local_path(name) and not Path(name).is_dir():
             raise FileNotFoundError("no such directory")
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModel.from_pretrained(name, dtype=torch.float32)
@@ -263,11 +264,6 @@ def load_text(name: str, max_length: int) -> tuple[nn.Module, Any]:
         limit = tokenizer.model_max_length
         raise ConfigError(f"max_length {max_length} exceeds the {limit} tokens of text model '{name}'; lower max_length")
     return model, tokenizer
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id, so a typo reads "no such directory", not a hub-id syntax error."""
-    return name.startswith((".", "/")) or Path(name).exists()
 
 
 def _reason(exc: BaseException, limit: int = 300) -> str:

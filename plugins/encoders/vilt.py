@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from mmreg.components import Modality, PairwiseFusion
-from mmreg.errors import ConfigError
-from mmreg.hf_encoder import TransformersEncoder
+from mmreg.hf_encoder import TransformersEncoder, loading_checkpoint
 from mmreg.text import build_tokenizer
 from mmreg_plugins.encoders.vilt_plugin import ViltParams
 
@@ -98,9 +97,7 @@ def load_pretrained(pretrained: str, max_length: int) -> ViltEncoder:
     ``ViltForQuestionAnswering`` or the rank head of a ``ViltForImageAndTextRetrieval``; a one-line ConfigError."""
     from transformers import AutoTokenizer, ViltConfig, ViltForImageAndTextRetrieval, ViltForQuestionAnswering, ViltImageProcessor, ViltModel
 
-    try:
-        if pretrained.startswith((".", "/")) and not Path(pretrained).is_dir():
-            raise FileNotFoundError("no such directory")
+    with loading_checkpoint(pretrained, "ViLT checkpoint", "a ViLT model, its tokenizer and ViltImageProcessor"):
         architectures = ViltConfig.from_pretrained(pretrained).architectures or []
         tokenizer, processor = AutoTokenizer.from_pretrained(pretrained), ViltImageProcessor.from_pretrained(pretrained)
         if "ViltForQuestionAnswering" in architectures:
@@ -111,9 +108,3 @@ def load_pretrained(pretrained: str, max_length: int) -> ViltEncoder:
             rank = ViltForImageAndTextRetrieval.from_pretrained(pretrained)
             return ViltEncoder(rank.vilt, tokenizer, processor, max_length, rank_head=rank.rank_output)
         return ViltEncoder(ViltModel.from_pretrained(pretrained), tokenizer, processor, max_length)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot load ViLT checkpoint '{pretrained}': {first}; give a directory saved with save_pretrained "
-            f"(a ViLT model, its tokenizer and ViltImageProcessor) or a hub id in the local cache"
-        ) from exc
